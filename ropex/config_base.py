@@ -1,0 +1,154 @@
+"""The complete experiment config every ``configs/*.py`` file starts from.
+
+Blocks: ``model`` (see :mod:`ropex.model_config`), ``data``, ``train``, ``mesh``,
+``checkpoint``, ``eval``. Config files take string args (``configs/prope_2b.py:p=0.25``)
+parsed by :func:`parse_arg`; ``runlocal=True`` shrinks any ablation to a CPU-sized run with
+the same positional encoding (:func:`runlocal`).
+"""
+
+from __future__ import annotations
+
+import ast
+
+import ml_collections
+
+from ropex import model_config
+from ropex.positional import ConfigError
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """Parses ``'p=0.25,theta=500000,data=wiki,runlocal'`` against typed defaults.
+
+  Every key must be one of ``defaults``; values are converted to the default's type. A bare
+  key means True."""
+  out = dict(defaults)
+  for item in filter(None, (arg or '').split(',')):
+    key, _, raw = item.partition('=')
+    key = key.strip()
+    if key not in defaults:
+      raise ConfigError(f'config argument {key!r} is not known; allowed: {", ".join(defaults)}')
+    if not _:
+      raw = 'True'
+    default = defaults[key]
+    try:
+      if isinstance(default, bool):
+        value = {'true': True, 'false': False, '1': True, '0': False}[raw.strip().lower()]
+      elif isinstance(default, (int, float)):
+        value = type(default)(ast.literal_eval(raw.strip()))
+      else:
+        value = raw.strip()
+    except (ValueError, KeyError, SyntaxError):
+      raise ConfigError(f'config argument {key}={raw!r} must be a '
+                        f'{type(default).__name__}') from None
+    out[key] = value
+  return ml_collections.ConfigDict(out)
+
+
+def base_config(arch: str = 'tiny', pe: ml_collections.ConfigDict | None = None,
+                **model_overrides) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.name = 'run'
+  c.model = model_config.model_block(arch, pe=pe, **model_overrides)
+
+  c.data = ml_collections.ConfigDict(dict(
+      source='synthetic',            # synthetic | tfds | text
+      tokenizer='byte',              # byte | sentencepiece
+      tokenizer_path='',             # SentencePiece .model file (Gemma's tokenizer.model works)
+      tfds_name='wikipedia/20230601.en', tfds_data_dir='', text_field='text',
+      train_split='train[:90%]', eval_split='train[90%:]',
+      text_glob='',                  # '*.txt' or '*.jsonl' files (source=text)
+      eval_fraction=0.1,             # held-out documents for source=text
+      tasks=('copy_offset', 'prev_token', 'assoc_recall', 'induction'),
+      pack=True, reset_positions=True, add_bos=True, add_eos=True,
+      shuffle=True, seed=0, worker_count=0, prefetch=2,
+  ))
+  c.train = ml_collections.ConfigDict(dict(
+      steps=300, batch_size=16, seq_len=128, seed=0,
+      learning_rate=3e-3, schedule='cosine',   # cosine | rsqrt | constant
+      warmup_steps=30, end_learning_rate_fraction=0.1,
+      b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, decay_norms_and_embeddings=False,
+      grad_clip_norm=1.0, grad_accum_steps=1,
+      loss_chunk=0,                  # >0: cross-entropy over chunks of this many tokens
+      z_loss=0.0, log_every_steps=10,
+  ))
+  c.mesh = ml_collections.ConfigDict(dict(
+      data=-1, fsdp=1, tensor=1,      # -1: all remaining devices
+      axis_rules=(
+          ('batch', ('data', 'fsdp')), ('vocab', 'tensor'), ('embed', 'fsdp'),
+          ('heads', 'tensor'), ('kv_heads', None), ('head_dim', None), ('mlp', 'tensor'),
+          ('norm', None), ('layers', None), ('length', None), ('act_embed', None),
+          ('act_heads', 'tensor'), ('act_mlp', 'tensor'),
+      ),
+  ))
+  c.checkpoint = ml_collections.ConfigDict(dict(every_steps=100, keep=3, async_save=True))
+  c.eval = ml_collections.ConfigDict(dict(every_steps=100, steps=4, batch_size=0))
+  return c
+
+
+def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrinks a config in place to a laptop-CPU run, keeping its positional encodings."""
+  tiny = model_config.model_block('tiny')
+  for key in ('arch', 'vocab_size', 'num_layers', 'embed_dim', 'num_heads', 'num_kv_heads',
+              'head_dim', 'hidden_dim'):
+    c.model[key] = tiny[key]
+  if c.model.layer_pattern:
+    c.model.num_layers = len(c.model.layer_pattern) * max(1, 2 // len(c.model.layer_pattern))
+  c.model.remat, c.model.dtype = 'none', 'float32'
+  c.data.source, c.data.tokenizer = 'synthetic', 'byte'
+  c.train.update(steps=300, batch_size=16, seq_len=128, warmup_steps=30, learning_rate=3e-3,
+                 loss_chunk=0)
+  c.mesh.update(data=-1, fsdp=1, tensor=1)
+  c.checkpoint.every_steps, c.eval.every_steps, c.eval.steps = 100, 100, 4
+  return c
+
+
+_PE_CHOICES = {
+    'nope': lambda a: model_config.pe_block('none'),
+    'rope': lambda a: model_config.pe_block('rope', max_wavelength=a.theta),
+    'prope': lambda a: model_config.pe_block('prope', fraction=a.p, max_wavelength=a.theta),
+    'prope_reversed': lambda a: model_config.pe_block('prope_reversed', fraction=a.p,
+                                                      max_wavelength=a.theta),
+    'partial': lambda a: model_config.pe_block('partial', rotary_fraction=a.p,
+                                               max_wavelength=a.theta),
+}
+
+
+def pe_from_args(a: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The ``model.pe`` block for config args ``pe=<choice>``, ``p`` and ``theta``."""
+  if a.pe not in _PE_CHOICES:
+    raise ConfigError(f'config argument pe={a.pe!r} is not known; allowed: '
+                      f'{", ".join(_PE_CHOICES)}')
+  return _PE_CHOICES[a.pe](a)
+
+
+PAPER_DATA = {
+    # Wikipedia (TFDS), 10% held out; FlanV2 as local jsonl files (inputs + targets fields).
+    'wiki': dict(source='tfds', tfds_name='wikipedia/20230601.en', text_field='text',
+                 train_split='train[:90%]', eval_split='train[90%:]'),
+    'flan': dict(source='text', text_glob='data/flan_v2/*.jsonl', text_field='inputs,targets'),
+}
+
+
+def paper_config(pe: ml_collections.ConfigDict, args: ml_collections.ConfigDict,
+                 name: str) -> ml_collections.ConfigDict:
+  """Table 2 of the paper: Gemma 2B from scratch, context 8192, batch 512, 10k steps.
+
+  The paper does not state optimizer, schedule or hardware; these are Gemma-style defaults
+  (AdamW 0.9/0.95, peak 3e-4, 1k warmup, cosine to 10%, weight decay 0.1, clip 1.0,
+  bfloat16 compute with float32 parameters, FSDP over all chips)."""
+  if args.data not in PAPER_DATA:
+    raise ConfigError(f'config argument data={args.data!r} is not known; allowed: '
+                      f'{", ".join(PAPER_DATA)}')
+  c = base_config('gemma_2b', pe=pe, dtype='bfloat16', remat='full')
+  c.name = f'{name}_{args.data}'
+  c.data.update(PAPER_DATA[args.data])
+  c.data.tokenizer, c.data.tokenizer_path = 'sentencepiece', 'tokenizer/gemma_tokenizer.model'
+  c.train.update(steps=10_000, batch_size=512, seq_len=8192, learning_rate=3e-4,
+                 warmup_steps=1000, loss_chunk=1024, log_every_steps=50)
+  c.mesh.update(data=1, fsdp=-1, tensor=1)
+  c.checkpoint.update(every_steps=500, keep=3)
+  c.eval.update(every_steps=1000, steps=20)
+  if args.runlocal:
+    runlocal(c)
+    c.name = f'{name}_local'
+  return c

@@ -1,0 +1,194 @@
+"""Model configuration: presets, validation, and the resolved per-layer schedule.
+
+A config's ``model`` block (an ml_collections ConfigDict) is turned into a frozen
+:class:`ModelConfig` once, validated field by field. Layers get their positional encoding
+and attention window from a repeating pattern::
+
+    model.layer_pattern = ('local',) * 5 + ('global',)       # repeats over the layers
+    model.layer_types = {'local':  {'pe': {'kind': 'rope', 'max_wavelength': 10_000},
+                                    'window': 1024},
+                         'global': {'pe': {'kind': 'prope', 'fraction': 0.25,
+                                           'max_wavelength': 1_000_000}}}
+
+An empty pattern means every layer uses ``model.pe`` and ``model.sliding_window``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from ropex import positional
+from ropex.positional import ConfigError
+
+REMAT_POLICIES = ('none', 'full', 'dots', 'dots_no_batch')
+DTYPES = ('float32', 'bfloat16', 'float16')
+ATTENTION_IMPLS = ('dense', 'chunked')
+
+
+def pe_block(kind: str = 'rope', **fields) -> ml_collections.ConfigDict:
+  """A positional-encoding block with every field present (None = unused by this kind), so
+  that any field can be overridden from the command line."""
+  block = {'kind': kind, 'fraction': None, 'max_wavelength': None, 'layout': None,
+           'rotary_fraction': None, 'position_scale': None}
+  block.update(fields)
+  return ml_collections.ConfigDict(block, type_safe=False)
+
+
+_ARCHS = {
+    # name: (vocab, layers, embed, heads, kv_heads, head_dim, hidden)
+    'gemma_2b': (256_128, 18, 2048, 8, 1, 256, 16_384),
+    'gemma_7b': (256_128, 28, 3072, 16, 16, 256, 24_576),
+    'peer': (32_000, 4, 256, 4, 4, 64, 1024),
+    'small': (32_000, 8, 512, 8, 8, 64, 2048),
+    'tiny': (512, 2, 128, 4, 1, 32, 512),
+}
+
+
+def model_block(arch: str = 'tiny', pe: ml_collections.ConfigDict | None = None,
+                **overrides) -> ml_collections.ConfigDict:
+  """The complete ``model`` block for a named architecture preset."""
+  if arch not in _ARCHS:
+    raise ConfigError(f'model preset {arch!r} is unknown; allowed: {", ".join(_ARCHS)}')
+  vocab, layers, embed, heads, kv_heads, head_dim, hidden = _ARCHS[arch]
+  block = ml_collections.ConfigDict(dict(
+      arch=arch, vocab_size=vocab, num_layers=layers, embed_dim=embed, num_heads=heads,
+      num_kv_heads=kv_heads, head_dim=head_dim, hidden_dim=hidden,
+      pe=pe if pe is not None else pe_block('rope', max_wavelength=10_000),
+      sliding_window=0, layer_pattern=(), layer_types={},
+      attn_logit_softcap=0.0, final_logit_softcap=0.0,
+      scan_layers=True, remat='none', param_dtype='float32', dtype='float32',
+      attention_impl='dense', attention_chunk=1024,
+  ))
+  block.update(overrides)
+  return block
+
+
+def arch_names() -> tuple[str, ...]:
+  return tuple(_ARCHS)
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSpec:
+  """What one layer does positionally: its encoding and its attention window (0 = global)."""
+  pe: Any
+  window: int
+  type_name: str = 'default'
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  vocab_size: int
+  num_layers: int
+  embed_dim: int
+  num_heads: int
+  num_kv_heads: int
+  head_dim: int
+  hidden_dim: int
+  pattern: tuple[LayerSpec, ...]    # one period of the layer schedule
+  attn_logit_softcap: float = 0.0
+  final_logit_softcap: float = 0.0
+  scan_layers: bool = True
+  remat: str = 'none'
+  param_dtype: str = 'float32'
+  dtype: str = 'float32'
+  attention_impl: str = 'dense'
+  attention_chunk: int = 1024
+
+  @property
+  def layers(self) -> tuple[LayerSpec, ...]:
+    """The spec of every layer, in order."""
+    return tuple(self.pattern[i % len(self.pattern)] for i in range(self.num_layers))
+
+  @property
+  def num_groups(self) -> int:
+    return self.num_layers // len(self.pattern)
+
+  @staticmethod
+  def from_config(m: ml_collections.ConfigDict | dict) -> 'ModelConfig':
+    return _validate(m)
+
+
+def _int(m, key, minimum=1):
+  value = m.get(key)
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    raise ConfigError(f'model.{key}={value!r} must be an integer >= {minimum}')
+  return int(value)
+
+
+def _choice(m, key, allowed):
+  value = m.get(key)
+  if value not in allowed:
+    raise ConfigError(f'model.{key}={value!r} is not allowed; allowed: {", ".join(allowed)}')
+  return value
+
+
+def _float(m, key):
+  value = m.get(key) or 0.0
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+    raise ConfigError(f'model.{key}={value!r} must be a number >= 0 (0 disables it)')
+  return float(value)
+
+
+def _window(value, field):
+  value = 0 if value is None else value
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+    raise ConfigError(f'{field}={value!r} must be an integer >= 0 (0 = full causal attention)')
+  return int(value)
+
+
+def _validate(m) -> ModelConfig:
+  get = m.get
+  heads, kv_heads = _int(m, 'num_heads'), _int(m, 'num_kv_heads')
+  if heads % kv_heads:
+    raise ConfigError(f'model.num_kv_heads={kv_heads} must divide model.num_heads={heads}')
+  head_dim = _int(m, 'head_dim')
+  if head_dim % 2:
+    raise ConfigError(f'model.head_dim={head_dim} must be even (rotary chunks pair up dims)')
+  num_layers = _int(m, 'num_layers')
+  default = LayerSpec(positional.from_config(get('pe'), head_dim, 'model.pe'),
+                      _window(get('sliding_window'), 'model.sliding_window'))
+  pattern_names = tuple(get('layer_pattern') or ())
+  types = dict(get('layer_types') or {})
+  if not pattern_names:
+    pattern = (default,)
+  else:
+    pattern = tuple(_layer_type(name, types, default, head_dim) for name in pattern_names)
+  scan = bool(get('scan_layers'))
+  if num_layers % len(pattern) and scan:
+    raise ConfigError(f'model.layer_pattern has length {len(pattern)}, which must divide '
+                      f'model.num_layers={num_layers} when model.scan_layers=True '
+                      f'(or set model.scan_layers=False)')
+  if num_layers % len(pattern):
+    pattern = tuple(pattern[i % len(pattern)] for i in range(num_layers))
+  chunk = _int(m, 'attention_chunk')
+  return ModelConfig(
+      vocab_size=_int(m, 'vocab_size', 2), num_layers=num_layers, embed_dim=_int(m, 'embed_dim'),
+      num_heads=heads, num_kv_heads=kv_heads, head_dim=head_dim,
+      hidden_dim=_int(m, 'hidden_dim'), pattern=pattern,
+      attn_logit_softcap=_float(m, 'attn_logit_softcap'),
+      final_logit_softcap=_float(m, 'final_logit_softcap'), scan_layers=scan,
+      remat=_choice(m, 'remat', REMAT_POLICIES), param_dtype=_choice(m, 'param_dtype', DTYPES),
+      dtype=_choice(m, 'dtype', DTYPES),
+      attention_impl=_choice(m, 'attention_impl', ATTENTION_IMPLS), attention_chunk=chunk)
+
+
+def _layer_type(name, types, default: LayerSpec, head_dim) -> LayerSpec:
+  if name not in types:
+    raise ConfigError(f'model.layer_pattern names layer type {name!r}, which is not in '
+                      f'model.layer_types; defined types: {", ".join(types) or "none"}')
+  spec = dict(types[name] or {})
+  unknown = sorted(set(spec) - {'pe', 'window'})
+  if unknown:
+    raise ConfigError(f'model.layer_types.{name}.{unknown[0]} is not a layer-type field; '
+                      f'allowed: pe, window')
+  pe = default.pe
+  if spec.get('pe') is not None:
+    pe = positional.from_config(spec['pe'], head_dim, f'model.layer_types.{name}.pe')
+  window = default.window
+  if spec.get('window') is not None:
+    window = _window(spec['window'], f'model.layer_types.{name}.window')
+  return LayerSpec(pe=pe, window=window, type_name=name)
