@@ -31,11 +31,18 @@ ATTENTION_IMPLS = ('dense', 'chunked')
 
 def pe_block(kind: str = 'rope', **fields) -> ml_collections.ConfigDict:
   """A positional-encoding block with every field present (None = unused by this kind), so
-  that any field can be overridden from the command line."""
-  block = {'kind': kind, 'fraction': None, 'max_wavelength': None, 'layout': None,
-           'rotary_fraction': None, 'position_scale': None}
-  block.update(fields)
-  return ml_collections.ConfigDict(block, type_safe=False)
+  that any field can be overridden from the command line (``--config.model.pe.fraction=0.5``)."""
+  types = {'fraction': float, 'max_wavelength': float, 'layout': str, 'rotary_fraction': float,
+           'position_scale': float}
+  unknown = sorted(set(fields) - set(types))
+  if unknown:
+    raise ConfigError(f'pe_block field {unknown[0]!r} is not known; allowed: {", ".join(types)}')
+  block = ml_collections.ConfigDict({'kind': kind})
+  for key, typ in types.items():
+    value = fields.get(key)
+    block[key] = ml_collections.config_dict.placeholder(typ) if value is None else (
+        typ(value) if typ is float and isinstance(value, int) else value)
+  return block
 
 
 _ARCHS = {

@@ -1,0 +1,193 @@
+"""Positional-encoding registry: exact rotations against an independent numpy reference."""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ropex import positional
+from ropex.positional import ConfigError
+
+ROTATING = [
+    {'kind': 'rope'},
+    {'kind': 'rope', 'layout': 'interleaved'},
+    {'kind': 'rope', 'max_wavelength': 500_000},
+    {'kind': 'prope', 'fraction': 0.75},
+    {'kind': 'prope', 'fraction': 0.25, 'layout': 'interleaved'},
+    {'kind': 'prope_reversed', 'fraction': 0.75},
+    {'kind': 'partial', 'rotary_fraction': 0.5},
+]
+
+
+def reference(x, pos, pairs, freqs):
+  """Independent numpy RoPE: rotate dims (i, j) of each pair by pos * freq (float64)."""
+  out = np.array(x, np.float64)
+  for (i, j), g in zip(pairs, freqs):
+    a = pos[..., None] * g
+    xi, xj = x[..., i].astype(np.float64), x[..., j].astype(np.float64)
+    out[..., i] = xi * np.cos(a) - xj * np.sin(a)
+    out[..., j] = xj * np.cos(a) + xi * np.sin(a)
+  return out
+
+
+def _x(shape=(2, 7, 3, 16), seed=0):
+  rng = np.random.default_rng(seed)
+  # Positions up to 4000: float32 angles (as in Gemma) carry ~4000 * 2^-24 rad of error.
+  return rng.standard_normal(shape).astype(np.float32), rng.integers(0, 4000, shape[:2])
+
+
+@pytest.mark.parametrize('d', [16, 256])
+def test_rope_golden_half_and_interleaved(d):
+  x, pos = _x((2, 5, 2, d))
+  freqs = [10_000.0 ** (-2 * k / d) for k in range(d // 2)]
+  half = positional.from_config({'kind': 'rope'}, d)
+  inter = positional.from_config({'kind': 'rope', 'layout': 'interleaved'}, d)
+  np.testing.assert_allclose(
+      half(x, pos), reference(x, pos, [(k, k + d // 2) for k in range(d // 2)], freqs),
+      atol=1e-3)
+  np.testing.assert_allclose(
+      inter(x, pos), reference(x, pos, [(2 * k, 2 * k + 1) for k in range(d // 2)], freqs),
+      atol=1e-3)
+
+
+def test_prope_golden_keeps_highest_frequencies():
+  d, p = 16, 0.5
+  x, pos = _x((2, 5, 2, d))
+  kept = int(p * d / 2)  # 4 highest: chunks 0..3, exponent over the full head dim
+  freqs = [10_000.0 ** (-2 * k / d) for k in range(kept)]
+  pe = positional.from_config({'kind': 'prope', 'fraction': p}, d)
+  np.testing.assert_allclose(pe(x, pos),
+                             reference(x, pos, [(k, k + d // 2) for k in range(kept)], freqs),
+                             atol=1e-3)
+
+
+def test_prope_reversed_golden_keeps_lowest_frequencies():
+  d = 16
+  x, pos = _x((1, 6, 2, d))
+  chunks = range(2, 8)  # p=0.75 keeps the 6 lowest of 8
+  freqs = [10_000.0 ** (-2 * k / d) for k in chunks]
+  pe = positional.from_config({'kind': 'prope_reversed', 'fraction': 0.75}, d)
+  np.testing.assert_allclose(pe(x, pos),
+                             reference(x, pos, [(k, k + d // 2) for k in chunks], freqs),
+                             atol=1e-3)
+
+
+def test_partial_recomputes_frequencies_over_rotated_slice():
+  d, rot = 16, 8  # rotary_fraction 0.5: NeoX rotates dims 0..7, pairs (k, k+4)
+  x, pos = _x((1, 6, 2, d))
+  freqs = [10_000.0 ** (-2 * k / rot) for k in range(rot // 2)]
+  pe = positional.from_config({'kind': 'partial', 'rotary_fraction': 0.5}, d)
+  np.testing.assert_allclose(pe(x, pos),
+                             reference(x, pos, [(k, k + rot // 2) for k in range(rot // 2)],
+                                       freqs), atol=1e-3)
+  # It keeps the lowest frequency theta^-(rot-2)/rot, so it is not p-RoPE.
+  assert pe.timescales[-1] == pytest.approx(10_000.0 ** ((rot - 2) / rot))
+
+
+def test_gemma_2b_prope_075_rotates_exactly_chunks_0_to_95():
+  d = 256
+  pe = positional.from_config({'kind': 'prope', 'fraction': 0.75}, d)
+  assert pe.rotated_chunks() == tuple(range(96))
+  x = np.ones((1, 3, 1, d), np.float32)
+  out = np.asarray(pe(x, np.array([[0, 1, 2]])))
+  changed = np.nonzero(np.any(np.abs(out - x) > 1e-7, axis=(0, 1, 2)))[0]
+  np.testing.assert_array_equal(changed, np.r_[0:96, 128:224])
+  # Kept frequencies are exactly RoPE's top 96 (denominator = head dim, not rotated dims).
+  rope = positional.from_config({'kind': 'rope'}, d)
+  assert pe.timescales == rope.timescales[:96]
+
+
+def test_reversed_control_rotates_chunks_32_to_127():
+  d = 256
+  pe = positional.from_config({'kind': 'prope_reversed', 'fraction': 0.75}, d)
+  assert pe.rotated_chunks() == tuple(range(32, 128))
+  x = np.ones((1, 3, 1, d), np.float32)
+  out = np.asarray(pe(x, np.array([[0, 1, 2]])))
+  changed = np.nonzero(np.any(np.abs(out - x) > 1e-7, axis=(0, 1, 2)))[0]
+  np.testing.assert_array_equal(changed, np.r_[32:128, 160:256])
+
+
+@pytest.mark.parametrize('layout', ['half', 'interleaved'])
+def test_prope_endpoints_equal_rope_and_nope_exactly(layout):
+  x, pos = _x((2, 9, 2, 32))
+  prope1 = positional.from_config({'kind': 'prope', 'fraction': 1.0, 'layout': layout}, 32)
+  rope = positional.from_config({'kind': 'rope', 'layout': layout}, 32)
+  np.testing.assert_array_equal(prope1(x, pos), rope(x, pos))
+  prope0 = positional.from_config({'kind': 'prope', 'fraction': 0.0, 'layout': layout}, 32)
+  np.testing.assert_array_equal(prope0(x, pos), x)
+
+
+@pytest.mark.parametrize('cfg', ROTATING, ids=lambda c: str(c))
+def test_relative_position_invariance_and_norms(cfg):
+  d = 32
+  pe = positional.from_config(cfg, d)
+  rng = np.random.default_rng(1)
+  q, k = rng.standard_normal((2, 1, 1, 1, d)).astype(np.float32)
+
+  def score(m, n):
+    return float(jnp.sum(pe(q, np.array([[m]])) * pe(k, np.array([[n]]))))
+
+  for m, n, shift in [(5, 2, 100), (40, 0, 1234), (7, 7, 999)]:
+    assert score(m, n) == pytest.approx(score(m + shift, n + shift), abs=2e-4)
+  x, pos = _x((2, 5, 3, d))
+  np.testing.assert_allclose(np.linalg.norm(pe(x, pos), axis=-1),
+                             np.linalg.norm(x, axis=-1), rtol=1e-5)
+
+
+def test_nope_is_identity():
+  x, pos = _x()
+  np.testing.assert_array_equal(positional.from_config({'kind': 'none'}, 16)(x, pos), x)
+
+
+def test_jit_and_bfloat16_keep_dtype():
+  pe = positional.from_config({'kind': 'prope', 'fraction': 0.5}, 16)
+  x, pos = _x()
+  out = jax.jit(pe)(jnp.asarray(x, jnp.bfloat16), pos)
+  assert out.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(out, np.float32), pe(x, pos), atol=0.05)
+
+
+def test_position_scale_interpolates_positions():
+  x, pos = _x()
+  scaled = positional.from_config({'kind': 'rope', 'position_scale': 4.0}, 16)
+  plain = positional.from_config({'kind': 'rope'}, 16)
+  np.testing.assert_allclose(scaled(x, pos * 4), plain(x, pos), atol=1e-3)
+
+
+@pytest.mark.parametrize('cfg, head_dim, words', [
+    ({'kind': 'prope', 'fraction': 1.5}, 16, 'model.pe.fraction=1.5 must be a number in [0, 1]'),
+    ({'kind': 'prope', 'fraction': -0.1}, 16, 'model.pe.fraction'),
+    ({'kind': 'rope'}, 15, 'model.head_dim=15 must be a positive even integer'),
+    ({'kind': 'rotary9'}, 16, "model.pe.kind='rotary9' is not a registered"),
+    ({'kind': 'rope', 'max_wavelength': 0}, 16, 'model.pe.max_wavelength=0 must be a number > 0'),
+    ({'kind': 'rope', 'max_wavelength': -5.0}, 16, 'max_wavelength'),
+    ({'kind': 'rope', 'layout': 'zigzag'}, 16, "model.pe.layout='zigzag' is not allowed"),
+    ({'kind': 'rope', 'fraction': 0.5}, 16, "model.pe.fraction=0.5 is not used by kind 'rope'"),
+])
+def test_invalid_values_give_clear_errors(cfg, head_dim, words):
+  with pytest.raises(ConfigError, match=words.replace('[', r'\[').replace(']', r'\]')):
+    positional.from_config(cfg, head_dim)
+
+
+def test_unknown_kind_lists_registered_kinds():
+  with pytest.raises(ConfigError) as err:
+    positional.from_config({'kind': 'alibi'}, 16)
+  for kind in ('none', 'rope', 'prope', 'prope_reversed', 'partial'):
+    assert kind in str(err.value)
+
+
+def test_register_a_new_encoding_in_one_place():
+  @dataclasses.dataclass(frozen=True)
+  class Flip:
+    def __call__(self, x_BLHK, positions_BL):
+      return -x_BLHK
+
+  positional.register('test_flip')(lambda f, head_dim: Flip())
+  try:
+    x, pos = _x()
+    np.testing.assert_array_equal(positional.from_config({'kind': 'test_flip'}, 16)(x, pos), -x)
+    with pytest.raises(ValueError, match='already registered'):
+      positional.register('test_flip')(lambda f, d: Flip())
+  finally:
+    positional._REGISTRY.pop('test_flip')
