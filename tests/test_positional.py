@@ -191,3 +191,28 @@ def test_register_a_new_encoding_in_one_place():
       positional.register('test_flip')(lambda f, d: Flip())
   finally:
     positional._REGISTRY.pop('test_flip')
+
+
+def test_readme_example_registration():
+  """The README's 'Adding an encoding' example, verbatim apart from the module prefix."""
+  from ropex.positional import Rotary, _Fields, _LAYOUTS, register
+
+  @register('rope_linear')
+  def _rope_linear(f: _Fields, head_dim: int):
+    """RoPE with frequencies spaced linearly from 1 down to 1/θ (not geometrically)."""
+    theta = f.positive('max_wavelength', 10_000.0)
+    freqs = np.linspace(1.0, 1.0 / theta, head_dim // 2)
+    return Rotary(kind='rope_linear', head_dim=head_dim, rotary_dim=head_dim, start=0,
+                  stop=head_dim // 2, timescales=tuple(1.0 / freqs), max_wavelength=theta,
+                  layout=f.choice('layout', 'half', _LAYOUTS))
+
+  try:
+    d = 16
+    x, pos = _x((1, 4, 2, d))
+    pe = positional.from_config({'kind': 'rope_linear', 'max_wavelength': 100.0}, d)
+    freqs = np.linspace(1.0, 0.01, d // 2)
+    np.testing.assert_allclose(
+        pe(x, pos), reference(x, pos, [(k, k + d // 2) for k in range(d // 2)], freqs),
+        atol=1e-3)
+  finally:
+    positional._REGISTRY.pop('rope_linear')
