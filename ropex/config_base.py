@@ -57,15 +57,19 @@ def base_config(arch: str = 'tiny', pe: ml_collections.ConfigDict | None = None,
       tfds_name='wikipedia/20230601.en', tfds_data_dir='', text_field='text',
       train_split='train[:90%]', eval_split='train[90%:]',
       text_glob='',                  # '*.txt' or '*.jsonl' files (source=text)
+      text_split_blank_lines=False,  # .txt: one document per file, or split at blank lines
       eval_fraction=0.1,             # held-out documents for source=text
       tasks=('copy_offset', 'prev_token', 'assoc_recall', 'induction'),
+      synthetic_loss='answers',      # answers: loss only on answer tokens | all
+      synthetic_vocab=16,            # content tokens per synthetic task (ids 16..16+vocab-1)
+      synthetic_length=(14, 20),     # synthetic example length range, tokens incl. bos/eos
       pack=True, reset_positions=True, add_bos=True, add_eos=True,
       shuffle=True, seed=0, worker_count=0, prefetch=2,
   ))
   c.train = ml_collections.ConfigDict(dict(
-      steps=300, batch_size=16, seq_len=128, seed=0,
+      steps=600, batch_size=16, seq_len=128, seed=0,   # tiny: ~2.5 min on 2 CPU cores
       learning_rate=3e-3, schedule='cosine',   # cosine | rsqrt | constant
-      warmup_steps=30, end_learning_rate_fraction=0.1,
+      warmup_steps=50, end_learning_rate_fraction=0.1,
       b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, decay_norms_and_embeddings=False,
       grad_clip_norm=1.0, grad_accum_steps=1,
       loss_chunk=0,                  # >0: cross-entropy over chunks of this many tokens

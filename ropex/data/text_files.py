@@ -1,0 +1,116 @@
+"""Local text corpora as a random-access source of documents.
+
+``data.text_glob`` matches ``.txt`` and/or ``.jsonl`` files (``**`` recurses):
+
+- ``.txt``: one document per file; with ``data.text_split_blank_lines=True`` each file is split
+  into documents at blank lines (for corpora stored as one big file).
+- ``.jsonl``: one document per non-empty line, a JSON object; ``data.text_field`` names the field,
+  or several comma-separated fields joined with a newline (FlanV2: ``inputs,targets``).
+
+The train/eval split is a deterministic hash of each document's identity (file name without its
+directory, and the document's ordinal in the file): a document is held out when its hash, as a
+fraction of 2**64, is below ``data.eval_fraction``. Moving the files or adding files therefore
+never moves a document between splits. Only byte offsets are kept in memory; documents are read
+from disk on access.
+"""
+
+from __future__ import annotations
+
+import glob as glob_lib
+import hashlib
+import json
+import os
+import re
+
+import numpy as np
+
+from ropex.positional import ConfigError
+
+EXTENSIONS = ('.txt', '.jsonl')
+_BLANK_LINES = re.compile(rb'\n[ \t\r]*\n[ \t\r\n]*')
+_CHUNK = 1 << 26
+
+
+def matching_files(pattern: str) -> list[str]:
+  files = sorted(f for f in glob_lib.glob(pattern, recursive=True) if os.path.isfile(f))
+  if not files:
+    raise ConfigError(f'data.text_glob={pattern!r} matches no files; give a glob of .txt or '
+                      '.jsonl files')
+  bad = [f for f in files if not f.endswith(EXTENSIONS)]
+  if bad:
+    raise ConfigError(f'data.text_glob={pattern!r} matches {bad[0]!r}; allowed extensions: '
+                      f'{", ".join(EXTENSIONS)}')
+  return files
+
+
+def _line_spans(path: str) -> tuple[np.ndarray, np.ndarray]:
+  """(start, end) byte offsets of the non-blank lines of a file, read in chunks."""
+  newlines, size = [], os.path.getsize(path)
+  with open(path, 'rb') as f:
+    offset = 0
+    while chunk := f.read(_CHUNK):
+      newlines.append(offset + np.flatnonzero(np.frombuffer(chunk, np.uint8) == 10))
+      offset += len(chunk)
+  ends = np.concatenate(newlines + [np.array([size])]) if newlines else np.array([size])
+  starts = np.concatenate([[0], ends[:-1] + 1])
+  keep = ends > starts
+  return starts[keep].astype(np.int64), ends[keep].astype(np.int64)
+
+
+def _paragraph_spans(path: str) -> tuple[np.ndarray, np.ndarray]:
+  with open(path, 'rb') as f:
+    data = f.read()
+  bounds = [0]
+  for m in _BLANK_LINES.finditer(data):
+    bounds += [m.start(), m.end()]
+  bounds.append(len(data))
+  spans = [(s, e) for s, e in zip(bounds[::2], bounds[1::2]) if data[s:e].strip()]
+  arr = np.array(spans, np.int64).reshape(-1, 2)
+  return arr[:, 0], arr[:, 1]
+
+
+def in_eval_split(key: str, eval_fraction: float) -> bool:
+  h = int.from_bytes(hashlib.blake2b(key.encode('utf-8'), digest_size=8).digest(), 'little')
+  return h / 2.0**64 < eval_fraction
+
+
+class TextFiles:
+  """Documents (str for .txt, dict for .jsonl) of one split; ``len`` and ``[i]``."""
+
+  def __init__(self, pattern: str, split: str, eval_fraction: float, fields: tuple[str, ...],
+               split_blank_lines: bool = False):
+    self.files = matching_files(pattern)
+    self.fields = fields
+    file_ids, starts, ends = [], [], []
+    for i, path in enumerate(self.files):
+      if path.endswith('.jsonl'):
+        s, e = _line_spans(path)
+      elif split_blank_lines:
+        s, e = _paragraph_spans(path)
+      else:
+        s, e = np.array([0], np.int64), np.array([os.path.getsize(path)], np.int64)
+      name = os.path.basename(path)
+      held_out = np.array([in_eval_split(f'{name}:{j}', eval_fraction) for j in range(len(s))],
+                          bool)
+      keep = held_out if split == 'eval' else ~held_out
+      file_ids.append(np.full(int(keep.sum()), i, np.int32))
+      starts.append(s[keep])
+      ends.append(e[keep])
+    self._file = np.concatenate(file_ids)
+    self._start = np.concatenate(starts)
+    self._end = np.concatenate(ends)
+
+  def __len__(self) -> int:
+    return len(self._file)
+
+  def __getitem__(self, i: int):
+    path = self.files[self._file[i]]
+    with open(path, 'rb') as f:
+      f.seek(int(self._start[i]))
+      raw = f.read(int(self._end[i] - self._start[i]))
+    if not path.endswith('.jsonl'):
+      return raw.decode('utf-8', errors='replace')
+    try:
+      return json.loads(raw)
+    except json.JSONDecodeError as e:
+      raise ValueError(f'{path}: byte {int(self._start[i])}: not a JSON line ({e})') from None

@@ -1,0 +1,73 @@
+"""Tokenizers: UTF-8 bytes, or a SentencePiece model file (Gemma's ``tokenizer.model`` as is).
+
+Both expose ``vocab_size``, ``encode(str) -> list[int]``, ``encode_array(str) -> int32 array``,
+``decode(ids) -> str`` and the special ids ``pad_id`` (always 0), ``bos_id``, ``eos_id``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ropex.positional import ConfigError
+
+TOKENIZERS = ('byte', 'sentencepiece')
+
+
+class ByteTokenizer:
+  """ids: 0 pad, 1 bos, 2 eos, 3 + b for UTF-8 byte b (vocab 259)."""
+
+  pad_id, bos_id, eos_id = 0, 1, 2
+  offset = 3
+  vocab_size = 256 + 3
+
+  def encode_array(self, text: str) -> np.ndarray:
+    return np.frombuffer(text.encode('utf-8'), np.uint8).astype(np.int32) + self.offset
+
+  def encode(self, text: str) -> list[int]:
+    return self.encode_array(text).tolist()
+
+  def decode(self, ids) -> str:
+    ids_N = np.asarray(ids, np.int64).reshape(-1)
+    ids_N = ids_N[(ids_N >= self.offset) & (ids_N < self.vocab_size)] - self.offset
+    return ids_N.astype(np.uint8).tobytes().decode('utf-8', errors='replace')
+
+
+class SentencePieceTokenizer:
+  """A SentencePiece model; its pad id must be 0 (Gemma: pad 0, eos 1, bos 2)."""
+
+  def __init__(self, path: str):
+    import sentencepiece as spm  # pylint: disable=g-import-not-at-top
+    if not path or not os.path.isfile(path):
+      raise ConfigError(f'data.tokenizer_path={path!r} is not a file; set it to a SentencePiece '
+                        '.model file (e.g. Gemma tokenizer.model or one from python -m '
+                        'ropex.tokenizer)')
+    self._sp = spm.SentencePieceProcessor(model_file=path)
+    self.vocab_size = int(self._sp.get_piece_size())
+    self.pad_id, self.bos_id, self.eos_id = (int(self._sp.pad_id()), int(self._sp.bos_id()),
+                                             int(self._sp.eos_id()))
+    if self.pad_id != 0 or self.bos_id < 0 or self.eos_id < 0:
+      raise ConfigError(f'data.tokenizer_path={path!r} has pad/bos/eos ids {self.pad_id}/'
+                        f'{self.bos_id}/{self.eos_id}; allowed: pad 0 and bos, eos defined '
+                        '(train one with python -m ropex.tokenizer)')
+
+  def encode_array(self, text: str) -> np.ndarray:
+    return np.asarray(self._sp.encode(text), np.int32)
+
+  def encode(self, text: str) -> list[int]:
+    return list(self._sp.encode(text))
+
+  def decode(self, ids) -> str:
+    ids = [int(i) for i in np.asarray(ids).reshape(-1) if int(i) != self.pad_id]
+    return self._sp.decode(ids)
+
+
+def make_tokenizer(data_cfg):
+  """The tokenizer named by ``data.tokenizer`` (``byte`` or ``sentencepiece``)."""
+  kind = data_cfg.tokenizer
+  if kind == 'byte':
+    return ByteTokenizer()
+  if kind == 'sentencepiece':
+    return SentencePieceTokenizer(data_cfg.tokenizer_path)
+  raise ConfigError(f'data.tokenizer={kind!r} is not allowed; allowed: {", ".join(TOKENIZERS)}')
