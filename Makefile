@@ -20,5 +20,13 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
+# The offline default: a tiny model on the synthetic tasks (a few minutes on 2 CPU cores).
+train: $(STAMP)
+	$(PY) -m ropex.train --config configs/tiny.py --workdir /tmp/ropex-tiny
+
+# The mini ablation: tiny NoPE, RoPE and p-RoPE runs, then one comparison table.
+demo: $(STAMP)
+	$(PY) -m ropex.demo --workdir /tmp/ropex-demo
+
 clean-venv:
 	rm -rf $(VENV)

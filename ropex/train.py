@@ -1,0 +1,87 @@
+r"""``python -m ropex.train --config configs/X.py[:args] --workdir DIR [--config.a.b=v ...]``
+
+Validates the whole config first (a bad value: one sentence on stderr, exit status 2, nothing
+in DIR touched), then trains, resuming from the latest complete checkpoint in DIR if there is
+one. SIGTERM / SIGINT save a checkpoint and exit with status 0; a NaN / Inf loss stops the run
+with status 3 and leaves the last good checkpoint intact.
+
+Multi-host: ``--coordinator_address=HOST:PORT --num_processes=N --process_id=I`` on every host
+(or the JAX_* environment variables); on TPU pods and SLURM this is detected automatically.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from ropex.positional import ConfigError
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file '
+                                          '(configs/X.py[:args]).', lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics, config.')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
+                                   'HOST:PORT of process 0 (multi-process runs).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processes.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process, in [0, num_processes).')
+_DISTRIBUTED = flags.DEFINE_enum('distributed', 'auto', ['auto', 'on', 'off'],
+                                 'Call jax.distributed.initialize: auto = when several '
+                                 'processes are configured or detected (TPU pod, SLURM).')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+EXIT_CONFIG, EXIT_NONFINITE = 2, 3
+
+
+def _fail(message: str, status: int):
+  print(f'ropex.train: {message}', file=sys.stderr, flush=True)
+  sys.exit(status)
+
+
+def main(argv):
+  if len(argv) > 1:
+    _fail(f'unexpected arguments {argv[1:]}; allowed: --config, --workdir, --config.<field>=v',
+          EXIT_CONFIG)
+  logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
+  from ropex import distributed  # pylint: disable=g-import-not-at-top
+  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                         _DISTRIBUTED.value)
+  from ropex import loop  # pylint: disable=g-import-not-at-top
+  config = _CONFIG.value
+  try:
+    config.get('model')
+  except OSError as e:
+    _fail(f'--config could not be loaded: {" ".join(str(e).split())}', EXIT_CONFIG)
+  try:
+    loop.train(config, _WORKDIR.value)
+  except ConfigError as e:
+    _fail(str(e), EXIT_CONFIG)
+  except loop.NonFiniteLossError as e:
+    _fail(str(e), EXIT_NONFINITE)
+
+
+def _parse_flags(argv):
+  """absl flag parsing, with config-file and override errors as one line (no traceback)."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    err = e
+    while err is not None:  # a ConfigError raised inside the config file's get_config
+      if isinstance(err, ConfigError):
+        _fail(str(err).strip().splitlines()[-1].split('ConfigError: ', 1)[-1], EXIT_CONFIG)
+      err = err.__cause__ or err.__context__
+    _fail(' '.join(str(e).split()), EXIT_CONFIG)
+  except (AttributeError, KeyError) as e:  # --config.<field> that does not exist
+    hint = re.search(r'Did you mean "(\w+)" instead of "(\w+)"', str(e))
+    detail = f'{hint[2]!r}; did you mean {hint[1]!r}?' if hint else str(e).splitlines()[0]
+    _fail(f'a --config.<field> override names a field that does not exist: {detail}',
+          EXIT_CONFIG)
+
+
+def run():
+  app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == '__main__':
+  run()
