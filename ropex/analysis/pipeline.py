@@ -1,0 +1,171 @@
+"""The whole analysis of one model on a set of prompts, and its report.
+
+    from ropex.analysis import pipeline, prompts
+    result = pipeline.analyze(cfg, params, prompts.tokenize(texts, tok, 256), out_dir='out')
+
+writes ``out/report.md`` (+ ``report.html``), ``out/figures/*.png``, ``out/arrays.npz`` and
+``out/summary.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from ropex.analysis import ablation, capture, frequency, heads
+from ropex.analysis.prompts import Prompts
+from ropex.analysis.report import Doc, fmt, rel
+from ropex.model_config import ModelConfig
+
+
+@dataclasses.dataclass
+class Analysis:
+  usage: frequency.FrequencyUsage
+  head_scores: heads.HeadScores
+  loss: float
+  ablations: list[dict]
+  maps_LNTS: np.ndarray          # attention of every head on the first prompt's first tokens
+  files: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+class _FirstPromptMaps:
+  """Keeps the attention maps of the first prompt (first ``n`` tokens) of the first batch."""
+
+  def __init__(self, n: int):
+    self.n, self.maps = n, None
+
+  def add(self, captured: capture.Captured) -> None:
+    if self.maps is None:
+      n = min(self.n, int(captured.valid_BT[0].sum()))
+      self.maps = np.stack([p[0, :, :n, :n] for p in captured.probs])
+
+
+def analyze(cfg: ModelConfig, params: dict, prompts: Prompts, out_dir: str | None = None, *,
+            title: str = 'ropex analysis', meta: dict | None = None, top_heads: int = 4,
+            ablate_fraction: float = 0.25, batch_size: int = 8, map_tokens: int = 32,
+            token_labels: list[str] | None = None, html: bool = True) -> Analysis:
+  """Frequency usage, positional heads and frequency ablation of ``(cfg, params)`` (either
+  layer layout) on ``prompts``; with ``out_dir``, writes the report, figures and arrays."""
+  flat_cfg, flat_params = capture.for_analysis(cfg, params)
+  usage = frequency.FrequencyAccumulator(flat_cfg)
+  scores = heads.HeadScoreAccumulator(flat_cfg)
+  loss = capture.LossAccumulator()
+  maps = _FirstPromptMaps(map_tokens)
+  capture.run(flat_cfg, flat_params, prompts, batch_size, [usage, scores, loss, maps])
+  result = Analysis(usage.result(), scores.result(), loss.result(), [], maps.maps)
+  if top_heads > 0:
+    result.ablations = ablation.run_ablations(
+        flat_cfg, flat_params, prompts, result.head_scores.top(top_heads), ablate_fraction,
+        batch_size, baseline=(result.head_scores, result.loss))
+  if out_dir:
+    _write(result, flat_cfg, prompts, out_dir, title, dict(meta or {}), top_heads,
+           ablate_fraction, token_labels, html)
+  return result
+
+
+def pe_summary(cfg: ModelConfig) -> list[str]:
+  """One line per run of consecutive layers with the same encoding and window."""
+  lines, start = [], 0
+  specs = cfg.layers
+  for i in range(1, len(specs) + 1):
+    if i == len(specs) or (specs[i].pe, specs[i].window) != (specs[start].pe, specs[start].window):
+      pe = specs[start].pe
+      s = pe.summary() if hasattr(pe, 'summary') else {'pe_kind': type(pe).__name__}
+      chunks = s.get('rotated_chunks', [])
+      text = f"{s['pe_kind']}"
+      if 'max_wavelength' in s:
+        text += f", theta={s['max_wavelength']:g}, layout={s.get('layout')}"
+      text += (f', rotated chunks {chunks[0]}..{chunks[-1]} of {cfg.head_dim // 2}' if chunks
+               else f', no rotated chunks of {cfg.head_dim // 2}')
+      if specs[start].window:
+        text += f', window {specs[start].window}'
+      span = f'layer {start}' if i - 1 == start else f'layers {start}-{i - 1}'
+      lines.append(f'{span}: {text}')
+      start = i
+  return lines
+
+
+def _write(result: Analysis, cfg, prompts, out_dir, title, meta, top_heads, fraction,
+           token_labels, html):
+  fig_dir = os.path.join(out_dir, 'figures')
+  os.makedirs(fig_dir, exist_ok=True)
+  usage, scores = result.usage, result.head_scores
+  files = {'arrays': os.path.join(out_dir, 'arrays.npz'),
+           'summary': os.path.join(out_dir, 'summary.json')}
+  np.savez_compressed(files['arrays'], q_chunk_norm_LNC=usage.q_LNC, k_chunk_norm_LKC=usage.k_LKC,
+                      chunk_freqs_LC=usage.freqs_LC, head_scores_LNS=scores.scores_LNS,
+                      head_offsets_LNO=scores.offsets_LNO, attention_maps_LNTS=result.maps_LNTS,
+                      tokens_PT=prompts.tokens_PT, lengths_P=prompts.lengths_P)
+  files['overview'] = frequency.plot_overview(usage,
+                                              os.path.join(fig_dir, 'frequency_overview.png'))
+  layer_figs = frequency.plot_layers(usage, fig_dir)
+  top = scores.top(max(top_heads, 4))
+  labels = token_labels[:result.maps_LNTS.shape[-1]] if token_labels else None
+  files['maps'] = heads.plot_attention_maps(result.maps_LNTS, top,
+                                            os.path.join(fig_dir, 'attention_top_heads.png'),
+                                            labels)
+  shares = usage.band_shares(fraction)
+  summary = dict(meta, loss=result.loss, perplexity=float(np.exp(result.loss)),
+                 prompts=len(prompts.texts), prompt_source=prompts.description,
+                 tokens=prompts.num_tokens,
+                 pe=pe_summary(cfg), top_heads=scores.top(10), ablations=result.ablations,
+                 band_shares={k: v.tolist() for k, v in shares.items()})
+  with open(files['summary'], 'w') as f:
+    json.dump(summary, f, indent=1)
+
+  doc = Doc(title)
+  doc.h2('Model and prompts')
+  doc.bullets([f'{k}: {v}' for k, v in meta.items()] + pe_summary(cfg) + [
+      f'prompts: {prompts.description}; {len(prompts.texts)} prompts, {prompts.num_tokens} '
+      f'tokens (BOS included)',
+      f'next-token loss {result.loss:.4f} (perplexity {np.exp(result.loss):.2f})'])
+  doc.h2('Frequency usage')
+  doc.p('Mean 2-norm of every frequency chunk of the queries and keys after the positional '
+        'encoding, over all prompt tokens (chunk 0 = highest frequency; a dashed line marks '
+        'where unrotated chunks begin). By Cauchy-Schwarz a chunk\'s norms bound its '
+        'contribution to the attention logits.')
+  doc.image(rel(files['overview'], out_dir), 'frequency usage overview')
+  n_band = max(1, int(round(fraction * (cfg.head_dim // 2))))
+  doc.p(f'Share of the total chunk norm in the {n_band} highest- and the {n_band} '
+        'lowest-frequency chunks, per layer:')
+  doc.table(['layer', 'q high', 'q low', 'k high', 'k low'],
+            [[i] + [fmt(float(shares[k][i])) for k in ('q_high', 'q_low', 'k_high', 'k_low')]
+             for i in range(cfg.num_layers)])
+  doc.h3('Per layer: heads x frequencies')
+  for path in layer_figs:
+    doc.image(rel(path, out_dir), os.path.basename(path))
+  doc.h2('Positional heads')
+  doc.p('Attention on the token itself (diagonal), on the previous token and on the first '
+        f'token (BOS), averaged over {scores.queries} query positions t >= 2. Heads are ranked '
+        'by the peak of their offset profile (mean attention on the key k tokens back, '
+        f'k < {scores.offsets_LNO.shape[-1]}; k = 0 is the diagonal, k = 1 the previous token).')
+  doc.table(['rank', 'layer', 'head', 'kind', 'peak', 'diagonal', 'previous', 'first (BOS)'],
+            [[i + 1, r['layer'], r['head'], r['kind'], fmt(r['positional']),
+              fmt(r['diagonal']), fmt(r['previous']), fmt(r['first'])]
+             for i, r in enumerate(scores.top(10))])
+  doc.image(rel(files['maps'], out_dir), 'attention maps of the top heads')
+  if result.ablations:
+    doc.h2('Frequency ablation')
+    doc.p(f'For the top {top_heads} positional heads, one at a time and all together, the '
+          f'{n_band} highest-frequency (high) or lowest-frequency (low) chunks are zeroed in '
+          'their queries and keys (for a layer without rotation, the first / last chunks). '
+          '"pattern" is each ablated head\'s own kind (mean if several); the loss is the '
+          'model\'s mean next-token loss on the prompts.')
+    doc.table(['heads', 'band', 'pattern', 'diagonal', 'previous', 'first (BOS)', 'loss'],
+              [[r['heads'], r['band'],
+                f"{r['pattern_before']:.3f} -> {r['pattern_after']:.3f}",
+                f"{r['diagonal_before']:.3f} -> {r['diagonal_after']:.3f}",
+                f"{r['previous_before']:.3f} -> {r['previous_after']:.3f}",
+                f"{r['first_before']:.3f} -> {r['first_after']:.3f}",
+                f"{r['loss_before']:.4f} -> {r['loss_after']:.4f}"] for r in result.ablations])
+  doc.h2('Files')
+  doc.bullets(['arrays.npz: q_chunk_norm_LNC, k_chunk_norm_LKC, chunk_freqs_LC (rad/token), '
+               'head_scores_LNS (diagonal, previous, first), head_offsets_LNO, '
+               'attention_maps_LNTS (first prompt), tokens_PT, lengths_P',
+               'summary.json: every number of this report'])
+  for i, path in enumerate(doc.write(out_dir, html_too=html)):
+    files['report' if i == 0 else 'html'] = path
+  result.files = files

@@ -1,0 +1,174 @@
+r"""Looks inside a model the way the paper looked inside Gemma 7B.
+
+  python -m ropex.analyze --workdir DIR [--step N] [--prompts FILE] [--out DIR/analysis]
+  python -m ropex.analyze --gemma PATH [--tokenizer tokenizer.model] --out DIR
+  python -m ropex.analyze --config configs/tiny.py:pe=rope --out DIR   # a fresh (random) model
+  python -m ropex.analyze theory --out DIR
+
+Writes ``report.md`` and ``report.html`` (figures in ``figures/``), ``arrays.npz`` and
+``summary.json``; ``theory`` writes ``theory.md`` / ``theory.html`` / ``theory.json``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags, logging
+import ml_collections
+from ml_collections import config_flags
+
+from ropex.positional import ConfigError
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir to analyse (latest or --step '
+                               'checkpoint).')
+_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
+_GEMMA = flags.DEFINE_string('gemma', None, 'Official Gemma v1 Flax checkpoint folder or '
+                             'Hugging Face Gemma safetensors (file or folder).')
+_TOKENIZER = flags.DEFINE_string('tokenizer', None, 'SentencePiece model for --gemma (default: '
+                                 'tokenizer.model next to the weights).')
+_GEMMA_DTYPE = flags.DEFINE_enum('gemma_dtype', 'float32', ['float32', 'bfloat16'],
+                                 'Parameter and compute dtype for --gemma.')
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Analyse a freshly initialised model '
+                                          'of this config (no --workdir).')
+_INIT_SEED = flags.DEFINE_integer('init_seed', 0, 'Seed of the --config initialisation.')
+_PROMPTS = flags.DEFINE_string(
+    'prompts', None, 'A .txt (blank-line separated) or .jsonl ("text") file of prompts, or '
+    '"text" (the built-in ropex paragraphs) or "tasks" (examples of the run\'s synthetic '
+    'tasks, loss on answers). Default: "tasks" for runs trained on data.source=synthetic, '
+    'else "text".')
+_OUT = flags.DEFINE_string('out', None, 'Output folder (default: WORKDIR/analysis; required '
+                           'for --gemma, --config and theory).')
+_MAX_LEN = flags.DEFINE_integer('max_len', 256, 'Tokens per prompt (BOS included).')
+_BATCH = flags.DEFINE_integer('batch_size', 4, 'Prompts per forward pass.')
+_TOP = flags.DEFINE_integer('top_heads', 4, 'Positional heads to ablate (0: no ablation).')
+_FRACTION = flags.DEFINE_float('ablate_fraction', 0.25, 'Fraction of a head\'s frequency chunks '
+                               'removed per ablation band.')
+_HTML = flags.DEFINE_bool('html', True, 'Also write report.html.')
+
+
+def _load_workdir():
+  try:
+    from ropex import checkpoint  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ConfigError('--workdir needs ropex.checkpoint (the training package), which is not '
+                      'installed') from e
+  from ropex.model_config import ModelConfig  # pylint: disable=g-import-not-at-top
+  config, params, step = checkpoint.load_for_inference(_WORKDIR.value, step=_STEP.value)
+  meta = {'run': config.get('name', ''), 'workdir': _WORKDIR.value, 'step': step}
+  return ModelConfig.from_config(config.model), params, config.data, meta
+
+
+def _prompts(data_cfg, tokenizer, vocab_size: int):
+  """The prompts named by --prompts (see its help) for a run with data block ``data_cfg``."""
+  from ropex.analysis import prompts  # pylint: disable=g-import-not-at-top
+  choice = _PROMPTS.value or ('tasks' if data_cfg.get('source') == 'synthetic' else 'text')
+  if choice == 'tasks':
+    if data_cfg.get('source') != 'synthetic':
+      raise ConfigError('--prompts=tasks needs a run trained on data.source=synthetic; allowed '
+                        'here: text or a prompts file')
+    return prompts.task_prompts(data_cfg, tokenizer.bos_id)
+  if choice == 'text':
+    batch = prompts.tokenize(prompts.DEFAULT_PROMPTS, tokenizer, _MAX_LEN.value, vocab_size)
+    batch.description = 'built-in text (ropex.analysis.prompts.DEFAULT_PROMPTS)'
+  else:
+    batch = prompts.tokenize(prompts.read_prompts(choice), tokenizer, _MAX_LEN.value, vocab_size)
+    batch.description = choice
+  return batch
+
+
+def _load_gemma():
+  from ropex import gemma_import  # pylint: disable=g-import-not-at-top
+  imported = gemma_import.load(_GEMMA.value, dtype=_GEMMA_DTYPE.value,
+                               tokenizer_path=_TOKENIZER.value)
+  if not imported.tokenizer_path:
+    raise ConfigError(f'--tokenizer is not set and no tokenizer.model lies next to '
+                      f'--gemma={_GEMMA.value!r}; give the SentencePiece file')
+  meta = {'weights': _GEMMA.value, 'format': imported.source, 'arch': imported.model_block.arch,
+          'tokenizer': imported.tokenizer_path}
+  data_cfg = ml_collections.ConfigDict({'source': 'text', 'tokenizer': 'sentencepiece',
+                                        'tokenizer_path': imported.tokenizer_path})
+  return imported.cfg, imported.params, data_cfg, meta
+
+
+def _load_config():
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from ropex import model as model_lib  # pylint: disable=g-import-not-at-top
+  from ropex.model_config import ModelConfig  # pylint: disable=g-import-not-at-top
+  config = _CONFIG.value
+  cfg = ModelConfig.from_config(config.model)
+  init = jax.jit(model_lib.Transformer(cfg).init)
+  params = nn.unbox(init(jax.random.key(_INIT_SEED.value), jnp.zeros((1, 8), jnp.int32))['params'])
+  meta = {'run': config.get('name', ''), 'weights': f'random init (seed {_INIT_SEED.value})'}
+  return cfg, params, config.data, meta
+
+
+def _token_label(tokenizer, token: int, as_text: bool) -> str:
+  if token == tokenizer.bos_id:
+    return '<bos>'
+  text = tokenizer.decode([token]) if as_text else ''
+  return text if text.strip() and text.isprintable() else f'#{token}'
+
+
+def analyze_main() -> str:
+  from ropex import model as model_lib  # pylint: disable=g-import-not-at-top
+  from ropex.analysis import pipeline  # pylint: disable=g-import-not-at-top
+  from ropex.data import tokenizers  # pylint: disable=g-import-not-at-top
+  sources = [s for s in (_WORKDIR.value, _GEMMA.value, _CONFIG.value) if s]
+  if len(sources) != 1:
+    raise ConfigError('give exactly one of --workdir, --gemma or --config (or the command '
+                      '"theory")')
+  if _WORKDIR.value:
+    cfg, params, data_cfg, meta = _load_workdir()
+    out = _OUT.value or os.path.join(_WORKDIR.value, 'analysis')
+  else:
+    if not _OUT.value:
+      raise ConfigError('--out is required with --gemma or --config')
+    cfg, params, data_cfg, meta = _load_gemma() if _GEMMA.value else _load_config()
+    out = _OUT.value
+  counts = model_lib.count_params(cfg)
+  meta.update(layers=cfg.num_layers, d_model=cfg.embed_dim,
+              heads=f'{cfg.num_heads} query / {cfg.num_kv_heads} KV, head dim {cfg.head_dim}',
+              params=f"{counts['params_total']:,} ({counts['params_non_embedding']:,} "
+                     'non-embedding)')
+  tokenizer = tokenizers.make_tokenizer(data_cfg)
+  batch = _prompts(data_cfg, tokenizer, cfg.vocab_size)
+  labels = [_token_label(tokenizer, int(t), batch.scored_PT is None)
+            for t in batch.tokens_PT[0, :batch.lengths_P[0]]]
+  result = pipeline.analyze(cfg, params, batch, out, title=f"ropex analysis: "
+                            f"{meta.get('run') or meta.get('weights') or 'model'}", meta=meta,
+                            top_heads=_TOP.value, ablate_fraction=_FRACTION.value,
+                            batch_size=_BATCH.value, token_labels=labels, html=_HTML.value)
+  print(f'{len(batch.texts)} prompts ({batch.description}): loss {result.loss:.4f}')
+  for row in result.head_scores.top(3):
+    print(f"  L{row['layer']}H{row['head']}: {row['kind']} {row['positional']:.3f}")
+  print(f"report: {result.files['report']}")
+  return result.files['report']
+
+
+def theory_main() -> str:
+  from ropex.analysis import theory  # pylint: disable=g-import-not-at-top
+  if not _OUT.value:
+    raise ConfigError('--out is required for "theory"')
+  for result in theory.run_all(_OUT.value, html=_HTML.value):
+    print(f'{result.title}: ' + '; '.join(theory.summary_lines(result)))
+  path = os.path.join(_OUT.value, 'theory.md')
+  print(f'report: {path}')
+  return path
+
+
+def main(argv):
+  logging.set_verbosity(logging.WARNING)  # orbax logs every file it reads at INFO
+  commands = argv[1:]
+  if commands not in ([], ['theory']):
+    raise app.UsageError(f'unknown command {" ".join(commands)!r}; allowed: theory (or none)')
+  try:
+    theory_main() if commands else analyze_main()
+  except (ConfigError, FileNotFoundError) as e:
+    sys.exit(f'error: {e}')
+
+
+if __name__ == '__main__':
+  app.run(main)
