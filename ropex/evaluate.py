@@ -1,0 +1,164 @@
+r"""``python -m ropex.evaluate``: length generalisation and retrieval of trained runs.
+
+One run (writes ``results.json`` and figures to ``--out``, default ``WORKDIR/eval``, or
+``WORKDIR/eval_<overrides>`` when ``--override`` is given)::
+
+  python -m ropex.evaluate --workdir DIR [--step N] [--lengths 64,128,...] [--depths 0,0.5,1]
+      [--data auto|synthetic|eval] [--override model.pe.max_wavelength=500000] [--out DIR]
+
+Several runs in one table (``comparison.md``) and one set of figures; each argument is a
+workdir (evaluated with the flags above unless it already holds ``eval/results.json``), an
+evaluation folder or a ``results.json``::
+
+  python -m ropex.evaluate compare RUN_A RUN_B RUN_C --out DIR
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+from absl import app, flags, logging
+
+from ropex.positional import ConfigError
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir (config.json + checkpoints).')
+_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
+_OUT = flags.DEFINE_string('out', None, 'Output folder (default WORKDIR/eval[_<overrides>]; '
+                           'required for compare).')
+_LENGTHS = flags.DEFINE_list('lengths', None, 'Context lengths, evaluated exactly as given '
+                             '(default: train.seq_len x 1/2, 1, 2, 4, 8).')
+_DEPTHS = flags.DEFINE_list('depths', ['0', '0.25', '0.5', '0.75', '1'],
+                            'Needle / query depths in [0, 1] (0: start of the context).')
+_DATA = flags.DEFINE_enum('data', 'auto', ['auto', 'synthetic', 'eval'],
+                          'Perplexity data: the synthetic task mixture, or the run\'s eval split '
+                          '(auto: synthetic for synthetic runs, else eval).')
+_TEXT_MODE = flags.DEFINE_enum('text_mode', 'documents', ['documents', 'stream'],
+                               'Eval split rows: one long-enough document per row, or a stream '
+                               'of concatenated documents.')
+_EXAMPLES = flags.DEFINE_integer('examples', 32, 'Rows per length for perplexity.')
+_TASK_EXAMPLES = flags.DEFINE_integer('task_examples', 16,
+                                      'Examples per (length, depth) cell of retrieval / tasks.')
+_TASKS = flags.DEFINE_string('tasks', 'auto', 'Synthetic tasks to sweep, comma-separated '
+                             '(auto: the run\'s tasks for synthetic runs, none otherwise).')
+_RETRIEVAL = flags.DEFINE_string('retrieval', 'auto', 'needle, passkey (comma-separated), none, '
+                                 'or auto (needle for synthetic runs, passkey otherwise).')
+_OVERRIDE = flags.DEFINE_multi_string('override', [], 'Evaluation-time model override, e.g. '
+                                      'model.pe.max_wavelength=500000 or '
+                                      'model.pe.position_scale=4 (repeatable).')
+_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the generated examples.')
+_ATTENTION_CHUNK = flags.DEFINE_integer('attention_chunk', 512, 'Query block of the chunked '
+                                        'attention used beyond this length (0: always dense).')
+_LOSS_CHUNK = flags.DEFINE_integer('loss_chunk', 512, 'Positions per logits block.')
+_TOKENS_PER_BATCH = flags.DEFINE_integer('tokens_per_batch', 16_384, 'Tokens per forward pass.')
+_POSITION_BUCKET = flags.DEFINE_integer('position_bucket', 0, 'Width of the loss-by-position '
+                                        'buckets (0: a quarter of the trained positions).')
+_REUSE = flags.DEFINE_bool('reuse', True, 'compare: use a workdir\'s existing eval/results.json '
+                           'instead of evaluating it again.')
+
+
+def _options():
+  """The evaluation options from the flags, checked (before any checkpoint is read)."""
+  from ropex.evaluation import overrides, perplexity, suite  # pylint: disable=g-import-not-at-top
+  try:
+    lengths = [int(x) for x in _LENGTHS.value] if _LENGTHS.value else None
+    depths = [float(x) for x in _DEPTHS.value]
+  except ValueError:
+    raise ConfigError('--lengths must be integers and --depths numbers in [0, 1]') from None
+  if lengths is not None:
+    perplexity.check_lengths(lengths)
+  tasks = None if _TASKS.value == 'auto' else tuple(
+      t for t in _TASKS.value.split(',') if t and t != 'none')
+  return suite.Options(
+      lengths=lengths, depths=depths, data=_DATA.value, text_mode=_TEXT_MODE.value,
+      examples=_EXAMPLES.value, task_examples=_TASK_EXAMPLES.value, tasks=tasks,
+      retrieval=_RETRIEVAL.value, overrides=overrides.parse(_OVERRIDE.value), seed=_SEED.value,
+      attention_chunk=_ATTENTION_CHUNK.value, loss_chunk=_LOSS_CHUNK.value,
+      tokens_per_batch=_TOKENS_PER_BATCH.value, position_bucket=_POSITION_BUCKET.value)
+
+
+def default_out(workdir: str, override_texts) -> str:
+  if not override_texts:
+    return os.path.join(workdir, 'eval')
+  slug = re.sub(r'[^A-Za-z0-9_.=+-]+', '_', '_'.join(t.removeprefix('model.')
+                                                     for t in override_texts))
+  return os.path.join(workdir, f'eval_{slug}')
+
+
+def evaluate_workdir(workdir: str, out: str | None) -> tuple[dict, list[str]]:
+  from ropex import checkpoint  # pylint: disable=g-import-not-at-top
+  from ropex.evaluation import suite  # pylint: disable=g-import-not-at-top
+  options = _options()  # validate flags before reading the checkpoint
+  if not os.path.isfile(os.path.join(workdir, 'config.json')):
+    raise ConfigError(f'--workdir={workdir!r} holds no config.json; allowed: a training workdir '
+                      '(python -m ropex.train --workdir ...)')
+  config = checkpoint.load_config(workdir)
+  suite.resolve(config, options)
+  config, params, step = checkpoint.load_for_inference(workdir, _STEP.value)
+  results = suite.evaluate(config, params, options, step=step, workdir=workdir, progress=True)
+  return results, suite.write(results, out or default_out(workdir, _OVERRIDE.value))
+
+
+def _summary(results: dict) -> str:
+  p = results['perplexity']
+  lines = [f'{results["run"]["name"]} step {results["run"]["step"]} '
+           f'({results["seconds"]:.0f} s); positions seen in training: '
+           f'{results["run"]["train_positions"]}']
+  lines.append('  perplexity: ' + ', '.join(
+      f'L={L}: {v:.3f}' if v is not None else f'L={L}: -'
+      for L, v in zip(p['lengths'], p['perplexity'])))
+  from ropex.evaluation import compare  # pylint: disable=g-import-not-at-top
+  from ropex.evaluation import figures  # pylint: disable=g-import-not-at-top
+  for name, g in figures.grids(results).items():
+    metric = compare.primary(g).replace('_', ' ')
+    lines.append(f'  {name}, {metric} (mean over depths): ' + ', '.join(
+        f'L={L}: {v:.2f}' if v is not None else f'L={L}: -'
+        for L, v in zip(g['lengths'], compare.mean_over_depths(g))))
+  return '\n'.join(lines)
+
+
+def compare_paths(paths, out: str) -> str:
+  from ropex.evaluation import compare, suite  # pylint: disable=g-import-not-at-top
+  results = []
+  for path in paths:
+    try:
+      if not _REUSE.value and os.path.isfile(os.path.join(path, 'config.json')):
+        raise FileNotFoundError(path)
+      loaded = suite.load(path)
+      print(f'{path}: using {loaded["run"]["name"]} step {loaded["run"]["step"]} '
+            '(existing results)', flush=True)
+    except FileNotFoundError:
+      if not os.path.isfile(os.path.join(path, 'config.json')):
+        raise ConfigError(f'compare: {path!r} is neither a workdir (config.json) nor an '
+                          'evaluation (results.json)') from None
+      loaded, _ = evaluate_workdir(path, None)
+      print(_summary(loaded), flush=True)
+    results.append(loaded)
+  text, written = compare.compare(results, out)
+  return text + '\nwrote ' + ', '.join(written)
+
+
+def main(argv):
+  logging.set_verbosity(logging.WARNING)
+  try:
+    if len(argv) > 1 and argv[1] == 'compare':
+      if len(argv) < 3 or not _OUT.value:
+        raise app.UsageError('usage: python -m ropex.evaluate compare PATH [PATH ...] --out DIR')
+      print(compare_paths(argv[2:], _OUT.value))
+      return
+    if len(argv) > 1:
+      raise app.UsageError(f'unexpected arguments {argv[1:]}; use --workdir DIR, or compare '
+                           'PATH [PATH ...] --out DIR')
+    if not _WORKDIR.value:
+      raise app.UsageError('--workdir is required (or use: compare PATH ... --out DIR)')
+    results, written = evaluate_workdir(_WORKDIR.value, _OUT.value)
+    print(_summary(results))
+    print('wrote ' + ', '.join(written))
+  except ConfigError as e:
+    print(f'ropex.evaluate: {e}', file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,8 @@
+"""Evaluation beyond the training length: perplexity by context length, loss by position,
+retrieval (needle / passkey) and the synthetic tasks over length x depth, evaluation-time
+positional overrides, figures and multi-run comparisons. Entry point: ``python -m ropex.evaluate``.
+
+Modules: ``scoring`` (per-token loss / accuracy, bounded memory), ``rows`` (evaluation rows),
+``perplexity``, ``grid`` (accuracy grids), ``tasks``, ``retrieval``, ``overrides``, ``suite``
+(everything for one model), ``figures``, ``compare``.
+"""

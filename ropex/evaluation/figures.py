@@ -1,0 +1,117 @@
+"""Figures (matplotlib, Agg) for one or several evaluation results, one curve / row per run:
+``perplexity.png`` (perplexity vs context length), ``loss_by_position.png`` (at the longest
+length) and ``accuracy.png`` (accuracy heatmaps, length x depth, one column per retrieval kind
+or task). Dashed lines mark the positions seen in training.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=wrong-import-position
+
+
+def _save(fig, path: str) -> str:
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def _float(values) -> np.ndarray:
+  return np.asarray([np.nan if v is None else v for v in values], np.float64)
+
+
+def _mark_training(ax, results: Sequence[dict]) -> None:
+  for n in sorted({r['run']['train_positions'] for r in results}):
+    ax.axvline(n, color='grey', linestyle='--', linewidth=0.8)
+
+
+def perplexity_vs_length(results: Sequence[dict], labels: Sequence[str], path: str) -> str:
+  fig, ax = plt.subplots(figsize=(5.5, 3.8))
+  for r, name in zip(results, labels):
+    p = r['perplexity']
+    ax.plot(p['lengths'], _float(p['perplexity']), marker='o', label=name)
+  _mark_training(ax, results)
+  ax.set_xscale('log', base=2)
+  ax.set_yscale('log')
+  ax.set_xlabel('context length (tokens); dashed: positions seen in training')
+  ax.set_ylabel(f'perplexity ({results[0]["perplexity"]["data"]} data)')
+  ax.legend(fontsize=7)
+  ax.grid(alpha=0.3)
+  return _save(fig, path)
+
+
+def loss_by_position(results: Sequence[dict], labels: Sequence[str], path: str) -> str:
+  fig, ax = plt.subplots(figsize=(5.5, 3.8))
+  for r, name in zip(results, labels):
+    p = r['perplexity']
+    longest = str(max(p['lengths']))
+    b = p['by_position'][longest]
+    mid = (np.asarray(b['start']) + np.asarray(b['stop'])) / 2
+    ax.plot(mid, b['loss'], marker='.', label=f'{name} (L={longest})')
+  _mark_training(ax, results)
+  ax.set_xlabel(f'token position (buckets of {results[0]["perplexity"]["position_bucket"]})')
+  ax.set_ylabel('mean loss (nats)')
+  ax.legend(fontsize=7)
+  ax.grid(alpha=0.3)
+  return _save(fig, path)
+
+
+def grids(results: dict) -> dict[str, dict]:
+  """Every accuracy grid of one result: retrieval kinds, then tasks."""
+  out = {f'retrieval: {k}': g for k, g in results.get('retrieval', {}).items()}
+  out.update({f'task: {k}': g for k, g in results.get('tasks', {}).items()})
+  return out
+
+
+def accuracy_heatmaps(results: Sequence[dict], labels: Sequence[str], path: str) -> str | None:
+  names = list(dict.fromkeys(n for r in results for n in grids(r)))
+  if not names:
+    return None
+  fig, axes = plt.subplots(len(results), len(names), squeeze=False, layout='constrained',
+                           figsize=(2.9 * len(names) + 1.2, 2.4 * len(results) + 0.6))
+  image = None
+  for i, (r, run_name) in enumerate(zip(results, labels)):
+    for j, name in enumerate(names):
+      ax = axes[i, j]
+      g = grids(r).get(name)
+      if i == 0:
+        metric = 'token accuracy' if g and g.get('primary') == 'token_accuracy' else 'accuracy'
+        ax.set_title(f'{name} ({metric})', fontsize=8)
+      if g is None:
+        ax.axis('off')
+        continue
+      acc_DL = np.asarray([_float(row) for row in g[g.get('primary', 'accuracy')]])
+      image = ax.imshow(acc_DL, vmin=0, vmax=1, cmap='viridis', aspect='auto',
+                        interpolation='nearest')
+      if acc_DL.size <= 60:
+        for (d, l), v in np.ndenumerate(acc_DL):
+          ax.text(l, d, '-' if np.isnan(v) else f'{v:.2f}', ha='center', va='center',
+                  fontsize=6, color='white' if np.isnan(v) or v < 0.6 else 'black')
+      ax.set_xticks(range(len(g['lengths'])), [str(x) for x in g['lengths']], fontsize=6)
+      depths = ['all' if d is None else f'{d:g}' for d in g['depths']]
+      ax.set_yticks(range(len(depths)), depths, fontsize=6)
+      if i == len(results) - 1:
+        ax.set_xlabel('context length', fontsize=7)
+      if j == 0:
+        ax.set_ylabel(f'{run_name}\ndepth', fontsize=7)
+  if image is not None:
+    fig.colorbar(image, ax=axes, fraction=0.02, pad=0.01)
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def all_figures(results: Sequence[dict], labels: Sequence[str], out_dir: str) -> list[str]:
+  paths = [perplexity_vs_length(results, labels, os.path.join(out_dir, 'perplexity.png')),
+           loss_by_position(results, labels, os.path.join(out_dir, 'loss_by_position.png')),
+           accuracy_heatmaps(results, labels, os.path.join(out_dir, 'accuracy.png'))]
+  return [p for p in paths if p]

@@ -1,0 +1,197 @@
+"""The whole evaluation of one model: perplexity by length, loss by position, retrieval and the
+synthetic tasks over length x depth, as one JSON-ready dict (:func:`evaluate`), written with
+its figures by :func:`write`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import os
+import time
+from typing import Any, Sequence
+
+import ml_collections
+import tqdm
+
+from ropex import data
+from ropex.evaluation import (figures, overrides as overrides_lib, perplexity, retrieval,
+                              rows as rows_lib, scoring, tasks as tasks_lib)
+from ropex.positional import ConfigError
+
+FORMAT = 'ropex.eval/1'
+DATA_CHOICES = ('auto', 'synthetic', 'eval')
+RESULTS_FILE = 'results.json'
+
+
+@dataclasses.dataclass
+class Options:
+  """What to evaluate. ``None`` / ``'auto'`` fields are resolved from the run's config."""
+  lengths: Sequence[int] | None = None        # default: trained positions x (1/2, 1, 2, 4, 8)
+  depths: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0)
+  data: str = 'auto'                          # perplexity data: auto | synthetic | eval
+  text_mode: str = 'documents'                # eval split: documents | stream
+  examples: int = 32                          # rows per length (perplexity)
+  task_examples: int = 16                     # examples per (length, depth) cell
+  tasks: Sequence[str] | None = None          # default: the run's synthetic tasks
+  retrieval: Sequence[str] | str = 'auto'     # needle, passkey; auto: by the run's data
+  overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+  seed: int = 0
+  attention_chunk: int = 512
+  loss_chunk: int = 512
+  tokens_per_batch: int = 16_384
+  position_bucket: int = 0                    # 0: a quarter of the trained positions
+
+
+def train_positions(config: ml_collections.ConfigDict, batches: int = 4) -> int:
+  """How many positions training rows showed: ``train.seq_len``, except when positions restart
+  per document (synthetic examples are short), where it is read off the first ``batches``
+  training batches of the run's own data pipeline."""
+  seq_len = int(config.train.seq_len)
+  if config.data.source != 'synthetic' or not config.data.get('reset_positions', True):
+    return seq_len
+  c = copy.deepcopy(config)
+  c.data.prefetch, c.data.worker_count = 0, 0
+  it = data.make_iterator(c, 'train')
+  return max(int(next(it)['positions'].max()) + 1 for _ in range(batches))
+
+
+def task_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Keyword arguments the run's synthetic data used (its content vocabulary)."""
+  vocab = config.data.get('synthetic_vocab')
+  return {} if vocab is None else {'vocab': int(vocab)}
+
+
+def default_lengths(trained: int) -> tuple[int, ...]:
+  """From half the trained positions to 8x beyond them (at least 16 tokens)."""
+  return tuple(dict.fromkeys(max(16, int(trained * f)) for f in (0.5, 1, 2, 4, 8)))
+
+
+def resolve(config: ml_collections.ConfigDict, options: Options,
+            trained: int | None = None) -> Options:
+  """``options`` with every automatic field filled in and checked (``trained``: the positions
+  seen in training, :func:`train_positions` if not given)."""
+  o = dataclasses.replace(options)
+  synthetic_run = config.data.source == 'synthetic'
+  if trained is None and (not o.lengths or not o.position_bucket):
+    trained = train_positions(config)
+  o.lengths = perplexity.check_lengths(o.lengths or default_lengths(trained))
+  if o.data not in DATA_CHOICES:
+    raise ConfigError(f'--data={o.data!r} is not allowed; allowed: {", ".join(DATA_CHOICES)}')
+  if o.data == 'auto':
+    o.data = 'synthetic' if synthetic_run else 'eval'
+  if o.text_mode not in rows_lib.TEXT_MODES:
+    raise ConfigError(f'--text_mode={o.text_mode!r} is not allowed; allowed: '
+                      f'{", ".join(rows_lib.TEXT_MODES)}')
+  if o.tasks is None:
+    o.tasks = tuple(config.data.tasks) if synthetic_run else ()
+  for task in o.tasks:
+    tasks_lib.supports_depth(task)   # validates the name
+  if o.retrieval == 'auto':
+    o.retrieval = ('needle',) if synthetic_run else ('passkey',)
+  elif isinstance(o.retrieval, str):
+    o.retrieval = tuple(k for k in o.retrieval.split(',') if k and k != 'none')
+  for kind in o.retrieval:
+    if kind not in retrieval.KINDS:
+      raise ConfigError(f'--retrieval names {kind!r}; allowed: {", ".join(retrieval.KINDS)}, '
+                        'auto, none')
+  o.depths = tuple(float(d) for d in o.depths)
+  if not o.depths or any(not 0 <= d <= 1 for d in o.depths):
+    raise ConfigError(f'--depths={o.depths!r} must be numbers in [0, 1]')
+  for name in ('examples', 'task_examples', 'loss_chunk', 'tokens_per_batch'):
+    if int(getattr(o, name)) < 1:
+      raise ConfigError(f'--{name}={getattr(o, name)!r} must be an integer >= 1')
+  if o.attention_chunk < 0 or o.position_bucket < 0:
+    raise ConfigError('--attention_chunk and --position_bucket must be >= 0 (0: automatic)')
+  o.position_bucket = o.position_bucket or max(1, trained // 4)
+  return o
+
+
+def evaluate(config: ml_collections.ConfigDict, params: dict, options: Options,
+             step: int | None = None, workdir: str | None = None,
+             progress: bool = False) -> dict:
+  """Every number of the evaluation, as a JSON-ready dict (see the README for its layout);
+  ``progress`` shows a tqdm bar over the evaluated cells."""
+  start = time.time()
+  trained = train_positions(config)
+  o = resolve(config, options, trained)
+  cfg = overrides_lib.model_config(config, o.overrides, params)
+  applied = overrides_lib.apply(config, o.overrides)
+  scorer = scoring.Scorer(cfg, params, o.attention_chunk, o.loss_chunk, o.tokens_per_batch)
+  tokenizer = data.make_tokenizer(config.data)
+  bos = tokenizer.bos_id if config.data.get('add_bos', True) else None
+  cells = len(o.lengths) * (1 + len(o.retrieval) * len(o.depths) + sum(
+      len(o.depths) if tasks_lib.supports_depth(t) else 1 for t in o.tasks))
+  bar = tqdm.tqdm(total=cells, desc=f'evaluate {config.get("name", "run")}', disable=not progress,
+                  leave=False)
+
+  def log(msg: str) -> None:
+    logging.info('%s', msg)
+    bar.update(1)
+    bar.set_postfix_str(msg, refresh=False)
+
+  if o.data == 'synthetic':
+    all_tokens = config.data.get('synthetic_loss', 'answers') != 'answers'
+    rows_fn = lambda L: rows_lib.synthetic(tuple(config.data.tasks), L, o.examples,
+                                           (o.seed, 1), bos, all_tokens=all_tokens,
+                                           **task_kwargs(config))
+  else:
+    rows_fn = lambda L: rows_lib.eval_split(config, L, o.examples, o.text_mode)
+  results = {
+      'format': FORMAT,
+      'run': {'name': str(config.get('name', 'run')), 'workdir': workdir, 'step': step,
+              'data_source': config.data.source, 'tokenizer': config.data.tokenizer,
+              'train_seq_len': int(config.train.seq_len),
+              'train_positions': trained,
+              'layers': [dict(spec.pe.summary(), window=spec.window, type=spec.type_name)
+                         for spec in cfg.pattern],
+              'model': applied.model.to_dict()},
+      'overrides': {k: overrides_lib.lookup(applied, k) for k in o.overrides},
+      'settings': {k: (list(v) if isinstance(v, tuple) else v)
+                   for k, v in dataclasses.asdict(o).items() if k != 'overrides'},
+  }
+  results['perplexity'] = dict(perplexity.length_sweep(scorer, rows_fn, o.lengths,
+                                                       o.position_bucket, log),
+                               data=o.data, text_mode=o.text_mode if o.data == 'eval' else None)
+  results['retrieval'] = retrieval.retrieval_sweep(
+      scorer, o.retrieval, o.lengths, o.depths, o.task_examples, o.seed, bos, tokenizer,
+      progress=log, **task_kwargs(config))
+  results['tasks'] = tasks_lib.task_sweep(scorer, o.tasks, o.lengths, o.depths,
+                                          o.task_examples, o.seed, bos, log, **task_kwargs(config))
+  bar.close()
+  results['seconds'] = round(time.time() - start, 2)
+  return results
+
+
+def label(results: dict) -> str:
+  """A run's name in tables and legends: name, and the eval-time overrides if any."""
+  name = results['run']['name']
+  if results.get('overrides'):
+    name += ' [' + ', '.join(f'{k.removeprefix("model.")}={v}'
+                             for k, v in results['overrides'].items()) + ']'
+  return name
+
+
+def write(results: dict, out_dir: str) -> list[str]:
+  """Writes ``results.json`` and the figures into ``out_dir``; returns the paths written."""
+  os.makedirs(out_dir, exist_ok=True)
+  path = os.path.join(out_dir, RESULTS_FILE)
+  with open(path, 'w') as f:
+    json.dump(results, f, indent=1)
+  return [path] + figures.all_figures([results], [label(results)], out_dir)
+
+
+def load(path: str) -> dict:
+  """Results from a ``results.json`` file or a folder holding one (``DIR`` or ``DIR/eval``)."""
+  for candidate in (path, os.path.join(path, RESULTS_FILE),
+                    os.path.join(path, 'eval', RESULTS_FILE)):
+    if os.path.isfile(candidate):
+      with open(candidate) as f:
+        results = json.load(f)
+      if results.get('format') != FORMAT:
+        raise ConfigError(f'{candidate} is not a ropex evaluation (format {results.get("format")!r}'
+                          f'; allowed: {FORMAT})')
+      return results
+  raise FileNotFoundError(f'no {RESULTS_FILE} in {path} or {path}/eval')
