@@ -1,6 +1,8 @@
 # Two commands do all set-up on a fresh machine:
-#   make test   - create .venv if missing, install ropex[dev], run the fast test suite
-#   make demo   - the same set-up, then train the offline default (tiny NoPE / RoPE / p-RoPE)
+#   make train  - create .venv if missing, install ropex, train the offline default
+#   make test   - the same set-up, then the fast test suite
+# ropex is installed with its dev and tpu extras (libtpu lets TPU fit checks compile on this
+# CPU host; on CPU it is not used otherwise). make demo: the tiny NoPE / RoPE / p-RoPE ablation.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -8,10 +10,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: test test-slow demo train bench clean-venv
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,tpu]'
 	touch $(STAMP)
 
 test: $(STAMP)
