@@ -29,7 +29,12 @@ log = logging.getLogger('ropex')
 
 
 class NonFiniteLossError(RuntimeError):
-  """The loss or gradient norm became NaN or Inf; the run stopped without saving."""
+  """The loss or gradient norm became NaN or Inf; the run stopped without saving that step.
+  ``record`` holds the step's metrics (logged as nulls, so reports mark the run diverged)."""
+
+  def __init__(self, message: str, step: int | None = None, record: dict | None = None):
+    super().__init__(message)
+    self.step, self.record = step, record or {}
 
 
 def make_train_step(config, mesh):
@@ -85,8 +90,9 @@ class _Window:
   def add(self, step_i: int, m: dict) -> None:
     loss, grad_norm = float(m['loss']), float(m['grad_norm'])
     if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-      raise NonFiniteLossError(f'train/loss={loss} and train/grad_norm={grad_norm} at step '
-                               f'{step_i}')
+      raise NonFiniteLossError(
+          f'train/loss={loss} and train/grad_norm={grad_norm} at step {step_i}', step_i,
+          {'train/loss': loss, 'train/grad_norm': grad_norm})
     self.loss_sum, self.loss_n, self.grad_norm = self.loss_sum + loss, self.loss_n + 1, grad_norm
     if self.timer is None:  # the first step includes compilation: not timed
       self.timer = time.perf_counter()
@@ -225,6 +231,7 @@ def train(config, workdir: str) -> dict:
           stop_signal = signal.Signals(stop.signum).name if stop.signum else 'a peer process'
           break
   except NonFiniteLossError as e:
+    writer.write(e.step, e.record)  # logged as nulls: reports mark the run as diverged
     ckpt.wait()
     good = ckpt.latest_step()
     raise NonFiniteLossError(

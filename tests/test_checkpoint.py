@@ -93,9 +93,14 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     loop.train(c, workdir)
   assert sorted(int(s) for s in os.listdir(os.path.join(workdir, 'checkpoints'))
                 if s.isdigit()) == [2]
-  assert metrics.read_metrics(workdir) == []
+  # The bad step is logged (as nulls) so that reports mark the run as diverged.
+  assert metrics.read_metrics(workdir) == [
+      {'step': 3, 'train/loss': None, 'train/grad_norm': None}]
   _, _, last = checkpoint.load_for_inference(workdir)
   assert last == 2
+  from ropex import run_summary
+  summary = run_summary.summarize(workdir)
+  assert summary.status == 'diverged' and 'step 3' in summary.note
 
 
 def test_make_train_step_lowers_from_abstract_values():
