@@ -111,9 +111,7 @@ def write_csv(runs: Sequence[RunSummary], out_dir: str) -> tuple[str, str]:
 
 
 def plot(runs: Sequence[RunSummary], path: str) -> str:
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from ropex.plotting import plt, save  # pylint: disable=g-import-not-at-top  (slow import)
 
   runs = list(select(runs)[0].values())  # duplicates are left out, as in the table
   columns = _order({r.column for r in runs}, DATASET_TITLES)
@@ -134,10 +132,7 @@ def plot(runs: Sequence[RunSummary], path: str) -> str:
     ax.set_ylabel('cross-entropy (nats/token)')
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return path
+  return save(fig, path, dpi=120)
 
 
 def report(workdirs: Sequence[str], out_dir: str, diverge_margin: float = 1.0) -> dict:

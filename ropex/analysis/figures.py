@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
-import matplotlib
 import matplotlib.ticker
+import numpy as np
 
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
-import numpy as np  # pylint: disable=wrong-import-position
+from ropex.plotting import plt, save  # pylint: disable=unused-import  (save: re-exported)
 
 
 def new(ncols: int = 1, nrows: int = 1, width: float = 5.0, height: float = 3.6, **kw):
@@ -33,15 +29,6 @@ def heatmap(ax, values_YX: np.ndarray, title: str, xlabel: str, ylabel: str,
   if colorbar:
     ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
   return image
-
-
-def save(fig, path: str) -> str:
-  """Writes a PNG (creating its folder) and closes the figure; returns ``path``."""
-  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
 
 
 def close(fig) -> None:

@@ -9,19 +9,9 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-import matplotlib
+import numpy as np
 
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
-import numpy as np  # pylint: disable=wrong-import-position
-
-
-def _save(fig, path: str) -> str:
-  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+from ropex.plotting import plt, save
 
 
 def _float(values) -> np.ndarray:
@@ -45,7 +35,7 @@ def perplexity_vs_length(results: Sequence[dict], labels: Sequence[str], path: s
   ax.set_ylabel(f'perplexity ({results[0]["perplexity"]["data"]} data)')
   ax.legend(fontsize=7)
   ax.grid(alpha=0.3)
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def loss_by_position(results: Sequence[dict], labels: Sequence[str], path: str) -> str:
@@ -61,7 +51,7 @@ def loss_by_position(results: Sequence[dict], labels: Sequence[str], path: str) 
   ax.set_ylabel('mean loss (nats)')
   ax.legend(fontsize=7)
   ax.grid(alpha=0.3)
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def grids(results: dict) -> dict[str, dict]:
@@ -104,10 +94,7 @@ def accuracy_heatmaps(results: Sequence[dict], labels: Sequence[str], path: str)
         ax.set_ylabel(f'{run_name}\ndepth', fontsize=7)
   if image is not None:
     fig.colorbar(image, ax=axes, fraction=0.02, pad=0.01)
-  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return save(fig, path, tight=False)  # the shared colorbar spans all axes
 
 
 def all_figures(results: Sequence[dict], labels: Sequence[str], out_dir: str) -> list[str]:
