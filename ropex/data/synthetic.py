@@ -21,8 +21,8 @@ Tasks and their keyword arguments (all optional):
   exactly ``offset`` positions back: a fixed relative offset, solvable by one positional head
   (an induction head is ambiguous where the block repeats a token). kw: ``offset=8``.
 - ``prev_token`` — ``M x_1..x_n FILLER* (Q x_j x_{j-1})*``: distinct context tokens, then queries
-  of distinct items in increasing order (so no earlier query or answer token matches a later
-  query): after ``Q x_j`` the answer is the token that precedes ``x_j`` in the context (content
+  of distinct items in random order, all at context indices of one parity (so no answer token
+  is ever a queried item, and the query order carries no positional shortcut): after ``Q x_j`` the answer is the token that precedes ``x_j`` in the context (content
   match, then a one-position positional step). kw: ``context`` (n, default ~a quarter of the
   length, at most ``vocab``), ``depth`` (in [0, 1]: a single query, of the item at that fraction
   of the context; default: as many queries as fit). Longer examples add FILLER between the
@@ -106,9 +106,9 @@ def prev_token(rng, length: int, context: int | None = None, depth: float | None
     raise ConfigError(f'prev_token needs 2 <= context <= vocab ({vocab}) and length >= '
                       f'context + 4; got context={n}, length={length}')
   ctx = CONTENT + rng.permutation(vocab)[:n]
-  if depth is None:  # distinct items in increasing order: no earlier query/answer token matches
-    n_queries = min(n - 1, (length - 1 - n) // 3)
-    idx = 1 + np.sort(rng.permutation(n - 1)[:n_queries])
+  if depth is None:  # distinct same-parity items in random order: no answer is ever queried
+    pool = np.arange(1 + int(rng.integers(0, 2)) if n > 2 else 1, n, 2)
+    idx = rng.permutation(pool)[:min(len(pool), (length - 1 - n) // 3)]
   else:
     idx = _depth_index(n, depth, low=1)
   head = np.concatenate([[TASK_MARKER['prev_token']], ctx])
