@@ -7,6 +7,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The offline default runs on the CPU; naming it also stops libtpu (installed by the tpu extra)
+# from probing for a TPU on machines that have none. Override: make train CPU_ONLY=
+CPU_ONLY ?= JAX_PLATFORMS=cpu
 
 .PHONY: test test-slow demo train bench clean-venv
 
@@ -24,11 +27,11 @@ test-slow: $(STAMP)
 
 # The offline default: a tiny model on the synthetic tasks (a few minutes on 2 CPU cores).
 train: $(STAMP)
-	$(PY) -m ropex.train --config configs/tiny.py --workdir /tmp/ropex-tiny
+	$(CPU_ONLY) $(PY) -m ropex.train --config configs/tiny.py --workdir /tmp/ropex-tiny
 
 # The mini ablation: tiny NoPE, RoPE and p-RoPE runs, then one comparison table.
 demo: $(STAMP)
-	$(PY) -m ropex.demo --workdir /tmp/ropex-demo
+	$(CPU_ONLY) $(PY) -m ropex.demo --workdir /tmp/ropex-demo
 
 clean-venv:
 	rm -rf $(VENV)
