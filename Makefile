@@ -33,5 +33,9 @@ train: $(STAMP)
 demo: $(STAMP)
 	$(CPU_ONLY) $(PY) -m ropex.demo --workdir /tmp/ropex-demo
 
+# Speed and MFU of the real train step on this machine (figures, never asserted in tests).
+bench: $(STAMP)
+	$(CPU_ONLY) $(PY) -m ropex.bench
+
 clean-venv:
 	rm -rf $(VENV)

@@ -1,0 +1,62 @@
+"""`ropex.bench`: the FLOPs formula and the harness's output (speed is never asserted)."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ropex import bench
+from ropex.positional import ConfigError
+
+
+def test_model_flops_formula_golden_for_peer():
+  # peer: L=4, d=256, H=4, hd=64, F=1024, V=32000, batch 8 x seq 256, by hand:
+  # N = 4 * (4*256*4*64 + 3*256*1024) + 256*32000 = 4 * (262144 + 786432) + 8192000
+  #   = 12_386_304;  FLOPs = 8*256 * (6*N + 12*4*4*64*256) = 2048 * 77_463_552
+  config = bench.experiment_config('peer')
+  assert bench.model_flops_per_step(config.model, 8, 256) == 158_645_354_496
+  small = bench.experiment_config('small', 'bfloat16')
+  assert (small.train.batch_size, small.train.seq_len, small.model.dtype) == (16, 512, 'bfloat16')
+  assert small.model.pe.kind == 'rope' and small.model.pe.max_wavelength == 10_000
+
+
+@pytest.fixture
+def tiny_bench(monkeypatch):
+  monkeypatch.setitem(bench.BENCH_CONFIGS, 'tiny',
+                      bench.BenchConfig('tiny', batch_size=8, seq_len=32, dtypes=('float32',)))
+  return 'tiny'
+
+
+def test_harness_reports_consistent_figures(tiny_bench):
+  results = bench.run([tiny_bench], steps=2, warmup=1, pe_rounds=0, pipeline_seconds=0.2)
+  kinds = [r['kind'] for r in results]
+  assert kinds == ['machine', 'peak', 'step', 'pipeline']
+  step = results[2]
+  for key in ('step_s_median', 'tokens_per_s', 'model_flops_per_step', 'mfu', 'peak_flops',
+              'compiler_flops_per_step', 'max_rss_bytes'):
+    assert key in step
+  assert step['tokens_per_s'] == pytest.approx(8 * 32 / step['step_s_median'])
+  assert step['mfu'] == pytest.approx(
+      step['model_flops_per_step'] / step['step_s_median'] / step['peak_flops'])
+  # The compiler's count of the (unrolled) step is the model's matmuls plus AdamW, norms and
+  # softmax: close to the formula, never below the matmuls it must execute.
+  assert 0.9 < step['compiler_over_model_flops'] < 1.6
+  pipe = results[3]
+  assert pipe['ratio'] == pytest.approx(pipe['pipeline_tokens_per_s'] / pipe['trainer_tokens_per_s'])
+
+
+@pytest.mark.slow
+def test_pe_overhead_times_every_encoding(tiny_bench):
+  pe = bench.pe_overhead(tiny_bench, rounds=1, steps_per_round=1, warmup=1)
+  assert set(pe['over_nope']) == {'nope', 'rope', 'prope_0.25', 'prope_0.75'}
+  assert pe['over_nope']['nope'] == 1.0
+  assert all(v > 0 for v in pe['step_s_median'].values())
+
+
+def test_unknown_config_is_a_clear_error():
+  with pytest.raises(ConfigError, match="'huge' is not a benchmark config; allowed: peer, small"):
+    bench.experiment_config('huge')
+  out = subprocess.run([sys.executable, '-m', 'ropex.bench', '--configs=huge', '--json'],
+                       capture_output=True, text=True, timeout=120)
+  assert out.returncode != 0 and 'is not a benchmark config' in out.stderr
+  assert 'Traceback' not in out.stderr
