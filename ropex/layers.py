@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ropex import ops
 from ropex.model_config import LayerSpec, ModelConfig
 
 NEG_INF = -2.3819763e38  # finite, so fully masked rows give a uniform softmax, not NaN
@@ -60,7 +61,7 @@ class Einsum(nn.Module):
   def __call__(self, eqn: str, x):
     init = _fan_in(self.in_axis, self.out_axis, self.batch_axis)
     w = _param(self, 'w', init, self.axes, self.shape, self.param_dtype)
-    return jnp.einsum(eqn, x.astype(self.dtype), w.astype(self.dtype))
+    return ops.einsum(eqn, x.astype(self.dtype), w.astype(self.dtype))
 
 
 class Embedder(nn.Module):
@@ -81,7 +82,7 @@ class Embedder(nn.Module):
     return x_BTD * jnp.sqrt(jnp.asarray(self.embed_dim, jnp.float32)).astype(self.dtype)
 
   def decode(self, x_BTD):
-    return jnp.einsum('BTD,VD->BTV', x_BTD, self.input_embedding.astype(self.dtype))
+    return ops.einsum('BTD,VD->BTV', x_BTD, self.input_embedding.astype(self.dtype))
 
 
 class FeedForward(nn.Module):
@@ -97,11 +98,11 @@ class FeedForward(nn.Module):
                     (2, self.embed_dim, self.hidden_dim), self.param_dtype).astype(self.dtype)
     linear = _param(self, 'linear', _fan_in(0, 1), ('mlp', 'embed'),
                     (self.hidden_dim, self.embed_dim), self.param_dtype).astype(self.dtype)
-    gate_BTF = jnp.einsum('BTD,DF->BTF', x_BTD, gating[0])
-    up_BTF = jnp.einsum('BTD,DF->BTF', x_BTD, gating[1])
+    gate_BTF = ops.dense(x_BTD, gating[0])
+    up_BTF = ops.dense(x_BTD, gating[1])
     h_BTF = nn.gelu(gate_BTF) * up_BTF
     h_BTF = nn.with_logical_constraint(h_BTF, ('batch', 'length', 'act_mlp'))
-    return jnp.einsum('BTF,FD->BTD', h_BTF, linear)
+    return ops.dense(h_BTF, linear)
 
 
 def attention_mask(segment_q_BT, segment_k_BS, offset: int, window: int):
@@ -118,13 +119,11 @@ def attention_mask(segment_q_BT, segment_k_BS, offset: int, window: int):
 
 
 def _attend(q_BTKGH, k_BSKH, v_BSKH, segment_q_BT, segment_k_BS, offset, window, softcap):
-  logits_BKGTS = jnp.einsum('BTKGH,BSKH->BKGTS', q_BTKGH, k_BSKH).astype(jnp.float32)
+  logits_BKGTS = ops.einsum('BTKGH,BSKH->BKGTS', q_BTKGH, k_BSKH, jnp.float32)
   if softcap:
     logits_BKGTS = jnp.tanh(logits_BKGTS / softcap) * softcap
   mask = attention_mask(segment_q_BT, segment_k_BS, offset, window)
-  probs_BKGTS = jax.nn.softmax(jnp.where(mask, logits_BKGTS, NEG_INF), axis=-1)
-  out_BTKGH = jnp.einsum('BKGTS,BSKH->BTKGH', probs_BKGTS.astype(v_BSKH.dtype), v_BSKH)
-  return out_BTKGH, probs_BKGTS
+  return ops.softmax_attend(jnp.where(mask, logits_BKGTS, NEG_INF), v_BSKH)
 
 
 class Attention(nn.Module):
