@@ -262,19 +262,21 @@ def _reexec_with_malloc_tunables(argv) -> None:
   os.execve(sys.executable, [sys.executable, '-m', 'ropex.bench', *argv[1:]], env)
 
 
-_JSON = flags.DEFINE_bool('json', False, 'Print one JSON object per line instead of a table.')
-_CONFIGS = flags.DEFINE_list('configs', ['peer', 'small'], 'Benchmark configs to time.')
-_DTYPES = flags.DEFINE_list('dtypes', None, 'Compute dtypes (default: per config, '
-                            'peer float32, small float32 and bfloat16).')
-_STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps per config (median reported).')
-_WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
-_PE_ROUNDS = flags.DEFINE_integer('pe_rounds', 5, 'Round-robin rounds of the PE overhead '
-                                  '(0 skips it); each round times every encoding.')
-_PE_STEPS = flags.DEFINE_integer('pe_steps', 2, 'Steps per encoding per round.')
-_HUGEPAGES = flags.DEFINE_bool('malloc_hugepages', True, f'Re-run under GLIBC_TUNABLES='
-                                f'{MALLOC_TUNABLES} (see MALLOC_TUNABLES).')
-_PIPELINE_SECONDS = flags.DEFINE_float('pipeline_seconds', 5.0, 'Seconds of input-pipeline '
-                                       'measurement (0 skips it).')
+def define_flags() -> None:
+  """The CLI's flags (defined only when run, so other ropex CLIs can share a process)."""
+  flags.DEFINE_bool('json', False, 'Print one JSON object per line instead of a table.')
+  flags.DEFINE_list('configs', ['peer', 'small'], 'Benchmark configs to time.')
+  flags.DEFINE_list('dtypes', None, 'Compute dtypes (default: per config, peer float32, '
+                    'small float32 and bfloat16).')
+  flags.DEFINE_integer('steps', 10, 'Timed steps per config (median reported).')
+  flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
+  flags.DEFINE_integer('pe_rounds', 5, 'Round-robin rounds of the PE overhead (0 skips it); '
+                       'each round times every encoding.')
+  flags.DEFINE_integer('pe_steps', 2, 'Steps per encoding per round.')
+  flags.DEFINE_bool('malloc_hugepages', True, f'Re-run under GLIBC_TUNABLES={MALLOC_TUNABLES} '
+                    '(see MALLOC_TUNABLES).')
+  flags.DEFINE_float('pipeline_seconds', 5.0, 'Seconds of input-pipeline measurement '
+                     '(0 skips it).')
 
 
 def _print_table(results: list[dict]) -> None:
@@ -332,18 +334,20 @@ def run(configs, dtypes=None, steps=10, warmup=2, pe_rounds=5, pe_steps=2,
 
 
 def main(argv):
-  if _HUGEPAGES.value:
+  f = flags.FLAGS
+  if f.malloc_hugepages:
     _reexec_with_malloc_tunables(sys.argv)
   del argv
-  emit = (lambda r: print(json.dumps(r), flush=True)) if _JSON.value else (lambda r: None)
+  emit = (lambda r: print(json.dumps(r), flush=True)) if f.json else (lambda r: None)
   try:
-    results = run(_CONFIGS.value, _DTYPES.value, _STEPS.value, _WARMUP.value, _PE_ROUNDS.value,
-                  _PE_STEPS.value, _PIPELINE_SECONDS.value, emit)
+    results = run(f.configs, f.dtypes, f.steps, f.warmup, f.pe_rounds, f.pe_steps,
+                  f.pipeline_seconds, emit)
   except ConfigError as e:
     raise app.UsageError(str(e)) from None
-  if not _JSON.value:
+  if not f.json:
     _print_table(results)
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)
