@@ -1,8 +1,9 @@
 """Paper Table 2: NoPE on Gemma 2B. Args: data=wiki|flan, runlocal."""
-from ropex import config_base
-from ropex.model_config import pe_block
+from ropex.config.loading import parse_arg
+from ropex.experiments import paper
+from ropex.model.config import pe_block
 
 
 def get_config(arg=None):
-  a = config_base.parse_arg(arg, data='wiki', runlocal=False)
-  return config_base.paper_config(pe_block('none'), a, name='nope_2b')
+  a = parse_arg(arg, data='wiki', runlocal=False)
+  return paper.paper_config(pe_block('none'), a, name='nope_2b')

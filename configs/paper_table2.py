@@ -1,5 +1,5 @@
 """The sweep behind Table 2 of the paper: seven positional encodings x {Wikipedia, FlanV2},
-Gemma 2B from scratch, context 8192, batch 512, 10k steps (see ``config_base.paper_config``).
+Gemma 2B from scratch, context 8192, batch 512, 10k steps (see ``paper.paper_config``).
 
 Args: data=both|wiki|flan (default both), runlocal. With ``runlocal`` every run is the CPU-sized
 version of the same ablation on synthetic data; since wiki and flan then train on the same
@@ -12,8 +12,9 @@ synthetic data, only one run per encoding is listed.
 A sweep is a list of ``(run name, config file[:args] relative to this file, overrides)``;
 overrides are ``--config.<key>=<value>`` flags for ``ropex.train``.
 """
-from ropex import config_base
-from ropex.positional import ConfigError
+from ropex.config.loading import parse_arg
+from ropex.experiments import paper
+from ropex.errors import ConfigError
 
 # (name stem, config file, config args) in the paper's row order.
 ROWS = (
@@ -29,7 +30,7 @@ _DATA = {'both': ('wiki', 'flan'), 'wiki': ('wiki',), 'flan': ('flan',)}
 
 
 def get_sweep(arg=None):
-  a = config_base.parse_arg(arg, data='both', runlocal=False)
+  a = parse_arg(arg, data='both', runlocal=False)
   if a.data not in _DATA:
     raise ConfigError(f'config argument data={a.data!r} is not known; allowed: '
                       f'{", ".join(_DATA)}')

@@ -4,11 +4,12 @@ the lowest frequency, so it is NOT p-RoPE. Args: p (default 0.75), theta, data=w
 
   python -m ropex.train --config configs/partial_2b.py:data=flan
 """
-from ropex import config_base
-from ropex.model_config import pe_block
+from ropex.config.loading import parse_arg
+from ropex.experiments import paper
+from ropex.model.config import pe_block
 
 
 def get_config(arg=None):
-  a = config_base.parse_arg(arg, p=0.75, theta=10_000, data='wiki', runlocal=False)
+  a = parse_arg(arg, p=0.75, theta=10_000, data='wiki', runlocal=False)
   pe = pe_block('partial', rotary_fraction=a.p, max_wavelength=a.theta)
-  return config_base.paper_config(pe, a, name=f'partial{a.p:g}_2b')
+  return paper.paper_config(pe, a, name=f'partial{a.p:g}_2b')

@@ -3,11 +3,12 @@ Args: p (default 0.75; the paper also runs 0.25), theta, data=wiki|flan, runloca
 
   python -m ropex.train --config configs/prope_2b.py:p=0.25
 """
-from ropex import config_base
-from ropex.model_config import pe_block
+from ropex.config.loading import parse_arg
+from ropex.experiments import paper
+from ropex.model.config import pe_block
 
 
 def get_config(arg=None):
-  a = config_base.parse_arg(arg, p=0.75, theta=10_000, data='wiki', runlocal=False)
-  return config_base.paper_config(pe_block('prope', fraction=a.p, max_wavelength=a.theta), a,
+  a = parse_arg(arg, p=0.75, theta=10_000, data='wiki', runlocal=False)
+  return paper.paper_config(pe_block('prope', fraction=a.p, max_wavelength=a.theta), a,
                                   name=f'prope{a.p:g}_2b')

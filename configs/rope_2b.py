@@ -2,11 +2,12 @@
 
   python -m ropex.train --config configs/rope_2b.py:theta=500000
 """
-from ropex import config_base
-from ropex.model_config import pe_block
+from ropex.config.loading import parse_arg
+from ropex.experiments import paper
+from ropex.model.config import pe_block
 
 
 def get_config(arg=None):
-  a = config_base.parse_arg(arg, theta=10_000, data='wiki', runlocal=False)
-  return config_base.paper_config(pe_block('rope', max_wavelength=a.theta), a,
+  a = parse_arg(arg, theta=10_000, data='wiki', runlocal=False)
+  return paper.paper_config(pe_block('rope', max_wavelength=a.theta), a,
                                   name=f'rope{a.theta // 1000}k_2b')

@@ -18,7 +18,7 @@ from absl import app, flags, logging
 import ml_collections
 from ml_collections import config_flags
 
-from ropex.positional import ConfigError
+from ropex.errors import ConfigError
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir to analyse (latest or --step '
                                'checkpoint).')
@@ -49,12 +49,12 @@ _HTML = flags.DEFINE_bool('html', True, 'Also write report.html.')
 
 def _load_workdir():
   try:
-    from ropex import checkpoint  # pylint: disable=g-import-not-at-top
+    from ropex.training import inference  # pylint: disable=g-import-not-at-top
   except ImportError as e:
-    raise ConfigError('--workdir needs ropex.checkpoint (the training package), which is not '
+    raise ConfigError('--workdir needs ropex.training.checkpoint (the training package), which is not '
                       'installed') from e
-  from ropex.model_config import ModelConfig  # pylint: disable=g-import-not-at-top
-  config, params, step = checkpoint.load_for_inference(_WORKDIR.value, step=_STEP.value)
+  from ropex.model.config import ModelConfig  # pylint: disable=g-import-not-at-top
+  config, params, step = inference.load_for_inference(_WORKDIR.value, step=_STEP.value)
   meta = {'run': config.get('name', ''), 'workdir': _WORKDIR.value, 'step': step}
   return ModelConfig.from_config(config.model), params, config.data, meta
 
@@ -78,7 +78,7 @@ def _prompts(data_cfg, tokenizer, vocab_size: int):
 
 
 def _load_gemma():
-  from ropex import gemma_import  # pylint: disable=g-import-not-at-top
+  from ropex.analysis import gemma_import  # pylint: disable=g-import-not-at-top
   imported = gemma_import.load(_GEMMA.value, dtype=_GEMMA_DTYPE.value,
                                tokenizer_path=_TOKENIZER.value)
   if not imported.tokenizer_path:
@@ -96,7 +96,7 @@ def _load_config():
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from ropex import model as model_lib  # pylint: disable=g-import-not-at-top
-  from ropex.model_config import ModelConfig  # pylint: disable=g-import-not-at-top
+  from ropex.model.config import ModelConfig  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
   cfg = ModelConfig.from_config(config.model)
   init = jax.jit(model_lib.Transformer(cfg).init)

@@ -8,30 +8,19 @@ delete the directory to start over. ``--steps`` overrides ``train.steps`` for ev
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 
 from absl import app, flags, logging
 
-from ropex.positional import ConfigError
+from ropex.config import loading
+from ropex.errors import ConfigError
 
 _RUNS = flags.DEFINE_multi_string(
     'run', ['configs/tiny.py:pe=nope', 'configs/tiny.py:pe=rope',
             'configs/tiny.py:pe=prope,p=0.75'], 'Config file[:args] of each run.')
 _WORKDIR = flags.DEFINE_string('workdir', '/tmp/ropex-demo', 'Parent directory of the runs.')
 _STEPS = flags.DEFINE_integer('steps', 0, 'Override train.steps of every run (0: keep).')
-
-
-def load_config(spec: str):
-  """``configs/X.py[:args]`` -> ConfigDict (what ``--config`` of ``ropex.train`` does)."""
-  path, _, arg = spec.partition(':')
-  loader = importlib.util.spec_from_file_location(f'ropex_demo_{abs(hash(path))}', path)
-  if loader is None or not os.path.exists(path):
-    raise ConfigError(f'--run={spec!r}: config file {path!r} does not exist')
-  module = importlib.util.module_from_spec(loader)
-  loader.loader.exec_module(module)
-  return module.get_config(arg or None)
 
 
 def comparison_table(rows: list[tuple[str, dict]]) -> str:
@@ -56,10 +45,10 @@ def comparison_table(rows: list[tuple[str, dict]]) -> str:
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  from ropex import loop  # pylint: disable=g-import-not-at-top
+  from ropex.training import loop  # pylint: disable=g-import-not-at-top
   rows = []
   try:
-    configs = [load_config(spec) for spec in _RUNS.value]
+    configs = [loading.load(spec, '--run') for spec in _RUNS.value]
     for config in configs:
       if _STEPS.value:
         config.train.steps = _STEPS.value

@@ -21,7 +21,7 @@ import sys
 
 from absl import app, flags, logging
 
-from ropex.positional import ConfigError
+from ropex.errors import ConfigError
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir (config.json + checkpoints).')
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
@@ -87,15 +87,15 @@ def default_out(workdir: str, override_texts) -> str:
 
 
 def evaluate_workdir(workdir: str, out: str | None) -> tuple[dict, list[str]]:
-  from ropex import checkpoint  # pylint: disable=g-import-not-at-top
+  from ropex.training import inference, workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   from ropex.evaluation import suite  # pylint: disable=g-import-not-at-top
   options = _options()  # validate flags before reading the checkpoint
   if not os.path.isfile(os.path.join(workdir, 'config.json')):
     raise ConfigError(f'--workdir={workdir!r} holds no config.json; allowed: a training workdir '
                       '(python -m ropex.train --workdir ...)')
-  config = checkpoint.load_config(workdir)
+  config = workdir_lib.load_config(workdir)
   suite.resolve(config, options)
-  config, params, step = checkpoint.load_for_inference(workdir, _STEP.value)
+  config, params, step = inference.load_for_inference(workdir, _STEP.value)
   results = suite.evaluate(config, params, options, step=step, workdir=workdir, progress=True)
   return results, suite.write(results, out or default_out(workdir, _OVERRIDE.value))
 

@@ -10,16 +10,12 @@ separated fields are joined with a newline) of every record. The model uses Gemm
 
 from __future__ import annotations
 
-import json
-import os
-from typing import Iterator, Sequence
+from typing import Sequence
 
 from absl import app
 from absl import flags
-from absl import logging
-import sentencepiece as spm
 
-from ropex.data import text_files
+from ropex.tools.tokenizer_training import train
 
 _INPUT = flags.DEFINE_string('input', None, 'Glob of .txt / .jsonl files (** recurses).',
                             required=True)
@@ -34,41 +30,6 @@ _COVERAGE = flags.DEFINE_float('character_coverage', 0.9995, 'Characters covered
 _MAX_SENTENCES = flags.DEFINE_integer('max_sentences', 2_000_000, 'Lines sampled for training '
                                       '(0: all).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of SentencePiece\'s sentence sampling.')
-
-
-def lines(files: Sequence[str], fields: Sequence[str]) -> Iterator[str]:
-  """Non-empty lines of the files (records' fields for .jsonl)."""
-  for path in files:
-    with open(path, encoding='utf-8', errors='replace') as f:
-      for raw in f:
-        if path.endswith('.jsonl'):
-          if not raw.strip():
-            continue
-          record = json.loads(raw)
-          raw = '\n'.join(str(record[k]) for k in fields)
-        for line in raw.splitlines():
-          if line.strip():
-            yield line
-
-
-def train(pattern: str, vocab_size: int, output: str, model_type: str = 'unigram',
-          text_field: str = 'text', character_coverage: float = 0.9995,
-          max_sentences: int = 2_000_000, seed: int = 0) -> str:
-  """Trains and writes ``output`` (must end in .model); returns its path."""
-  if not output.endswith('.model'):
-    raise app.UsageError(f'--output={output!r} must end in .model')
-  files = text_files.matching_files(pattern)
-  fields = [f.strip() for f in text_field.split(',') if f.strip()]
-  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-  spm.set_random_generator_seed(seed)
-  spm.SentencePieceTrainer.train(
-      sentence_iterator=lines(files, fields), model_prefix=output[:-len('.model')],
-      vocab_size=vocab_size, model_type=model_type, character_coverage=character_coverage,
-      pad_id=0, eos_id=1, bos_id=2, unk_id=3, byte_fallback=True,
-      input_sentence_size=max_sentences, shuffle_input_sentence=True,
-      hard_vocab_limit=False, minloglevel=2, num_threads=os.cpu_count() or 1)
-  logging.info('wrote %s (%d files)', output, len(files))
-  return output
 
 
 def main(argv: Sequence[str]) -> None:

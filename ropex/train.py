@@ -17,7 +17,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ropex.positional import ConfigError
+from ropex.errors import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file '
                                           '(configs/X.py[:args]).', lock_config=True)
@@ -44,10 +44,10 @@ def main(argv):
     _fail(f'unexpected arguments {argv[1:]}; allowed: --config, --workdir, --config.<field>=v',
           EXIT_CONFIG)
   logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
-  from ropex import distributed  # pylint: disable=g-import-not-at-top
+  from ropex.training import distributed  # pylint: disable=g-import-not-at-top
   distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                          _DISTRIBUTED.value)
-  from ropex import loop  # pylint: disable=g-import-not-at-top
+  from ropex.training import loop  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
   try:
     config.get('model')

@@ -1,20 +1,24 @@
-"""`ropex.bench`: the FLOPs formula and the harness's output (speed is never asserted)."""
+"""`ropex.tools.bench`: the FLOPs formula and the harness's output (speed is never asserted)."""
 import json
 import subprocess
 import sys
 
 import pytest
 
-from ropex import bench
-from ropex.positional import ConfigError
+from ropex.model.config import ModelConfig
+from ropex.tools import bench, flops
+from ropex.errors import ConfigError
 
 
 def test_model_flops_formula_golden_for_peer():
-  # peer: L=4, d=256, H=4, hd=64, F=1024, V=32000, batch 8 x seq 256, by hand:
-  # N = 4 * (4*256*4*64 + 3*256*1024) + 256*32000 = 4 * (262144 + 786432) + 8192000
-  #   = 12_386_304;  FLOPs = 8*256 * (6*N + 12*4*4*64*256) = 2048 * 77_463_552
+  # peer: L=4, d=256, H=4 (MHA), hd=64, F=1024, V=32000, batch 8 x seq 256, by hand:
+  # non-embedding N = 4 * (4*256*4*64 + 3*256*1024 + 2*256) + 256 = 4 * 1_049_088 + 256
+  #   = 4_196_608; matmul params N + V*d = 4_196_608 + 8_192_000 = 12_388_608;
+  # causal attention per token 4 * 12*4*64 * (256+1)/2 = 1_579_008;
+  # FLOPs = 8*256 * (6 * 12_388_608 + 1_579_008) = 2048 * 75_910_656
   config = bench.experiment_config('peer')
-  assert bench.model_flops_per_step(config.model, 8, 256) == 158_645_354_496
+  cfg = ModelConfig.from_config(config.model)
+  assert flops.model_flops_per_step(cfg, 8, 256) == 155_465_023_488
   small = bench.experiment_config('small', 'bfloat16')
   assert (small.train.batch_size, small.train.seq_len, small.model.dtype) == (16, 512, 'bfloat16')
   assert small.model.pe.kind == 'rope' and small.model.pe.max_wavelength == 10_000

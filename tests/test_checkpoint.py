@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from ropex import checkpoint, config_base, data, loop, metrics, model, sharding, step
-from ropex.model_config import ModelConfig
+from ropex.training import checkpoint, loop, metrics, sharding, step, inference
+from ropex.config import defaults as config_base
+from ropex import data, model
+from ropex.model.config import ModelConfig
 
 
 def _config(steps=4):
@@ -35,12 +37,12 @@ def _corrupt(step_dir):
 def test_corrupt_latest_checkpoint_falls_back_and_resumes_identically(tmp_path, caplog):
   c, workdir = _config(), str(tmp_path / 'run')
   loop.train(c, workdir)
-  cfg, params_4, step_4 = checkpoint.load_for_inference(workdir)
+  cfg, params_4, step_4 = inference.load_for_inference(workdir)
   assert step_4 == 4 and cfg.model.to_dict() == c.model.to_dict()
   assert cfg.data.tasks == c.data.tasks  # JSON lists come back as tuples
   abstract = nn.unbox(model.abstract_params(ModelConfig.from_config(c.model)))
   assert jax.tree.map(lambda x: x.shape, params_4) == jax.tree.map(lambda x: x.shape, abstract)
-  _, params_2, _ = checkpoint.load_for_inference(workdir, step=2)
+  _, params_2, _ = inference.load_for_inference(workdir, step=2)
   losses_before = {r['step']: r['train/loss'] for r in metrics.read_metrics(workdir)}
 
   _corrupt(os.path.join(workdir, 'checkpoints', '4'))
@@ -49,7 +51,7 @@ def test_corrupt_latest_checkpoint_falls_back_and_resumes_identically(tmp_path, 
   assert any('step 4 is unreadable' in r.getMessage() for r in caplog.records)
   assert os.path.isdir(os.path.join(workdir, 'checkpoints_corrupt', '4'))
   assert summary['step'] == 4
-  _, params_again, _ = checkpoint.load_for_inference(workdir)
+  _, params_again, _ = inference.load_for_inference(workdir)
   jax.tree.map(np.testing.assert_array_equal, params_again, params_4)  # bitwise
   with pytest.raises(AssertionError):
     jax.tree.map(np.testing.assert_array_equal, params_2, params_4)
@@ -96,9 +98,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
   # The bad step is logged (as nulls) so that reports mark the run as diverged.
   assert metrics.read_metrics(workdir) == [
       {'step': 3, 'train/loss': None, 'train/grad_norm': None}]
-  _, _, last = checkpoint.load_for_inference(workdir)
+  _, _, last = inference.load_for_inference(workdir)
   assert last == 2
-  from ropex import run_summary
+  from ropex.experiments import run_summary
   summary = run_summary.summarize(workdir)
   assert summary.status == 'diverged' and 'step 3' in summary.note
 

@@ -12,8 +12,10 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from ropex import compile as fit, loop, sharding, step_flops, sweep, tpu_topology
-from ropex.positional import ConfigError
+from ropex.tools import fit_check as fit, flops as step_flops, tpu_topology
+from ropex.training import loop, sharding
+from ropex.experiments import sweep
+from ropex.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIB = 2 ** 30
@@ -160,7 +162,7 @@ def test_topology_names():
                         ('v4:8x8', 'must look like v4:4x4x4'), ('v5e:0x4', 'must look like')]:
     with pytest.raises(ConfigError, match=message):
       tpu_topology.describe(name)
-  with pytest.raises(ConfigError, match='--num_slices=0 must be an integer >= 1'):
+  with pytest.raises(ConfigError, match='--num_slices=0 is not allowed; it must be an integer >= 1'):
     tpu_topology.describe('v5e:2x2', num_slices=0)
 
 
@@ -235,6 +237,6 @@ def test_every_table2_config_fits_on_v5e_16x16(spec):
 
 def test_cli_modules_import_without_defining_flags():
   # The CLIs define their flags only when run, so one process can import all of them.
-  from ropex import report  # pylint: disable=g-import-not-at-top
+  from ropex.experiments import report  # pylint: disable=g-import-not-at-top
   assert report.define_flags and sweep.define_flags and fit.define_flags
   assert not {'topology', 'launcher', 'diverge_margin'} & set(flags.FLAGS)

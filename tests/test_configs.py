@@ -5,9 +5,10 @@ import os
 import numpy as np
 import pytest
 
-from ropex import config_base, run_summary, sweep
-from ropex.model_config import ModelConfig
-from ropex.positional import ConfigError
+from ropex.config import defaults as config_base
+from ropex.experiments import run_summary, sweep
+from ropex.model.config import ModelConfig
+from ropex.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, 'configs')

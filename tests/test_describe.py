@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from ropex import describe
-from ropex.model_config import ModelConfig, model_block, pe_block
+from ropex.tools import describe
+from ropex.model.config import ModelConfig, model_block, pe_block
 
 
 def run(*args):
@@ -38,7 +38,7 @@ def test_table_for_a_layer_schedule_and_bad_override():
   bad = run('--config', 'configs/tiny.py', '--config.model.pe.kind=prope',
             '--config.model.pe.fraction=1.5')
   assert bad.returncode == 2
-  assert 'model.pe.fraction=1.5 must be a number in [0, 1]' in bad.stderr
+  assert 'model.pe.fraction=1.5 is not allowed; it must be a number in [0, 1]' in bad.stderr
   assert 'Traceback' not in bad.stderr
 
 

@@ -6,7 +6,9 @@ import math
 import jax
 import numpy as np
 
-from ropex import config_base, data, sharding, step
+from ropex.config import defaults as config_base
+from ropex import data
+from ropex.training import sharding, step
 
 
 def _config(**train):

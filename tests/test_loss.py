@@ -7,9 +7,11 @@ import jax.extend
 import jax.numpy as jnp
 import numpy as np
 
-from ropex import config_base, loss, step
+from ropex.config import defaults as config_base
+from ropex.model import loss
+from ropex.training import step
 from ropex.model import Transformer
-from ropex.model_config import ModelConfig
+from ropex.model.config import ModelConfig
 
 
 def _numpy_ce(logits, targets, weights):

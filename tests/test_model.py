@@ -8,9 +8,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from ropex import model, positional
-from ropex.model_config import ModelConfig, model_block, pe_block
-from ropex.positional import ConfigError
+from ropex import model
+from ropex.model import positional
+from ropex.model.config import ModelConfig, model_block, pe_block
+from ropex.errors import ConfigError
 
 
 def make_cfg(**overrides) -> ModelConfig:
@@ -269,14 +270,14 @@ def test_bfloat16_compute_with_float32_params():
     (dict(head_dim=7), 'model.head_dim=7 must be even'),
     (dict(remat='some'), "model.remat='some' is not allowed"),
     (dict(dtype='int8'), "model.dtype='int8' is not allowed"),
-    (dict(sliding_window=-2), 'model.sliding_window=-2 must be an integer >= 0'),
+    (dict(sliding_window=-2), 'model.sliding_window=-2 is not allowed; it must be an integer >= 0'),
     (dict(num_layers=3, layer_pattern=('a', 'b'), layer_types={'a': {}, 'b': {}}),
      'model.layer_pattern has length 2, which must divide model.num_layers=3'),
     (dict(layer_pattern=('a',), layer_types={}), "layer type 'a', which is not in"),
     (dict(layer_pattern=('a',), layer_types={'a': {'window': 2.5}}),
-     r'model.layer_types.a.window=2.5 must be an integer'),
+     r'model.layer_types.a.window=2.5 is not allowed; it must be an integer'),
     (dict(layer_pattern=('a',), layer_types={'a': {'pe': pe_block('prope', fraction=2.0)}}),
-     r'model.layer_types.a.pe.fraction=2.0 must be a number in \[0, 1\]'),
+     r'model.layer_types.a.pe.fraction=2.0 is not allowed; it must be a number in \[0, 1\]'),
     (dict(layer_pattern=('a',), layer_types={'a': {'rope': 1}}),
      'model.layer_types.a.rope is not a layer-type field'),
 ])

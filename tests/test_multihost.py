@@ -7,7 +7,7 @@ import jax
 import numpy as np
 
 import cli_runs
-from ropex import checkpoint, metrics
+from ropex.training import metrics, inference
 
 FLAGS = ('--config.train.steps=4', '--config.eval.steps=1', '--config.eval.every_steps=0',
          *cli_runs.SMALL)
@@ -39,14 +39,14 @@ def test_two_processes_match_one_process(tmp_path):
   with open(os.path.join(multi, 'metrics.jsonl')) as f:
     assert len(f.readlines()) == 4  # one writer
   assert sorted(os.listdir(multi)) == ['checkpoints', 'config.json', 'metrics.jsonl', 'tb']
-  _, params_multi, _ = checkpoint.load_for_inference(multi)
-  _, params_single, _ = checkpoint.load_for_inference(single)
+  _, params_multi, _ = inference.load_for_inference(multi)
+  _, params_single, _ = inference.load_for_inference(single)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                params_multi, params_single)
 
 
 def test_auto_detection_of_multi_process_environments(monkeypatch):
-  from ropex import distributed  # pylint: disable=g-import-not-at-top
+  from ropex.training import distributed  # pylint: disable=g-import-not-at-top
   for var in ('TPU_WORKER_HOSTNAMES', 'TPU_PROCESS_ADDRESSES', 'MEGASCALE_COORDINATOR_ADDRESS',
               'SLURM_JOB_ID', 'SLURM_NTASKS', 'SLURM_NPROCS', 'JAX_COORDINATOR_ADDRESS',
               'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID'):

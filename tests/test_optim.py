@@ -8,7 +8,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from ropex import config_base, optim
+from ropex.config import defaults as config_base
+from ropex.training import optim
 
 
 def _train(**overrides):

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ropex import positional
-from ropex.positional import ConfigError
+from ropex.model import positional
+from ropex.errors import ConfigError
 
 ROTATING = [
     {'kind': 'rope'},
@@ -156,11 +156,11 @@ def test_position_scale_interpolates_positions():
 
 
 @pytest.mark.parametrize('cfg, head_dim, words', [
-    ({'kind': 'prope', 'fraction': 1.5}, 16, 'model.pe.fraction=1.5 must be a number in [0, 1]'),
+    ({'kind': 'prope', 'fraction': 1.5}, 16, 'model.pe.fraction=1.5 is not allowed; it must be a number in [0, 1]'),
     ({'kind': 'prope', 'fraction': -0.1}, 16, 'model.pe.fraction'),
     ({'kind': 'rope'}, 15, 'model.head_dim=15 must be a positive even integer'),
     ({'kind': 'rotary9'}, 16, "model.pe.kind='rotary9' is not a registered"),
-    ({'kind': 'rope', 'max_wavelength': 0}, 16, 'model.pe.max_wavelength=0 must be a number > 0'),
+    ({'kind': 'rope', 'max_wavelength': 0}, 16, 'model.pe.max_wavelength=0 is not allowed; it must be a number > 0'),
     ({'kind': 'rope', 'max_wavelength': -5.0}, 16, 'max_wavelength'),
     ({'kind': 'rope', 'layout': 'zigzag'}, 16, "model.pe.layout='zigzag' is not allowed"),
     ({'kind': 'rope', 'fraction': 0.5}, 16, "model.pe.fraction=0.5 is not used by kind 'rope'"),
@@ -180,8 +180,8 @@ def test_unknown_kind_lists_registered_kinds():
 def test_register_a_new_encoding_in_one_place():
   @dataclasses.dataclass(frozen=True)
   class Flip:
-    def __call__(self, x_BLHK, positions_BL):
-      return -x_BLHK
+    def __call__(self, x_BTNH, positions_BT):
+      return -x_BTNH
 
   positional.register('test_flip')(lambda f, head_dim: Flip())
   try:
@@ -195,7 +195,7 @@ def test_register_a_new_encoding_in_one_place():
 
 def test_readme_example_registration():
   """The README's 'Adding an encoding' example, verbatim apart from the module prefix."""
-  from ropex.positional import Rotary, _Fields, _LAYOUTS, register
+  from ropex.model.positional import Rotary, _Fields, _LAYOUTS, register
 
   @register('rope_linear')
   def _rope_linear(f: _Fields, head_dim: int):

@@ -10,7 +10,7 @@ import sys
 import matplotlib.pyplot as plt
 import pytest
 
-from ropex import report, run_summary, sweep
+from ropex.experiments import report, run_summary, sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPECS = {  # paper row -> config file with args

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from ropex import config_base, sharding, step
-from ropex.positional import ConfigError
+from ropex.config import defaults as config_base
+from ropex.training import sharding, step
+from ropex.errors import ConfigError
 
 
 def _config(**mesh):

@@ -1,5 +1,5 @@
 """`python -m ropex.sweep`: listing, validation, launch commands, and an end-to-end runlocal
-sweep whose workdirs feed `ropex.report`."""
+sweep whose workdirs feed `ropex.experiments.report`."""
 import csv
 import io
 import os
@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from ropex import report, run_summary, sweep
-from ropex.positional import ConfigError
+from ropex.experiments import report, run_summary, sweep
+from ropex.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TABLE2 = os.path.join(ROOT, 'configs', 'paper_table2.py')

@@ -8,7 +8,7 @@ import signal
 import numpy as np
 
 import cli_runs
-from ropex import checkpoint, metrics
+from ropex.training import metrics, inference
 
 
 def test_bad_config_value_fails_cleanly_without_touching_workdir(tmp_path):
@@ -55,8 +55,8 @@ def test_kill_9_and_restart_reproduces_the_uninterrupted_run(tmp_path):
   got = {m['step']: m['train/loss'] for m in metrics.read_metrics(killed)}
   assert sorted(want) == sorted(got) == list(range(1, 17))
   assert got == want  # bitwise-equal losses, including the re-done steps
-  _, params_ref, _ = checkpoint.load_for_inference(ref, 16)
-  _, params_killed, _ = checkpoint.load_for_inference(killed, 16)
+  _, params_ref, _ = inference.load_for_inference(ref, 16)
+  _, params_killed, _ = inference.load_for_inference(killed, 16)
   for a, b in zip(jax_leaves(params_ref), jax_leaves(params_killed)):
     np.testing.assert_array_equal(a, b)
 
@@ -79,5 +79,5 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
   assert f'stopped by SIGTERM at step {last}' in out
   saved = sorted(int(s) for s in os.listdir(os.path.join(workdir, 'checkpoints')) if s.isdigit())
   assert saved[-1] == last
-  _, _, step = checkpoint.load_for_inference(workdir)
+  _, _, step = inference.load_for_inference(workdir)
   assert step == last

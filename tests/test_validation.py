@@ -3,8 +3,9 @@ field and what is allowed."""
 
 import pytest
 
-from ropex import config_base, validation
-from ropex.positional import ConfigError
+from ropex.config import defaults as config_base
+from ropex.training import validation
+from ropex.errors import ConfigError
 
 
 def _check(path, value, num_devices=8):
@@ -40,7 +41,7 @@ def test_default_config_is_valid():
     ('eval.steps', -1, 'eval.steps=-1 is not allowed; it must be an integer >= 0'),
     ('eval.batch_size', 12, 'eval.batch_size=12 must be a multiple of 8'),
     ('model.num_kv_heads', 3, 'model.num_kv_heads=3 must divide model.num_heads=4'),
-    ('model.remat', 'some', "model.remat='some' is not allowed; allowed: none, full"),
+    ('model.remat', 'some', "model.remat='some' is not allowed; it must be one of none, full"),
     ('data.source', 'foo', "data.source='foo'"),
 ])
 def test_bad_values_name_the_field(path, value, message):

@@ -20,8 +20,8 @@ import numpy as np
 from ropex.analysis import capture as capture_lib
 from ropex.analysis.chunks import chunk_layout
 from ropex.analysis.heads import HeadScoreAccumulator, HeadScores
-from ropex.model_config import LayerSpec, ModelConfig
-from ropex.positional import ConfigError
+from ropex.model.config import LayerSpec, ModelConfig
+from ropex.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,9 +65,9 @@ class ZeroChunks:
     mask[np.ix_(list(heads), list(self.dims))] = 0.0
     return mask
 
-  def __call__(self, x_BLHK, positions_BL):
-    y_BLHK = self.base_pe(x_BLHK, positions_BL)
-    return y_BLHK * jnp.asarray(self.mask(y_BLHK.shape[2]), y_BLHK.dtype)
+  def __call__(self, x_BTNH, positions_BT):
+    y_BTNH = self.base_pe(x_BTNH, positions_BT)
+    return y_BTNH * jnp.asarray(self.mask(y_BTNH.shape[2]), y_BTNH.dtype)
 
 
 def ablated_config(cfg: ModelConfig, ablations: dict[int, tuple]) -> ModelConfig:

@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ropex import model as model_lib
-from ropex.model_config import ModelConfig
+from ropex.model import loss as loss_lib
+from ropex.model.config import ModelConfig
 
 
 @dataclasses.dataclass
@@ -58,10 +59,7 @@ def per_layer(cfg: ModelConfig, intermediates: dict, name: str) -> list:
 
 def token_nll(logits_BTV, tokens_BT, valid_BT):
   """Next-token negative log-likelihood [B, T] (last position and padding targets are 0)."""
-  logits = logits_BTV[:, :-1].astype(jnp.float32)
-  targets = tokens_BT[:, 1:]
-  nll = jax.nn.logsumexp(logits, axis=-1) - jnp.take_along_axis(
-      logits, targets[..., None], axis=-1)[..., 0]
+  nll = loss_lib.token_losses(logits_BTV[:, :-1], tokens_BT[:, 1:]).loss_BT
   nll = jnp.where(valid_BT[:, 1:], nll, 0.0)
   return jnp.pad(nll, ((0, 0), (0, 1)))
 

@@ -15,7 +15,7 @@ import dataclasses
 
 import numpy as np
 
-from ropex import positional
+from ropex.model import positional
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +59,7 @@ def chunk_layout(pe, head_dim: int) -> ChunkLayout:
   RoPE's."""
   pe = base_encoding(pe)
   if head_dim % 2:
-    raise positional.ConfigError(f'model.head_dim={head_dim} must be even (chunks pair dims)')
+    raise ConfigError(f'model.head_dim={head_dim} must be even (chunks pair dims)')
   freqs_C = np.zeros(head_dim // 2, np.float64)
   if not isinstance(pe, positional.Rotary):
     return ChunkLayout(_half_pairs(0, head_dim), freqs_C)

@@ -16,7 +16,7 @@ import numpy as np
 from ropex.analysis import figures
 from ropex.analysis.capture import Captured
 from ropex.analysis.chunks import ChunkLayout, chunk_layout, chunk_norms
-from ropex.model_config import ModelConfig
+from ropex.model.config import ModelConfig
 
 
 @dataclasses.dataclass

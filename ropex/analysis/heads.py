@@ -17,7 +17,7 @@ import numpy as np
 
 from ropex.analysis import figures
 from ropex.analysis.capture import Captured
-from ropex.model_config import ModelConfig
+from ropex.model.config import ModelConfig
 
 SCORE_NAMES = ('diagonal', 'previous', 'first')
 

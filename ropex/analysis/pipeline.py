@@ -12,13 +12,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from typing import Any
 
 import numpy as np
 
 from ropex.analysis import ablation, capture, frequency, heads
 from ropex.analysis.prompts import Prompts
-from ropex.analysis.report import Doc, fmt, rel
-from ropex.model_config import ModelConfig
+from ropex.analysis.document import Doc, fmt, rel
+from ropex.model.config import ModelConfig
 
 
 @dataclasses.dataclass
@@ -88,84 +89,138 @@ def pe_summary(cfg: ModelConfig) -> list[str]:
   return lines
 
 
+@dataclasses.dataclass
+class _Report:
+  """What the written report is made from."""
+  result: Analysis
+  cfg: ModelConfig
+  prompts: Any
+  out_dir: str
+  meta: dict
+  top_heads: int
+  fraction: float
+
+  @property
+  def n_band(self) -> int:
+    return max(1, int(round(self.fraction * (self.cfg.head_dim // 2))))
+
+
 def _write(result: Analysis, cfg, prompts, out_dir, title, meta, top_heads, fraction,
            token_labels, html):
-  fig_dir = os.path.join(out_dir, 'figures')
-  os.makedirs(fig_dir, exist_ok=True)
-  usage, scores = result.usage, result.head_scores
-  files = {'arrays': os.path.join(out_dir, 'arrays.npz'),
-           'summary': os.path.join(out_dir, 'summary.json')}
-  np.savez_compressed(files['arrays'], q_chunk_norm_LNC=usage.q_LNC, k_chunk_norm_LKC=usage.k_LKC,
-                      chunk_freqs_LC=usage.freqs_LC, head_scores_LNS=scores.scores_LNS,
-                      head_offsets_LNO=scores.offsets_LNO, attention_maps_LNTS=result.maps_LNTS,
-                      tokens_PT=prompts.tokens_PT, lengths_P=prompts.lengths_P)
-  files['overview'] = frequency.plot_overview(usage,
-                                              os.path.join(fig_dir, 'frequency_overview.png'))
-  layer_figs = frequency.plot_layers(usage, fig_dir)
-  top = scores.top(max(top_heads, 4))
-  labels = token_labels[:result.maps_LNTS.shape[-1]] if token_labels else None
-  files['maps'] = heads.plot_attention_maps(result.maps_LNTS, top,
-                                            os.path.join(fig_dir, 'attention_top_heads.png'),
-                                            labels)
-  shares = usage.band_shares(fraction)
-  summary = dict(meta, loss=result.loss, perplexity=float(np.exp(result.loss)),
-                 prompts=len(prompts.texts), prompt_source=prompts.description,
-                 tokens=prompts.num_tokens,
-                 pe=pe_summary(cfg), top_heads=scores.top(10), ablations=result.ablations,
-                 band_shares={k: v.tolist() for k, v in shares.items()})
-  with open(files['summary'], 'w') as f:
-    json.dump(summary, f, indent=1)
-
+  r = _Report(result, cfg, prompts, out_dir, meta, top_heads, fraction)
+  files = _write_arrays(r)
+  files.update(_write_figures(r, token_labels))
+  files['summary'] = _write_summary(r)
   doc = Doc(title)
+  _doc_model(doc, r)
+  _doc_frequency(doc, r, files)
+  _doc_heads(doc, r, files)
+  _doc_ablation(doc, r)
+  _doc_files(doc)
+  for i, path in enumerate(doc.write(out_dir, html_too=html)):
+    files['report' if i == 0 else 'html'] = path
+  del files['layers']  # per-layer figures are linked from the report, not listed
+  result.files = files
+
+
+def _write_arrays(r: _Report) -> dict:
+  usage, scores, prompts = r.result.usage, r.result.head_scores, r.prompts
+  path = os.path.join(r.out_dir, 'arrays.npz')
+  os.makedirs(r.out_dir, exist_ok=True)
+  np.savez_compressed(path, q_chunk_norm_LNC=usage.q_LNC, k_chunk_norm_LKC=usage.k_LKC,
+                      chunk_freqs_LC=usage.freqs_LC, head_scores_LNS=scores.scores_LNS,
+                      head_offsets_LNO=scores.offsets_LNO, attention_maps_LNTS=r.result.maps_LNTS,
+                      tokens_PT=prompts.tokens_PT, lengths_P=prompts.lengths_P)
+  return {'arrays': path}
+
+
+def _write_figures(r: _Report, token_labels) -> dict:
+  fig_dir = os.path.join(r.out_dir, 'figures')
+  os.makedirs(fig_dir, exist_ok=True)
+  usage, maps = r.result.usage, r.result.maps_LNTS
+  labels = token_labels[:maps.shape[-1]] if token_labels else None
+  return {
+      'overview': frequency.plot_overview(usage, os.path.join(fig_dir, 'frequency_overview.png')),
+      'layers': frequency.plot_layers(usage, fig_dir),
+      'maps': heads.plot_attention_maps(maps, r.result.head_scores.top(max(r.top_heads, 4)),
+                                        os.path.join(fig_dir, 'attention_top_heads.png'), labels),
+  }
+
+
+def _write_summary(r: _Report) -> str:
+  result, prompts = r.result, r.prompts
+  shares = result.usage.band_shares(r.fraction)
+  summary = dict(r.meta, loss=result.loss, perplexity=float(np.exp(result.loss)),
+                 prompts=len(prompts.texts), prompt_source=prompts.description,
+                 tokens=prompts.num_tokens, pe=pe_summary(r.cfg),
+                 top_heads=result.head_scores.top(10), ablations=result.ablations,
+                 band_shares={k: v.tolist() for k, v in shares.items()})
+  path = os.path.join(r.out_dir, 'summary.json')
+  with open(path, 'w') as f:
+    json.dump(summary, f, indent=1)
+  return path
+
+
+def _doc_model(doc: Doc, r: _Report) -> None:
+  prompts, loss = r.prompts, r.result.loss
   doc.h2('Model and prompts')
-  doc.bullets([f'{k}: {v}' for k, v in meta.items()] + pe_summary(cfg) + [
+  doc.bullets([f'{k}: {v}' for k, v in r.meta.items()] + pe_summary(r.cfg) + [
       f'prompts: {prompts.description}; {len(prompts.texts)} prompts, {prompts.num_tokens} '
       f'tokens (BOS included)',
-      f'next-token loss {result.loss:.4f} (perplexity {np.exp(result.loss):.2f})'])
+      f'next-token loss {loss:.4f} (perplexity {np.exp(loss):.2f})'])
+
+
+def _doc_frequency(doc: Doc, r: _Report, files: dict) -> None:
+  shares = r.result.usage.band_shares(r.fraction)
   doc.h2('Frequency usage')
   doc.p('Mean 2-norm of every frequency chunk of the queries and keys after the positional '
         'encoding, over all prompt tokens (chunk 0 = highest frequency; a dashed line marks '
         'where unrotated chunks begin). By Cauchy-Schwarz a chunk\'s norms bound its '
         'contribution to the attention logits.')
-  doc.image(rel(files['overview'], out_dir), 'frequency usage overview')
-  n_band = max(1, int(round(fraction * (cfg.head_dim // 2))))
-  doc.p(f'Share of the total chunk norm in the {n_band} highest- and the {n_band} '
+  doc.image(rel(files['overview'], r.out_dir), 'frequency usage overview')
+  doc.p(f'Share of the total chunk norm in the {r.n_band} highest- and the {r.n_band} '
         'lowest-frequency chunks, per layer:')
   doc.table(['layer', 'q high', 'q low', 'k high', 'k low'],
             [[i] + [fmt(float(shares[k][i])) for k in ('q_high', 'q_low', 'k_high', 'k_low')]
-             for i in range(cfg.num_layers)])
+             for i in range(r.cfg.num_layers)])
   doc.h3('Per layer: heads x frequencies')
-  for path in layer_figs:
-    doc.image(rel(path, out_dir), os.path.basename(path))
+  for path in files['layers']:
+    doc.image(rel(path, r.out_dir), os.path.basename(path))
+
+
+def _doc_heads(doc: Doc, r: _Report, files: dict) -> None:
+  scores = r.result.head_scores
   doc.h2('Positional heads')
   doc.p('Attention on the token itself (diagonal), on the previous token and on the first '
         f'token (BOS), averaged over {scores.queries} query positions t >= 2. Heads are ranked '
         'by the peak of their offset profile (mean attention on the key k tokens back, '
         f'k < {scores.offsets_LNO.shape[-1]}; k = 0 is the diagonal, k = 1 the previous token).')
   doc.table(['rank', 'layer', 'head', 'kind', 'peak', 'diagonal', 'previous', 'first (BOS)'],
-            [[i + 1, r['layer'], r['head'], r['kind'], fmt(r['positional']),
-              fmt(r['diagonal']), fmt(r['previous']), fmt(r['first'])]
-             for i, r in enumerate(scores.top(10))])
-  doc.image(rel(files['maps'], out_dir), 'attention maps of the top heads')
-  if result.ablations:
-    doc.h2('Frequency ablation')
-    doc.p(f'For the top {top_heads} positional heads, one at a time and all together, the '
-          f'{n_band} highest-frequency (high) or lowest-frequency (low) chunks are zeroed in '
-          'their queries and keys (for a layer without rotation, the first / last chunks). '
-          '"pattern" is each ablated head\'s own kind (mean if several); the loss is the '
-          'model\'s mean next-token loss on the prompts.')
-    doc.table(['heads', 'band', 'pattern', 'diagonal', 'previous', 'first (BOS)', 'loss'],
-              [[r['heads'], r['band'],
-                f"{r['pattern_before']:.3f} -> {r['pattern_after']:.3f}",
-                f"{r['diagonal_before']:.3f} -> {r['diagonal_after']:.3f}",
-                f"{r['previous_before']:.3f} -> {r['previous_after']:.3f}",
-                f"{r['first_before']:.3f} -> {r['first_after']:.3f}",
-                f"{r['loss_before']:.4f} -> {r['loss_after']:.4f}"] for r in result.ablations])
+            [[i + 1, h['layer'], h['head'], h['kind'], fmt(h['positional']),
+              fmt(h['diagonal']), fmt(h['previous']), fmt(h['first'])]
+             for i, h in enumerate(scores.top(10))])
+  doc.image(rel(files['maps'], r.out_dir), 'attention maps of the top heads')
+
+
+def _doc_ablation(doc: Doc, r: _Report) -> None:
+  if not r.result.ablations:
+    return
+  doc.h2('Frequency ablation')
+  doc.p(f'For the top {r.top_heads} positional heads, one at a time and all together, the '
+        f'{r.n_band} highest-frequency (high) or lowest-frequency (low) chunks are zeroed in '
+        'their queries and keys (for a layer without rotation, the first / last chunks). '
+        '"pattern" is each ablated head\'s own kind (mean if several); the loss is the '
+        'model\'s mean next-token loss on the prompts.')
+  arrow = lambda a, key, f='.3f': f"{a[key + '_before']:{f}} -> {a[key + '_after']:{f}}"
+  doc.table(['heads', 'band', 'pattern', 'diagonal', 'previous', 'first (BOS)', 'loss'],
+            [[a['heads'], a['band'], arrow(a, 'pattern'), arrow(a, 'diagonal'),
+              arrow(a, 'previous'), arrow(a, 'first'), arrow(a, 'loss', '.4f')]
+             for a in r.result.ablations])
+
+
+def _doc_files(doc: Doc) -> None:
   doc.h2('Files')
   doc.bullets(['arrays.npz: q_chunk_norm_LNC, k_chunk_norm_LKC, chunk_freqs_LC (rad/token), '
                'head_scores_LNS (diagonal, previous, first), head_offsets_LNO, '
                'attention_maps_LNTS (first prompt), tokens_PT, lengths_P',
                'summary.json: every number of this report'])
-  for i, path in enumerate(doc.write(out_dir, html_too=html)):
-    files['report' if i == 0 else 'html'] = path
-  result.files = files

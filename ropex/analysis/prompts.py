@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from ropex.positional import ConfigError
+from ropex.errors import ConfigError
 
 DEFAULT_PROMPTS = (
     'The lighthouse keeper climbed the spiral stairs every evening at six. He wound the '

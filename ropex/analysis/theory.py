@@ -2,7 +2,7 @@
 
 Each check returns a :class:`TheoryResult` (numbers + a matplotlib figure + a sentence of
 explanation). ``python -m ropex.analyze theory --out DIR`` runs them all and writes a report.
-Rotations use the registry's encodings (``ropex.positional``); the semantic-channel check,
+Rotations use the registry's encodings (``ropex.model.positional``); the semantic-channel check,
 which needs distances far beyond float32 angle precision, uses the float64 reference rotation
 of :mod:`ropex.analysis.chunks` with the registry encoding's own frequencies.
 """
@@ -21,11 +21,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from ropex import model as model_lib
-from ropex import positional
+from ropex.model import positional
 from ropex.analysis import chunks as chunks_lib
 from ropex.analysis import figures
-from ropex.analysis.report import Doc, rel
-from ropex.model_config import ModelConfig, model_block, pe_block
+from ropex.analysis.document import Doc, rel
+from ropex.model.config import ModelConfig, model_block, pe_block
 
 
 @dataclasses.dataclass
@@ -41,9 +41,9 @@ def _rope(head_dim: int, theta: float, kind: str = 'rope', **fields):
   return positional.from_config(dict(kind=kind, max_wavelength=theta, **fields), head_dim)
 
 
-def _apply(pe, x_LHK: np.ndarray, positions_L: np.ndarray) -> np.ndarray:
+def _apply(pe, x_TNH: np.ndarray, positions_L: np.ndarray) -> np.ndarray:
   """The registry encoding on one batch row, back to numpy float64."""
-  out = pe(jnp.asarray(x_LHK, jnp.float32)[None], jnp.asarray(positions_L, jnp.int32)[None])
+  out = pe(jnp.asarray(x_TNH, jnp.float32)[None], jnp.asarray(positions_L, jnp.int32)[None])
   return np.asarray(out[0], np.float64)
 
 
@@ -107,7 +107,7 @@ def construct_head(kind: str, eps: float, length: int = 64, head_dim: int = 64,
   ``1 / (1 + (length - 1) exp(-c delta))``, so ``c = log((length - 1)(1 - eps) / eps) / delta``
   suffices. The returned attention is computed with the registry's RoPE."""
   if kind not in ('diagonal', 'previous'):
-    raise positional.ConfigError(f'kind={kind!r} is not allowed; allowed: diagonal, previous')
+    raise ConfigError(f'kind={kind!r} is not allowed; allowed: diagonal, previous')
   pe = _rope(head_dim, theta)
   layout = chunks_lib.chunk_layout(pe, head_dim)
   g0 = layout.freqs_C[0]

@@ -9,7 +9,7 @@ from ropex.data import prefetch
 from ropex.data import sources
 from ropex.data import tokenizers
 from ropex.data import validation
-from ropex.positional import ConfigError
+from ropex.errors import ConfigError
 
 SPLITS = ('train', 'eval')
 

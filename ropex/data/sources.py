@@ -22,7 +22,7 @@ import numpy as np
 
 from ropex.data import synthetic
 from ropex.data import text_files
-from ropex.positional import ConfigError
+from ropex.errors import ConfigError
 
 SOURCES = ('synthetic', 'tfds', 'text')
 _SPLIT_SALT = {'train': 0, 'eval': 1}

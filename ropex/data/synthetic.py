@@ -45,7 +45,7 @@ from typing import Callable
 
 import numpy as np
 
-from ropex.positional import ConfigError
+from ropex.errors import ConfigError
 
 TASK_MARKER = {'copy_offset': 3, 'prev_token': 4, 'assoc_recall': 5, 'induction': 6}
 QUERY = 7

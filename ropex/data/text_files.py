@@ -24,7 +24,7 @@ import re
 
 import numpy as np
 
-from ropex.positional import ConfigError
+from ropex.errors import ConfigError
 
 EXTENSIONS = ('.txt', '.jsonl')
 _BLANK_LINES = re.compile(rb'\n[ \t\r]*\n[ \t\r\n]*')

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from ropex.positional import ConfigError
+from ropex.errors import ConfigError
 
 TOKENIZERS = ('byte', 'sentencepiece')
 

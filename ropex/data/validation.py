@@ -6,20 +6,19 @@ from ropex.data import sources
 from ropex.data import synthetic
 from ropex.data import text_files
 from ropex.data import tokenizers
-from ropex.positional import ConfigError
+from ropex import fields
+from ropex.errors import ConfigError
 
 MIN_SYNTHETIC_SEQ_LEN = 16
 SYNTHETIC_LOSS = ('answers', 'all')
 
 
 def _int_at_least(value, field: str, low: int) -> None:
-  if isinstance(value, bool) or not isinstance(value, int) or value < low:
-    raise ConfigError(f'{field}={value!r} is not allowed; allowed: an integer >= {low}')
+  fields.check(value, field, fields.integer(low))
 
 
 def _boolean(value, field: str) -> None:
-  if not isinstance(value, bool):
-    raise ConfigError(f'{field}={value!r} is not allowed; allowed: True, False')
+  fields.check(value, field, fields.boolean)
 
 
 def _check_synthetic(config, tok) -> None:
@@ -29,9 +28,7 @@ def _check_synthetic(config, tok) -> None:
     raise ConfigError(f'data.tasks={d.tasks!r} is not allowed; allowed: a non-empty tuple of '
                       f'{", ".join(synthetic.TASKS)}')
   vocab = d.synthetic_vocab
-  if isinstance(vocab, bool) or not isinstance(vocab, int) or not 2 <= vocab <= synthetic.MAX_VOCAB:
-    raise ConfigError(f'data.synthetic_vocab={vocab!r} is not allowed; allowed: an integer in '
-                      f'[2, {synthetic.MAX_VOCAB}]')
+  fields.check(vocab, 'data.synthetic_vocab', fields.integer(2, synthetic.MAX_VOCAB))
   if synthetic.CONTENT + vocab > config.model.vocab_size:
     raise ConfigError(f'model.vocab_size={config.model.vocab_size} is too small for the '
                       f'synthetic tasks; allowed: >= {synthetic.CONTENT + vocab}')
@@ -84,10 +81,9 @@ def validate(config) -> None:
   for field in ('pack', 'reset_positions', 'add_bos', 'add_eos', 'shuffle'):
     _boolean(d[field], f'data.{field}')
   _boolean(d.get('text_split_blank_lines', False), 'data.text_split_blank_lines')
-  for field in ('seed', 'worker_count', 'prefetch'):
+  for field in ('worker_count', 'prefetch'):
     _int_at_least(d[field], f'data.{field}', 0)
-  if d.seed >= 2**31:
-    raise ConfigError(f'data.seed={d.seed} is not allowed; allowed: an integer in [0, 2**31)')
+  fields.check(d.seed, 'data.seed', fields.integer(0, 2**31 - 1))
   _int_at_least(config.train.seq_len, 'train.seq_len', 2)
   _int_at_least(config.train.batch_size, 'train.batch_size', 1)
   if 'eval' in config and 'batch_size' in config.eval:

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ropex.positional import ConfigError
+from ropex.errors import ConfigError
 
 PRIMARY = ('accuracy', 'token_accuracy')
 

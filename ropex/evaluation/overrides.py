@@ -2,7 +2,7 @@
 
 ``--override model.pe.max_wavelength=500000`` (a different θ) or ``--override
 model.pe.position_scale=4`` (position interpolation: positions divided by 4) changes a field of
-the run's ``config.model``; the :class:`~ropex.model_config.ModelConfig` is then rebuilt from the
+the run's ``config.model``; the :class:`~ropex.model.config.ModelConfig` is then rebuilt from the
 changed block and validated as any config is. The model never looks at names: an override is a
 config value like any other. Overrides must keep every parameter shape (the trained weights are
 reused as they are) and are recorded in the results.
@@ -10,8 +10,6 @@ reused as they are) and are recorded in the results.
 
 from __future__ import annotations
 
-import ast
-import copy
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -19,8 +17,9 @@ import jax
 import ml_collections
 
 from ropex import model as model_lib
-from ropex.model_config import ModelConfig
-from ropex.positional import ConfigError
+from ropex.config import overrides as config_overrides
+from ropex.model.config import ModelConfig
+from ropex.errors import ConfigError
 
 
 def parse(texts: Sequence[str]) -> dict[str, Any]:
@@ -29,62 +28,20 @@ def parse(texts: Sequence[str]) -> dict[str, Any]:
   Values are Python literals (numbers, strings, tuples, None); anything else is a string."""
   out = {}
   for text in texts:
-    key, sep, raw = text.partition('=')
-    key = key.strip()
-    if not sep or not key.startswith('model.') or len(key) == len('model.'):
+    key, value = config_overrides.parse(text)
+    if not key.startswith('model.') or len(key) == len('model.'):
       raise ConfigError(f'--override={text!r} must look like model.<field>=<value> (e.g. '
                         'model.pe.max_wavelength=500000); only model fields can be overridden')
-    try:
-      value = ast.literal_eval(raw.strip())
-    except (ValueError, SyntaxError):
-      value = raw.strip()
-    out[key] = value
+    out[key] = config_overrides.literal(value)
   return out
 
 
 def apply(config: ml_collections.ConfigDict, overrides: dict[str, Any]) -> ml_collections.ConfigDict:
   """A copy of ``config`` with the overrides set (each field must exist)."""
-  config = copy.deepcopy(config)
-  for key, value in overrides.items():
-    *parents, leaf = key.split('.')
-    node = config
-    for part in parents:
-      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-        raise ConfigError(f'--override {key}: {".".join(parents)} is not a config block')
-      node = node[part]
-    if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
-      allowed = ', '.join(sorted(node.keys())) if isinstance(node, ml_collections.ConfigDict) \
-          else 'none'
-      raise ConfigError(f'--override {key}: {leaf!r} is not a field of '
-                        f'{".".join(parents)}; allowed: {allowed}')
-    current = node[leaf]
-    field_type = type(current) if current is not None else _placeholder_type(node, leaf)
-    if field_type is float and isinstance(value, int) and not isinstance(value, bool):
-      value = float(value)    # recorded as the float the field holds
-    try:
-      node[leaf] = value
-    except TypeError:
-      ref = node.get_ref(leaf)
-      raise ConfigError(f'--override {key}={value!r} has the wrong type; allowed: a '
-                        f'{ref.get_type().__name__}') from None
-  return config
+  return config_overrides.applied(config, overrides)
 
 
-def _placeholder_type(node: ml_collections.ConfigDict, leaf: str):
-  """The declared type of a None field (a typed placeholder), or None if it has none (e.g. a
-  config read back from JSON)."""
-  try:
-    return node.get_ref(leaf).get_type()
-  except ValueError:
-    return None
-
-
-def lookup(config: ml_collections.ConfigDict, key: str) -> Any:
-  """The value at dotted ``key`` (as applied, e.g. an int set on a float field is a float)."""
-  node = config
-  for part in key.split('.'):
-    node = node[part]
-  return node.to_dict() if isinstance(node, ml_collections.ConfigDict) else node
+lookup = config_overrides.lookup
 
 
 def model_config(config: ml_collections.ConfigDict, overrides: dict[str, Any],

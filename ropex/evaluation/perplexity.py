@@ -19,7 +19,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ropex.positional import ConfigError
+from ropex import fields
+from ropex.errors import ConfigError
 
 RowsFn = Callable[[int], dict]
 
@@ -63,8 +64,7 @@ def length_sweep(scorer, rows_fn: RowsFn, lengths: Sequence[int], bucket: int,
                  progress: Callable[[str], None] | None = None) -> dict:
   """Scores ``rows_fn(L)`` for each length ``L``; see the module doc for the numbers."""
   lengths = check_lengths(lengths)
-  if bucket < 1:
-    raise ConfigError(f'position bucket={bucket!r} must be an integer >= 1')
+  fields.check(bucket, '--position_bucket', fields.integer(1))
   out = {'lengths': list(lengths), 'loss': [], 'perplexity': [], 'accuracy': [], 'rows': [],
          'weight': [], 'position_bucket': int(bucket), 'by_position': {}, 'errors': {}}
   for L in lengths:

@@ -30,7 +30,7 @@ import numpy as np
 
 from ropex.data import synthetic
 from ropex.evaluation import grid, rows as rows_lib
-from ropex.positional import ConfigError
+from ropex.errors import ConfigError
 
 KINDS = ('needle', 'passkey')
 PASSKEY_INTRO = ('There is an important piece of information hidden inside a lot of irrelevant '

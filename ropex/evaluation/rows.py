@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from ropex.data import synthetic as synthetic_tasks
-from ropex.positional import ConfigError
+from ropex.errors import ConfigError
 
 TEXT_MODES = ('documents', 'stream')
 

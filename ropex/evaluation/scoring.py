@@ -27,7 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ropex import model as model_lib
-from ropex.model_config import ModelConfig
+from ropex.model import loss as loss_lib
+from ropex.model.config import ModelConfig
 
 ROW_KEYS = ('inputs', 'targets', 'positions', 'segment_ids')
 
@@ -55,10 +56,9 @@ def _score_batch(cfg: ModelConfig, loss_chunk: int, params, inputs_BT, targets_B
   def one_chunk(args):
     h_BCD, tgt_BC = args
     logits_BCV = jnp.einsum('BCD,VD->BCV', h_BCD, emb_VD)
-    logits_BCV = model_lib.softcap(logits_BCV, cfg.final_logit_softcap).astype(jnp.float32)
-    tgt_logit_BC = jnp.take_along_axis(logits_BCV, tgt_BC[..., None], axis=-1)[..., 0]
-    loss_BC = jax.nn.logsumexp(logits_BCV, axis=-1) - tgt_logit_BC
-    return loss_BC, jnp.argmax(logits_BCV, axis=-1) == tgt_BC
+    logits_BCV = model_lib.softcap(logits_BCV, cfg.final_logit_softcap)
+    t = loss_lib.token_losses(logits_BCV, tgt_BC)
+    return t.loss_BT, t.correct_BT
 
   loss_nBC, correct_nBC = jax.lax.map(one_chunk, (h_nBCD, tgt_nBC))
   loss_BT = jnp.moveaxis(loss_nBC, 0, 1).reshape(B, n * loss_chunk)[:, :T]

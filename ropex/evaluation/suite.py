@@ -19,7 +19,8 @@ import tqdm
 from ropex import data
 from ropex.evaluation import (figures, overrides as overrides_lib, perplexity, retrieval,
                               rows as rows_lib, scoring, tasks as tasks_lib)
-from ropex.positional import ConfigError
+from ropex import fields
+from ropex.errors import ConfigError
 
 FORMAT = 'ropex.eval/1'
 DATA_CHOICES = ('auto', 'synthetic', 'eval')
@@ -101,8 +102,7 @@ def resolve(config: ml_collections.ConfigDict, options: Options,
   if not o.depths or any(not 0 <= d <= 1 for d in o.depths):
     raise ConfigError(f'--depths={o.depths!r} must be numbers in [0, 1]')
   for name in ('examples', 'task_examples', 'loss_chunk', 'tokens_per_batch'):
-    if int(getattr(o, name)) < 1:
-      raise ConfigError(f'--{name}={getattr(o, name)!r} must be an integer >= 1')
+    fields.check(getattr(o, name), f'--{name}', fields.integer(1))
   if o.attention_chunk < 0 or o.position_bucket < 0:
     raise ConfigError('--attention_chunk and --position_bucket must be >= 0 (0: automatic)')
   o.position_bucket = o.position_bucket or max(1, trained // 4)

@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 from ropex.data import synthetic
 from ropex.evaluation import grid, rows as rows_lib
-from ropex.positional import ConfigError
+from ropex.errors import ConfigError
 
 
 def supports_depth(task: str) -> bool:

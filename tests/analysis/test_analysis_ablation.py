@@ -9,8 +9,8 @@ import pytest
 
 from ropex.analysis import ablation, capture, heads, pipeline
 from ropex.analysis.prompts import Prompts
-from ropex.model_config import ModelConfig, model_block, pe_block
-from ropex.positional import ConfigError
+from ropex.model.config import ModelConfig, model_block, pe_block
+from ropex.errors import ConfigError
 
 from analysis_testlib import random_params
 

@@ -3,9 +3,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ropex import positional
+from ropex.model import positional
 from ropex.analysis import ablation, chunks
-from ropex.model_config import ModelConfig, model_block
+from ropex.model.config import ModelConfig, model_block
 
 
 def pe_of(kind, head_dim, **fields):

@@ -9,11 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ropex import checkpoint
+from ropex.training import checkpoint
 from ropex.analysis import pipeline, prompts
 from ropex.data.tokenizers import ByteTokenizer
-from ropex.model_config import ModelConfig
-from ropex.step import TrainState
+from ropex.model.config import ModelConfig
+from ropex.training.step import TrainState
 
 from analysis_testlib import random_params
 

@@ -13,9 +13,9 @@ import orbax.checkpoint as ocp
 import pytest
 from safetensors.numpy import save_file
 
-from ropex import gemma_import
+from ropex.analysis import gemma_import
 from ropex import model as model_lib
-from ropex.positional import ConfigError
+from ropex.errors import ConfigError
 
 V, D, H, F, L = 40, 16, 8, 24, 2
 

@@ -8,8 +8,8 @@ import pytest
 from ropex import model as model_lib
 from ropex.analysis import capture, frequency, heads, prompts
 from ropex.data.tokenizers import ByteTokenizer
-from ropex.model_config import ModelConfig, model_block, pe_block
-from ropex.positional import ConfigError
+from ropex.model.config import ModelConfig, model_block, pe_block
+from ropex.errors import ConfigError
 
 from analysis_testlib import random_params
 

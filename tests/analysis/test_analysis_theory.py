@@ -93,7 +93,7 @@ def test_semantic_channel_breaking_distances_match_the_closed_form():
 
 
 def test_breaking_distance_for_other_similarities():
-  from ropex import positional
+  from ropex.model import positional
   for sim in (0.5, 0.99):
     pe = positional.from_config({'kind': 'rope', 'max_wavelength': 10_000.0}, 64)
     got = theory.breaking_distance(pe, 64, sim, 200_000)['distance']

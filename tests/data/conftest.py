@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from ropex import config_base
+from ropex.config import defaults as config_base
 
 
 def _small_config(**data_overrides):

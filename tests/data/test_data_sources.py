@@ -7,7 +7,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from ropex import data
-from ropex.positional import ConfigError
+from ropex.errors import ConfigError
 
 
 def _byte_ids(text):
@@ -119,8 +119,9 @@ def test_unknown_tfds_dataset_is_a_config_error(small_config):
 
 
 def test_unprepared_tfds_dataset_is_a_clear_error_and_nothing_is_downloaded(tmp_path):
-  from ropex import config_base, data
-  from ropex.positional import ConfigError
+  from ropex.config import defaults as config_base
+  from ropex import data
+  from ropex.errors import ConfigError
   c = config_base.base_config('tiny')
   c.data.source, c.data.tfds_data_dir = 'tfds', str(tmp_path / 'tfds')
   with pytest.raises(ConfigError, match='is not prepared there .*tfds build wikipedia'):

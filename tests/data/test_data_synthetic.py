@@ -4,7 +4,7 @@ import pytest
 
 from ropex import data
 from ropex.data import synthetic
-from ropex.positional import ConfigError
+from ropex.errors import ConfigError
 
 LENGTHS = (12, 33, 64, 127, 300)
 

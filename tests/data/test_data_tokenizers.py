@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from ropex import data
-from ropex import tokenizer as tokenizer_cli
-from ropex.positional import ConfigError
+from ropex.tools import tokenizer_training as tokenizer_cli
+from ropex.errors import ConfigError
 
 _WORDS = ('rotary position encoding frequency attention head token model semantic band '
           'the of and to in is').split()

@@ -2,7 +2,7 @@
 import pytest
 
 from ropex import data
-from ropex.positional import ConfigError
+from ropex.errors import ConfigError
 
 
 def test_default_and_small_configs_are_valid(small_config):

@@ -6,8 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ropex import config_base, model as model_lib, model_config
-from ropex.model_config import ModelConfig
+from ropex.config import defaults as config_base
+from ropex import model as model_lib
+from ropex.model import config as model_config
+from ropex.model.config import ModelConfig
 
 
 def micro_config(pe_kind='rope', vocab=260, **pe_fields):

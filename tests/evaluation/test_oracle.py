@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ropex.evaluation import grid, retrieval, scoring, tasks
-from ropex.model_config import ModelConfig
+from ropex.model.config import ModelConfig
 
 from evaluation_testlib import copier, dense_token_stats
 

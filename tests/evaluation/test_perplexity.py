@@ -7,8 +7,8 @@ import pytest
 
 from ropex.data import sources
 from ropex.evaluation import perplexity, rows as rows_lib, scoring
-from ropex.model_config import ModelConfig
-from ropex.positional import ConfigError
+from ropex.model.config import ModelConfig
+from ropex.errors import ConfigError
 
 from evaluation_testlib import dense_token_stats
 

@@ -5,7 +5,7 @@ import pytest
 
 from ropex.data import synthetic, tokenizers
 from ropex.evaluation import retrieval, rows as rows_lib
-from ropex.positional import ConfigError
+from ropex.errors import ConfigError
 
 
 @pytest.mark.parametrize('length,depth', [(6, 0.0), (31, 0.5), (200, 1.0), (101, 0.25)])

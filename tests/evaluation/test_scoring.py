@@ -3,7 +3,7 @@
 import numpy as np
 
 from ropex.evaluation import scoring
-from ropex.model_config import ModelConfig
+from ropex.model.config import ModelConfig
 
 from evaluation_testlib import dense_token_stats
 

@@ -7,11 +7,11 @@ import os
 import numpy as np
 import pytest
 
-from ropex import checkpoint
+from ropex.training import workdir as workdir_lib
 from ropex.data import tokenizers
 from ropex.evaluation import compare, overrides, rows as rows_lib, suite
-from ropex.model_config import ModelConfig
-from ropex.positional import ConfigError
+from ropex.model.config import ModelConfig
+from ropex.errors import ConfigError
 
 from evaluation_testlib import micro_config
 
@@ -33,7 +33,7 @@ def test_overrides_rebuild_the_model_config_exactly(micro_rope):
 def test_overrides_on_a_config_read_back_from_json(micro_rope, tmp_path):
   config, params = micro_rope
   (tmp_path / 'config.json').write_text(config.to_json())
-  loaded = checkpoint.load_config(str(tmp_path))       # None fields are plain None here
+  loaded = workdir_lib.load_config(str(tmp_path))       # None fields are plain None here
   over = overrides.parse(['model.pe.position_scale=4'])
   assert overrides.lookup(overrides.apply(loaded, over), 'model.pe.position_scale') == 4.0
   direct = micro_config('rope', max_wavelength=10_000, position_scale=4.0)

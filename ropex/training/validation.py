@@ -9,38 +9,14 @@ sentence naming the field and what is allowed.
 from __future__ import annotations
 
 import math
-import numbers
 
 from ropex import data as data_lib
-from ropex import optim, sharding
-from ropex.model_config import ModelConfig
-from ropex.positional import ConfigError
+from ropex.training import optim, sharding
+from ropex.model.config import ModelConfig
+from ropex.errors import ConfigError
+from ropex.fields import boolean as _bool, check, choice as _choice, integer as _int, number as _number
 
 BLOCKS = ('model', 'data', 'train', 'mesh', 'checkpoint', 'eval')
-
-
-def _int(minimum):
-  def check(v):
-    return (isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= minimum,
-            f'an integer >= {minimum}')
-  return check
-
-
-def _number(low, high=math.inf, low_open=False, high_open=False):
-  def check(v):
-    ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
-    ok = ok and (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
-    lo, hi = '(' if low_open else '[', ')' if high_open or high == math.inf else ']'
-    return ok, f'a number in {lo}{low:g}, {high:g}{hi}'
-  return check
-
-
-def _choice(*allowed):
-  return lambda v: (v in allowed, f'one of {", ".join(allowed)}')
-
-
-def _bool(v):
-  return isinstance(v, bool), 'True or False'
 
 
 TRAIN_FIELDS = {
@@ -66,14 +42,12 @@ def _check_block(config, block: str, fields: dict) -> None:
   if unknown:
     raise ConfigError(f'{block}.{unknown[0]} is not a {block} field; allowed: '
                       f'{", ".join(fields)}')
-  for key, check in fields.items():
+  for key, rule in fields.items():
     if key not in values:
       raise ConfigError(f'{block}.{key} is missing; required {block} fields: '
                         f'{", ".join(fields)}')
-    if check is not None:
-      ok, allowed = check(values[key])
-      if not ok:
-        raise ConfigError(f'{block}.{key}={values[key]!r} is not allowed; it must be {allowed}')
+    if rule is not None:
+      check(values[key], f'{block}.{key}', rule)
 
 
 def _check_axis_rules(rules) -> None:

@@ -1,47 +1,18 @@
 """The complete experiment config every ``configs/*.py`` file starts from.
 
-Blocks: ``model`` (see :mod:`ropex.model_config`), ``data``, ``train``, ``mesh``,
+Blocks: ``model`` (see :mod:`ropex.model.config`), ``data``, ``train``, ``mesh``,
 ``checkpoint``, ``eval``. Config files take string args (``configs/prope_2b.py:p=0.25``)
-parsed by :func:`parse_arg`; ``runlocal=True`` shrinks any ablation to a CPU-sized run with
-the same positional encoding (:func:`runlocal`).
+parsed by :func:`ropex.config.loading.parse_arg`; :func:`runlocal` shrinks any ablation to a
+CPU-sized run with the same positional encoding. The paper's own experiment definitions are in
+:mod:`ropex.experiments.paper`.
 """
 
 from __future__ import annotations
 
-import ast
-
 import ml_collections
 
-from ropex import model_config
-from ropex.positional import ConfigError
-
-
-def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
-  """Parses ``'p=0.25,theta=500000,data=wiki,runlocal'`` against typed defaults.
-
-  Every key must be one of ``defaults``; values are converted to the default's type. A bare
-  key means True."""
-  out = dict(defaults)
-  for item in filter(None, (arg or '').split(',')):
-    key, _, raw = item.partition('=')
-    key = key.strip()
-    if key not in defaults:
-      raise ConfigError(f'config argument {key!r} is not known; allowed: {", ".join(defaults)}')
-    if not _:
-      raw = 'True'
-    default = defaults[key]
-    try:
-      if isinstance(default, bool):
-        value = {'true': True, 'false': False, '1': True, '0': False}[raw.strip().lower()]
-      elif isinstance(default, (int, float)):
-        value = type(default)(ast.literal_eval(raw.strip()))
-      else:
-        value = raw.strip()
-    except (ValueError, KeyError, SyntaxError):
-      raise ConfigError(f'config argument {key}={raw!r} must be a '
-                        f'{type(default).__name__}') from None
-    out[key] = value
-  return ml_collections.ConfigDict(out)
+from ropex.model import config as model_config
+from ropex.errors import ConfigError
 
 
 def base_config(arch: str = 'tiny', pe: ml_collections.ConfigDict | None = None,
@@ -123,36 +94,3 @@ def pe_from_args(a: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     raise ConfigError(f'config argument pe={a.pe!r} is not known; allowed: '
                       f'{", ".join(_PE_CHOICES)}')
   return _PE_CHOICES[a.pe](a)
-
-
-PAPER_DATA = {
-    # Wikipedia (TFDS), 10% held out; FlanV2 as local jsonl files (inputs + targets fields).
-    'wiki': dict(source='tfds', tfds_name='wikipedia/20230601.en', text_field='text',
-                 train_split='train[:90%]', eval_split='train[90%:]'),
-    'flan': dict(source='text', text_glob='data/flan_v2/*.jsonl', text_field='inputs,targets'),
-}
-
-
-def paper_config(pe: ml_collections.ConfigDict, args: ml_collections.ConfigDict,
-                 name: str) -> ml_collections.ConfigDict:
-  """Table 2 of the paper: Gemma 2B from scratch, context 8192, batch 512, 10k steps.
-
-  The paper does not state optimizer, schedule or hardware; these are Gemma-style defaults
-  (AdamW 0.9/0.95, peak 3e-4, 1k warmup, cosine to 10%, weight decay 0.1, clip 1.0,
-  bfloat16 compute with float32 parameters, FSDP over all chips)."""
-  if args.data not in PAPER_DATA:
-    raise ConfigError(f'config argument data={args.data!r} is not known; allowed: '
-                      f'{", ".join(PAPER_DATA)}')
-  c = base_config('gemma_2b', pe=pe, dtype='bfloat16', remat='full')
-  c.name = f'{name}_{args.data}'
-  c.data.update(PAPER_DATA[args.data])
-  c.data.tokenizer, c.data.tokenizer_path = 'sentencepiece', 'tokenizer/gemma_tokenizer.model'
-  c.train.update(steps=10_000, batch_size=512, seq_len=8192, learning_rate=3e-4,
-                 warmup_steps=1000, loss_chunk=1024, log_every_steps=50)
-  c.mesh.update(data=1, fsdp=-1, tensor=1)
-  c.checkpoint.update(every_steps=500, keep=3)
-  c.eval.update(every_steps=1000, steps=20)
-  if args.runlocal:
-    runlocal(c)
-    c.name = f'{name}_local'
-  return c

@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ropex.layers import Attention, Embedder, FeedForward, RMSNorm
-from ropex.model_config import LayerSpec, ModelConfig
+from ropex.model.layers import Attention, Embedder, FeedForward, RMSNorm
+from ropex.model.config import LayerSpec, ModelConfig
 
 _REMAT = {
     'full': None,

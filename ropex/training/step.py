@@ -20,10 +20,10 @@ import numpy as np
 import optax
 from jax.sharding import PartitionSpec
 
-from ropex import loss as loss_lib
-from ropex import optim, sharding
+from ropex.model import loss as loss_lib
+from ropex.training import optim, sharding
 from ropex.model import Transformer
-from ropex.model_config import ModelConfig
+from ropex.model.config import ModelConfig
 
 # Fields of a batch (all [B, T]) and their dtypes.
 BATCH_DTYPES = {'inputs': np.int32, 'targets': np.int32, 'positions': np.int32,

@@ -15,17 +15,9 @@ from typing import Any, Mapping
 
 from etils import epath
 
-# Table 2 of Barbero et al. (ICLR 2025): validation perplexity of Gemma 2B trained from scratch.
-PAPER_TABLE2 = {
-    'NoPE': {'wiki': 4.8594, 'flan': 6.6429},
-    'RoPE θ=10k': {'wiki': 4.4627, 'flan': 6.4429},
-    'RoPE θ=500k': {'wiki': 4.4485, 'flan': 6.4593},
-    '0.75-RoPE reversed': {'wiki': 4.4592, 'flan': 6.4683},
-    '0.75 partial (NeoX)': {'wiki': 4.4537, 'flan': 6.4562},
-    '0.25-RoPE': {'wiki': 4.5302, 'flan': 6.5111},
-    '0.75-RoPE': {'wiki': 4.4414, 'flan': 6.4422},
-}
-DATASET_TITLES = {'wiki': 'Wiki', 'flan': 'FlanV2'}
+from ropex.training.metrics import read_metrics
+
+
 
 
 @dataclasses.dataclass
@@ -91,19 +83,6 @@ def dataset_label(data: Mapping[str, Any]) -> str:
   if source == 'text':
     return f'text:{data.get("text_glob")}'
   return str(source)
-
-
-def read_metrics(workdir: str) -> list[dict]:
-  """Records of ``metrics.jsonl`` by step (a step logged twice, by a resumed run: last wins)."""
-  path = epath.Path(workdir) / 'metrics.jsonl'
-  if not path.exists():
-    return []
-  by_step: dict[int, dict] = {}
-  for line in path.read_text().splitlines():
-    if line.strip():
-      record = json.loads(line)
-      by_step.setdefault(int(record['step']), {}).update(record)
-  return [by_step[s] for s in sorted(by_step)]
 
 
 def _finite(value) -> bool:

@@ -18,8 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ropex import ops
-from ropex.model_config import LayerSpec, ModelConfig
+from ropex.model import ops
+from ropex.model.config import LayerSpec, ModelConfig
 
 NEG_INF = -2.3819763e38  # finite, so fully masked rows give a uniform softmax, not NaN
 

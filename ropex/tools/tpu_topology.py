@@ -13,7 +13,8 @@ import math
 import os
 import re
 
-from ropex.positional import ConfigError
+from ropex import fields
+from ropex.errors import ConfigError
 
 GIB = 2 ** 30
 
@@ -60,8 +61,7 @@ def describe(name: str, num_slices: int = 1) -> Topology:
     example = 'x'.join(['4'] * chip.dims)
     raise ConfigError(f'--topology={name!r} must look like {chip_name}:{example} '
                       f'({chip.dims} positive chip counts)')
-  if isinstance(num_slices, bool) or not isinstance(num_slices, int) or num_slices < 1:
-    raise ConfigError(f'--num_slices={num_slices!r} must be an integer >= 1')
+  fields.check(num_slices, '--num_slices', fields.integer(1))
   return Topology(name, chip, tuple(int(s) for s in shape_text.split('x')), num_slices)
 
 

@@ -32,8 +32,8 @@ import ml_collections
 import numpy as np
 
 from ropex import model as model_lib
-from ropex.model_config import ModelConfig, model_block, pe_block
-from ropex.positional import ConfigError
+from ropex.model.config import ModelConfig, model_block, pe_block
+from ropex.errors import ConfigError
 
 _V1_LAYER_KEYS = {'attn', 'mlp', 'pre_attention_norm', 'pre_ffw_norm'}
 _NUMPY_DTYPES = ('float32', 'bfloat16')

@@ -21,16 +21,30 @@ class LossSums(NamedTuple):
   correct_BT: jax.Array   # bool: argmax(logits) == target
 
 
-def cross_entropy(logits_BTV, targets_BT, weights_BT) -> LossSums:
-  """Weighted token cross-entropy sums, computed in float32."""
+class TokenLosses(NamedTuple):
+  loss_BT: jax.Array      # logsumexp(logits_t) - logits_t[target_t], float32
+  log_z_BT: jax.Array     # logsumexp(logits_t), float32
+  correct_BT: jax.Array   # bool: argmax(logits) == target
+
+
+def token_losses(logits_BTV, targets_BT) -> TokenLosses:
+  """The token loss every part of ropex uses (training, scoring, analysis): per-token
+  cross-entropy of ``targets_BT`` under ``logits_BTV``, computed in float32 whatever the
+  logits' dtype."""
   logits_BTV = logits_BTV.astype(jnp.float32)
   log_z_BT = jax.nn.logsumexp(logits_BTV, axis=-1)
   target_logit_BT = jnp.take_along_axis(logits_BTV, targets_BT[..., None], axis=-1)[..., 0]
-  weights_BT = weights_BT.astype(jnp.float32)
-  ce_sum = jnp.sum(weights_BT * (log_z_BT - target_logit_BT))
-  z_sum = jnp.sum(weights_BT * jnp.square(log_z_BT))
   correct_BT = jnp.argmax(logits_BTV, axis=-1) == targets_BT
-  return LossSums(ce_sum, z_sum, correct_BT)
+  return TokenLosses(log_z_BT - target_logit_BT, log_z_BT, correct_BT)
+
+
+def cross_entropy(logits_BTV, targets_BT, weights_BT) -> LossSums:
+  """Weighted token cross-entropy sums of :func:`token_losses`."""
+  t = token_losses(logits_BTV, targets_BT)
+  weights_BT = weights_BT.astype(jnp.float32)
+  ce_sum = jnp.sum(weights_BT * t.loss_BT)
+  z_sum = jnp.sum(weights_BT * jnp.square(t.log_z_BT))
+  return LossSums(ce_sum, z_sum, t.correct_BT)
 
 
 def chunked_cross_entropy(hidden_BTD, logits_fn: Callable[[jax.Array], jax.Array],

@@ -1,8 +1,8 @@
 """Positional-encoding registry.
 
-An encoding is a callable ``pe(x_BLHK, positions_BL) -> x_BLHK`` built from a config block::
+An encoding is a callable ``pe(x_BTNH, positions_BT) -> x_BTNH`` built from a config block::
 
-    pe = ropex.positional.from_config({'kind': 'prope', 'fraction': 0.75,
+    pe = ropex.model.positional.from_config({'kind': 'prope', 'fraction': 0.75,
                                        'max_wavelength': 10_000}, head_dim=256)
 
 Rotary kinds share one exact rotation (:class:`Rotary`): chunk ``k`` of a head of dim ``d``
@@ -22,13 +22,12 @@ from typing import Any, Callable, Mapping
 import jax.numpy as jnp
 import numpy as np
 
+from ropex.errors import ConfigError
+from ropex.fields import Block
+
 Factory = Callable[[Mapping[str, Any], int], Any]
 _REGISTRY: dict[str, Factory] = {}
 _LAYOUTS = ('half', 'interleaved')
-
-
-class ConfigError(ValueError):
-  """A config value is invalid. The message names the field and what is allowed."""
 
 
 def register(name: str) -> Callable[[Factory], Factory]:
@@ -59,7 +58,7 @@ def from_config(cfg: Mapping[str, Any], head_dim: int, field: str = 'model.pe'):
                       f'(rotary chunks pair up dims)')
   fields = _Fields(cfg, field)
   encoding = _REGISTRY[kind](fields, int(head_dim))
-  unused = sorted(k for k, v in cfg.items() if v is not None and k not in fields.used | {'kind'})
+  unused = fields.unused(ignore=('kind',))
   if unused:
     raise ConfigError(f'{field}.{unused[0]}={cfg[unused[0]]!r} is not used by kind {kind!r} '
                       f'(it would be silently ignored); fields of {kind!r}: '
@@ -67,36 +66,7 @@ def from_config(cfg: Mapping[str, Any], head_dim: int, field: str = 'model.pe'):
   return encoding
 
 
-class _Fields:
-  """Typed, validated access to one config block; errors name the field."""
-
-  def __init__(self, cfg: dict, prefix: str):
-    self._cfg, self._prefix = cfg, prefix
-    self.used: set[str] = set()
-
-  def get(self, key, default=None):
-    self.used.add(key)
-    value = self._cfg.get(key, default)
-    return default if value is None else value
-
-  def fraction(self, key: str, default: float) -> float:
-    value = self.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-      raise ConfigError(f'{self._prefix}.{key}={value!r} must be a number in [0, 1]')
-    return float(value)
-
-  def positive(self, key: str, default: float) -> float:
-    value = self.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-      raise ConfigError(f'{self._prefix}.{key}={value!r} must be a number > 0')
-    return float(value)
-
-  def choice(self, key: str, default: str, allowed: tuple[str, ...]) -> str:
-    value = self.get(key, default)
-    if value not in allowed:
-      raise ConfigError(f'{self._prefix}.{key}={value!r} is not allowed; '
-                        f'allowed: {", ".join(allowed)}')
-    return value
+_Fields = Block  # the validated view of a ``model.pe`` block that every factory receives
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,9 +74,9 @@ class NoPE:
   """No positional encoding: attention sees positions only through the causal mask."""
   kind: str = 'none'
 
-  def __call__(self, x_BLHK, positions_BL):
-    del positions_BL
-    return x_BLHK
+  def __call__(self, x_BTNH, positions_BT):
+    del positions_BT
+    return x_BTNH
 
   def rotated_chunks(self) -> tuple[int, ...]:
     return ()
@@ -143,24 +113,24 @@ class Rotary:
             'position_scale': self.position_scale,
             'rotated_chunks': list(self.rotated_chunks())}
 
-  def angles(self, positions_BL):
+  def angles(self, positions_BT):
     """Rotation angles [B, L, stop - start] in float32."""
-    inv_K = 1.0 / (np.asarray(self.timescales, np.float64) * self.position_scale)
-    return positions_BL.astype(jnp.float32)[..., None] * jnp.asarray(inv_K, jnp.float32)
+    inv_C = 1.0 / (np.asarray(self.timescales, np.float64) * self.position_scale)
+    return positions_BT.astype(jnp.float32)[..., None] * jnp.asarray(inv_C, jnp.float32)
 
-  def __call__(self, x_BLHK, positions_BL):
+  def __call__(self, x_BTNH, positions_BT):
     if self.stop == self.start:
-      return x_BLHK
-    if x_BLHK.shape[-1] != self.head_dim:
+      return x_BTNH
+    if x_BTNH.shape[-1] != self.head_dim:
       raise ValueError(f'{self.kind}: built for head_dim {self.head_dim}, got x of shape '
-                       f'{x_BLHK.shape}')
-    theta_BL1C = self.angles(positions_BL)[:, :, None, :]
-    cos, sin = jnp.cos(theta_BL1C), jnp.sin(theta_BL1C)
-    dtype = x_BLHK.dtype
+                       f'{x_BTNH.shape}')
+    theta_BT1C = self.angles(positions_BT)[:, :, None, :]
+    cos, sin = jnp.cos(theta_BT1C), jnp.sin(theta_BT1C)
+    dtype = x_BTNH.dtype
     if self.layout == 'interleaved':
-      return self._interleaved(x_BLHK.astype(jnp.float32), cos, sin).astype(dtype)
+      return self._interleaved(x_BTNH.astype(jnp.float32), cos, sin).astype(dtype)
     half, a, b = self.rotary_dim // 2, self.start, self.stop
-    x = x_BLHK.astype(jnp.float32)
+    x = x_BTNH.astype(jnp.float32)
     x1, x2 = x[..., a:b], x[..., half + a:half + b]
     r1, r2 = x1 * cos - x2 * sin, x2 * cos + x1 * sin
     pieces = [x[..., :a], r1, x[..., b:half + a], r2, x[..., half + b:]]

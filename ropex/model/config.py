@@ -21,8 +21,9 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from ropex import positional
-from ropex.positional import ConfigError
+from ropex.model import positional
+from ropex import fields
+from ropex.errors import ConfigError
 
 REMAT_POLICIES = ('none', 'full', 'dots', 'dots_no_batch')
 DTYPES = ('float32', 'bfloat16', 'float16')
@@ -120,31 +121,21 @@ class ModelConfig:
 
 
 def _int(m, key, minimum=1):
-  value = m.get(key)
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-    raise ConfigError(f'model.{key}={value!r} must be an integer >= {minimum}')
-  return int(value)
+  return int(fields.check(m.get(key), f'model.{key}', fields.integer(minimum)))
 
 
 def _choice(m, key, allowed):
-  value = m.get(key)
-  if value not in allowed:
-    raise ConfigError(f'model.{key}={value!r} is not allowed; allowed: {", ".join(allowed)}')
-  return value
+  return fields.check(m.get(key), f'model.{key}', fields.choice(*allowed))
 
 
 def _float(m, key):
-  value = m.get(key) or 0.0
-  if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-    raise ConfigError(f'model.{key}={value!r} must be a number >= 0 (0 disables it)')
-  return float(value)
+  """A soft-cap: a number >= 0, where 0 (or None) disables it."""
+  return float(fields.check(m.get(key) or 0.0, f'model.{key}', fields.number(0)))
 
 
 def _window(value, field):
-  value = 0 if value is None else value
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-    raise ConfigError(f'{field}={value!r} must be an integer >= 0 (0 = full causal attention)')
-  return int(value)
+  """A sliding window: an integer >= 0, where 0 (or None) is full causal attention."""
+  return int(fields.check(0 if value is None else value, field, fields.integer(0)))
 
 
 def _validate(m) -> ModelConfig:

@@ -1,6 +1,6 @@
 """Checkpoints: orbax ``CheckpointManager`` under ``WORKDIR/checkpoints/<step>/``.
 
-Each step directory holds two items: ``state`` (the :class:`ropex.step.TrainState`: step,
+Each step directory holds two items: ``state`` (the :class:`ropex.training.step.TrainState`: step,
 float32 params in the scanned layout, optimizer state) and ``data`` (the data iterator's JSON
 state and the step). Orbax writes into a temporary directory and renames it when complete, so a
 run killed mid-save leaves no half-written step behind; a finished step that is nevertheless
@@ -10,20 +10,15 @@ warning and the previous step is used.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
 from typing import Any
 
-import flax.linen as nn
 import jax
 from jax.experimental import multihost_utils
-import ml_collections
 import orbax.checkpoint as ocp
 
-from ropex import model as model_lib
-from ropex.model_config import ModelConfig
 
 log = logging.getLogger('ropex')
 
@@ -96,42 +91,3 @@ class Checkpointer:
 def _sync(name: str) -> None:
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(name)
-
-
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The run's ``config.json`` as a ConfigDict (JSON lists back to tuples)."""
-  with open(os.path.join(workdir, 'config.json')) as f:
-    return ml_collections.ConfigDict(_tuples(json.load(f)))
-
-
-def _tuples(value):
-  if isinstance(value, dict):
-    return {k: _tuples(v) for k, v in value.items()}
-  if isinstance(value, list):
-    return tuple(_tuples(v) for v in value)
-  return value
-
-
-def load_for_inference(workdir: str, step: int | None = None):
-  """``(config, params, step)`` from a training workdir: the ConfigDict the run used, float32
-  params as an unboxed dict in the model's (scanned) layout on the default device, and the step
-  (default: the latest). The optimizer state is not read."""
-  config = load_config(workdir)
-  steps = ocp.utils.checkpoint_steps(checkpoint_dir(workdir))
-  if not steps:
-    raise FileNotFoundError(f'no checkpoints in {checkpoint_dir(workdir)}')
-  step = max(steps) if step is None else int(step)
-  if step not in steps:
-    raise FileNotFoundError(f'no checkpoint for step {step} in {checkpoint_dir(workdir)}; '
-                            f'available: {sorted(steps)}')
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  abstract = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-      nn.unbox(model_lib.abstract_params(ModelConfig.from_config(config.model))))
-  item = {'params': abstract}
-  restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=device), item)
-  path = os.path.join(checkpoint_dir(workdir), str(step), 'state')
-  with ocp.PyTreeCheckpointer() as ckptr:
-    restored = ckptr.restore(path, args=ocp.args.PyTreeRestore(
-        item=item, restore_args=restore_args, partial_restore=True))
-  return config, restored['params'], step

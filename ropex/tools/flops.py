@@ -1,4 +1,15 @@
-"""Matmul FLOPs of a traced step, counted from its jaxpr.
+"""FLOPs and MFU: the one model-FLOPs formula (benchmark and fit check), and the matmul FLOPs
+of a traced step counted from its jaxpr.
+
+Model FLOPs of one train step (forward + backward, recomputation not counted), per token::
+
+    6 * (non-embedding parameters + V * D)  +  sum over layers of 12 * N * H * mean attended keys
+
+``V * D`` is the tied output projection; the mean attended keys of a causal layer over ``T``
+positions is ``(T + 1) / 2`` (``mean_t min(t + 1, window)`` with a sliding window). MFU is model
+FLOPs per second over the peak FLOP/s of the compute dtype (:func:`mfu`).
+
+Executed matmul FLOPs, from the jaxpr:
 
 XLA's ``compiled.cost_analysis()['flops']`` counts the body of every loop once, so a model
 with scanned layers (and a chunked loss) is under-counted by the trip counts. Here every
@@ -14,6 +25,29 @@ import math
 from typing import Any
 
 from jax.extend import core as jex_core
+
+from ropex import model as model_lib
+from ropex.model.config import ModelConfig
+
+
+def mean_attended_keys(seq_len: int, window: int) -> float:
+  """Mean number of keys a query attends to under the causal mask (and ``window`` if > 0)."""
+  span = window if 0 < window < seq_len else seq_len
+  return sum(min(t + 1, span) for t in range(seq_len)) / seq_len
+
+
+def model_flops_per_step(cfg: ModelConfig, batch_size: int, seq_len: int) -> float:
+  """The formula above for one train step of ``batch_size`` rows of ``seq_len`` tokens."""
+  counts = model_lib.count_params(cfg)
+  matmul_params = counts['params_non_embedding'] + cfg.vocab_size * cfg.embed_dim
+  attention = sum(12.0 * cfg.num_heads * cfg.head_dim * mean_attended_keys(seq_len, layer.window)
+                  for layer in cfg.layers)
+  return float(batch_size) * seq_len * (6.0 * matmul_params + attention)
+
+
+def mfu(model_flops: float, seconds: float, peak_flops: float) -> float:
+  """Model FLOPs utilisation: ``model_flops / seconds / peak_flops``."""
+  return model_flops / seconds / peak_flops
 
 
 def dot_flops(eqn) -> float:

@@ -1,0 +1,85 @@
+"""Loading config files, one implementation for every entry point.
+
+A config file is a Python file with ``get_config(arg) -> ml_collections.ConfigDict``; ``arg`` is
+the text after a colon (``configs/prope_2b.py:p=0.25,data=flan``), parsed by :func:`parse_arg`
+against typed defaults. A sweep file has ``get_sweep(arg)`` instead. Every problem (no such
+file, a syntax error, no ``get_config``, a wrong return type, a bad string arg) is a
+:class:`ConfigError` naming the flag and the file.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+import types
+
+import ml_collections
+
+from ropex.errors import ConfigError
+
+_BOOLS = {'true': True, 'false': False, '1': True, '0': False}
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """Parses ``'p=0.25,theta=500000,data=wiki,runlocal'`` against typed defaults.
+
+  Every key must be one of ``defaults``; values are converted to the default's type. A bare
+  key means True."""
+  out = dict(defaults)
+  for item in filter(None, (arg or '').split(',')):
+    key, has_value, raw = item.partition('=')
+    key = key.strip()
+    if key not in defaults:
+      raise ConfigError(f'config argument {key!r} is not known; allowed: {", ".join(defaults)}')
+    raw = raw if has_value else 'True'
+    default = defaults[key]
+    try:
+      if isinstance(default, bool):
+        value = _BOOLS[raw.strip().lower()]
+      elif isinstance(default, (int, float)):
+        value = type(default)(ast.literal_eval(raw.strip()))
+      else:
+        value = raw.strip()
+    except (ValueError, KeyError, SyntaxError, TypeError):
+      raise ConfigError(f'config argument {key}={raw!r} must be a '
+                        f'{type(default).__name__}') from None
+    out[key] = value
+  return ml_collections.ConfigDict(out)
+
+
+def split_spec(spec: str) -> tuple[str, str | None]:
+  """``'configs/x.py:p=0.25'`` -> ``('configs/x.py', 'p=0.25')``; no colon -> ``(path, None)``."""
+  path, sep, arg = spec.partition(':')
+  return path, (arg if sep else None)
+
+
+def load_module(path: str, flag: str = '--config') -> types.ModuleType:
+  """Imports a config file as a module, without touching sys.path."""
+  if not os.path.isfile(path):
+    raise ConfigError(f'{flag}={path!r} is not a file; give a config file such as '
+                      f'configs/tiny.py')
+  name = 'ropex_config_' + os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(name, path)
+  if spec is None or spec.loader is None:
+    raise ConfigError(f'{flag}={path!r} is not a Python config file (e.g. configs/tiny.py)')
+  module = importlib.util.module_from_spec(spec)
+  try:
+    spec.loader.exec_module(module)
+  except SyntaxError as e:
+    raise ConfigError(f'{flag}={path!r} has a syntax error at line {e.lineno}: {e.msg}') from None
+  return module
+
+
+def load(spec: str, flag: str = '--config') -> ml_collections.ConfigDict:
+  """``'configs/prope_2b.py:p=0.25'`` -> the ConfigDict its ``get_config`` returns."""
+  path, arg = split_spec(spec)
+  module = load_module(path, flag)
+  get_config = getattr(module, 'get_config', None)
+  if not callable(get_config):
+    raise ConfigError(f'{flag}: config file {path!r} has no get_config(arg)')
+  config = get_config(arg)
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ConfigError(f'{flag}: get_config of {path!r} returned a {type(config).__name__}; it '
+                      f'must return an ml_collections.ConfigDict')
+  return config

@@ -1,0 +1,186 @@
+"""Lists, runs or launches the runs of a sweep defined next to its configs.
+
+A sweep file is a config module with ``get_sweep(arg) -> [(name, config, overrides), ...]``:
+``name`` names the run (its workdir is ``<workdir_root>/<name>``), ``config`` is a config file
+with its args, relative to the sweep file (``'prope_2b.py:p=0.25,data=wiki'``), and
+``overrides`` maps dotted config keys to values (``{'train.steps': 100}``), passed to
+``ropex.train`` as ``--config.<key>=<value>``::
+
+  python -m ropex.sweep --config configs/paper_table2.py --dry_run
+  python -m ropex.sweep --config configs/paper_table2.py:runlocal --workdir_root /tmp/t2 \\
+      --override train.steps=20
+  python -m ropex.sweep --config configs/paper_table2.py --launcher tpu \\
+      --launcher_args='--name my-pod --zone us-east5-a' --workdir_root /mnt/runs/table2
+
+Launchers: ``local`` runs ``python -m ropex.train`` for each run, one after another;
+``tpu`` runs the same command on every worker of a TPU VM/pod through
+``scripts/tpu_pod.sh run`` (one run after another); ``slurm`` submits
+``scripts/slurm_train.sbatch`` per run with ``sbatch``. ``--dry_run`` prints the runs and
+the exact commands without running anything. Every run's config is built and validated
+first (all blocks but ``data``, whose files may exist only where the run trains).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+import subprocess
+import sys
+from typing import Any, Sequence
+
+from absl import app, flags
+import ml_collections
+
+from ropex.config import defaults as config_base
+from ropex.config import loading
+from ropex.config import overrides as overrides_lib
+from ropex.training import validation
+from ropex.errors import ConfigError
+
+LAUNCHERS = ('local', 'tpu', 'slurm')
+SCRIPTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                           'scripts')
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  name: str
+  config: str                  # config file path (as seen from the cwd) with its ':args'
+  overrides: tuple[tuple[str, Any], ...]
+  workdir: str
+
+
+def load_sweep(sweep: str, workdir_root: str,
+               extra_overrides: Sequence[tuple[str, Any]] = ()) -> list[Run]:
+  """The runs of sweep file ``sweep`` (``path[:args]``), each validated."""
+  path, arg = loading.split_spec(sweep)
+  module = loading.load_module(path)
+  if not hasattr(module, 'get_sweep'):
+    raise ConfigError(f'--config={path!r} defines no get_sweep(arg); a sweep file returns '
+                      f'[(name, config, overrides), ...]')
+  runs, seen = [], set()
+  for name, config, overrides in module.get_sweep(arg):
+    if name in seen:
+      raise ConfigError(f'sweep {path!r} names run {name!r} twice; run names must be unique')
+    seen.add(name)
+    config_path, config_arg = loading.split_spec(config)
+    config_path = os.path.normpath(os.path.join(os.path.dirname(path), config_path))
+    config = config_path + (f':{config_arg}' if config_arg is not None else '')
+    merged = tuple(dict(overrides, **dict(extra_overrides)).items())
+    run = Run(name=name, config=config, overrides=merged,
+              workdir=workdir_root.rstrip('/') + '/' + name)
+    validate(run)
+    runs.append(run)
+  return runs
+
+
+def validate_except_data(config, num_devices: int | None = None, process_count: int = 1):
+  """Validates every block but ``data`` (its tokenizer and dataset files may exist only where
+  the run will train; ``ropex.train`` checks them there before anything starts)."""
+  checked = ml_collections.ConfigDict(config.to_dict())
+  checked.data = config_base.base_config().data
+  validation.validate(checked, num_devices, process_count)
+
+
+def validate(run: Run) -> ml_collections.ConfigDict:
+  """The run's config with its overrides applied, validated (see validate_except_data)."""
+  cfg = loading.load(run.config)
+  for key, value in run.overrides:
+    overrides_lib.set_field(cfg, key, value)
+  validate_except_data(cfg)
+  return cfg
+
+
+def _flag_value(value: Any) -> str:
+  if isinstance(value, (tuple, list)):
+    return ','.join(str(v) for v in value)
+  return str(value)
+
+
+def train_command(run: Run, python: str = 'python') -> list[str]:
+  return [python, '-m', 'ropex.train', f'--config={run.config}', f'--workdir={run.workdir}',
+          *(f'--config.{key}={_flag_value(value)}' for key, value in run.overrides)]
+
+
+def launch_command(run: Run, launcher: str, launcher_args: Sequence[str] = (),
+                   python: str = sys.executable) -> list[str]:
+  """The command that starts ``run`` with ``launcher`` (``local``, ``tpu`` or ``slurm``)."""
+  if launcher == 'local':
+    return train_command(run, python)
+  if launcher == 'tpu':  # workers run in their own checkout: config paths relative to it
+    path, arg = loading.split_spec(run.config)
+    path = os.path.relpath(os.path.abspath(path), os.path.dirname(SCRIPTS_DIR))
+    remote = dataclasses.replace(run, config=path + (f':{arg}' if arg is not None else ''))
+    return ['bash', os.path.join(SCRIPTS_DIR, 'tpu_pod.sh'), 'run', *launcher_args, '--',
+            *train_command(remote, 'python')]
+  if launcher == 'slurm':
+    return ['sbatch', f'--job-name={run.name}', *launcher_args,
+            os.path.join(SCRIPTS_DIR, 'slurm_train.sbatch'), *train_command(run, 'python')]
+  raise ConfigError(f'--launcher={launcher!r} is not allowed; allowed: {", ".join(LAUNCHERS)}')
+
+
+def execute(runs: Sequence[Run], launcher: str, launcher_args: Sequence[str] = (),
+            dry_run: bool = False, out=sys.stdout) -> list[str]:
+  """Prints every run and its command; unless ``dry_run``, runs them one after another.
+
+  Returns the names of the runs whose command failed (a failure does not stop the sweep)."""
+  failed = []
+  for i, run in enumerate(runs):
+    command = launch_command(run, launcher, launcher_args)
+    print(f'[{i + 1}/{len(runs)}] {run.name}  workdir={run.workdir}', file=out)
+    print('  ' + shlex.join(command), file=out, flush=True)
+    if dry_run:
+      continue
+    if subprocess.run(command, check=False).returncode != 0:
+      print(f'  run {run.name} FAILED', file=out, flush=True)
+      failed.append(run.name)
+  return failed
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """The CLI flags (defined only when run as a program, so the module imports cleanly)."""
+  flags.DEFINE_string('config', None, 'sweep file with get_sweep(arg), e.g. configs/paper_table2.py'
+                      ' or configs/paper_table2.py:runlocal')
+  flags.DEFINE_bool('dry_run', False, 'list the runs and their commands; run nothing')
+  flags.DEFINE_enum('launcher', 'local', LAUNCHERS, 'how each run is started')
+  flags.DEFINE_string('workdir_root', None, 'parent of every run workdir (on pods: shared by '
+                      'all workers); default runs/<sweep name>')
+  flags.DEFINE_string('launcher_args', '', 'extra arguments for the launcher, e.g. '
+                      "'--name my-pod --zone us-east5-a' (tpu) or '--nodes=4' (slurm)")
+  flags.DEFINE_multi_string('override', [], 'key=value applied to every run, e.g. train.steps=4')
+  flags.DEFINE_string('only', '', 'comma-separated run names to keep (default: all)')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if not FLAGS.config:
+    raise app.UsageError('--config is required')
+  stem = os.path.splitext(os.path.basename(loading.split_spec(FLAGS.config)[0]))[0]
+  root = FLAGS.workdir_root or os.path.join('runs', stem)
+  try:
+    runs = load_sweep(FLAGS.config, root, [overrides_lib.parse(o) for o in FLAGS.override])
+    if FLAGS.only:
+      keep = set(FLAGS.only.split(','))
+      unknown = keep - {r.name for r in runs}
+      if unknown:
+        raise ConfigError(f'--only names unknown run(s) {", ".join(sorted(unknown))}; '
+                          f'allowed: {", ".join(r.name for r in runs)}')
+      runs = [r for r in runs if r.name in keep]
+  except ConfigError as e:
+    sys.exit(f'error: {e}')
+  if FLAGS.launcher == 'tpu' and not os.path.isabs(root):
+    print(f'note: --workdir_root={root} is relative to ~/ropex on every TPU worker; multi-host '
+          f'runs need one directory all workers share (e.g. a gcsfuse mount)', file=sys.stderr)
+  failed = execute(runs, FLAGS.launcher, shlex.split(FLAGS.launcher_args), FLAGS.dry_run)
+  if failed:
+    sys.exit(f'{len(failed)} of {len(runs)} runs failed: {", ".join(failed)}')
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)

@@ -1,0 +1,133 @@
+"""Metrics sinks: ``WORKDIR/metrics.jsonl`` (one JSON object per logged step), TensorBoard
+event files in ``WORKDIR/tb``, and a tqdm progress bar. Only the writing process (process 0)
+creates any of them; on the others every method is a no-op."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Mapping
+
+from absl import logging
+from etils import epath
+import tqdm
+
+
+class MetricsWriter:
+
+  def __init__(self, workdir: str, enabled: bool = True):
+    self.enabled = enabled
+    self._jsonl = self._tb = None
+    if enabled:
+      os.makedirs(workdir, exist_ok=True)
+      self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
+      import tensorboardX  # pylint: disable=g-import-not-at-top  (slow import)
+      self._tb = tensorboardX.SummaryWriter(os.path.join(workdir, 'tb'))
+
+  def write(self, step: int, scalars: Mapping[str, float]) -> None:
+    if not self.enabled or not scalars:
+      return
+    record = {'step': int(step)}
+    record.update({k: _plain(v) for k, v in scalars.items()})
+    self._jsonl.write(json.dumps(record) + '\n')
+    self._jsonl.flush()
+    for key, value in record.items():
+      if key != 'step' and value is not None:
+        self._tb.add_scalar(key, value, int(step))
+    self._tb.flush()
+
+  def close(self) -> None:
+    if self.enabled:
+      self._jsonl.close()
+      self._tb.close()
+
+
+def _plain(value) -> float | None:
+  value = float(value)
+  return value if math.isfinite(value) else None
+
+
+def read_metrics(workdir) -> list[dict]:
+  """All records of ``WORKDIR/metrics.jsonl`` (a local path or any ``etils.epath`` URL, e.g.
+  ``gs://``), one per step; for a step logged twice (a resumed run) the last record wins. A torn
+  line (a crash mid-write) is skipped with a warning naming the file and line."""
+  path = epath.Path(workdir) / 'metrics.jsonl'
+  if not path.exists():
+    return []
+  by_step: dict[int, dict] = {}
+  for number, line in enumerate(path.read_text().splitlines(), 1):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+      step = int(record['step'])
+    except (ValueError, KeyError, TypeError):
+      logging.warning('%s line %d is not a metrics record (a torn write?); skipped', path, number)
+      continue
+    by_step.setdefault(step, {}).update(record)
+  return [by_step[s] for s in sorted(by_step)]
+
+
+class NonFiniteLossError(RuntimeError):
+  """The loss or gradient norm became NaN or Inf; the run stopped without saving that step.
+  ``record`` holds the step's metrics (logged as nulls, so reports mark the run diverged)."""
+
+  def __init__(self, message: str, step: int | None = None, record: dict | None = None):
+    super().__init__(message)
+    self.step, self.record = step, record or {}
+
+
+class Window:
+  """Train metrics accumulated between two log steps."""
+
+  def __init__(self, tokens_per_step: int):
+    self.tokens_per_step = tokens_per_step
+    self.loss_sum, self.loss_n, self.grad_norm = 0.0, 0, float('nan')
+    self.timer, self.timed_tokens, self.last_tokens_per_s = None, 0, float('nan')
+
+  def add(self, step_i: int, m: dict) -> None:
+    loss, grad_norm = float(m['loss']), float(m['grad_norm'])
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+      raise NonFiniteLossError(
+          f'train/loss={loss} and train/grad_norm={grad_norm} at step {step_i}', step_i,
+          {'train/loss': loss, 'train/grad_norm': grad_norm})
+    self.loss_sum, self.loss_n, self.grad_norm = self.loss_sum + loss, self.loss_n + 1, grad_norm
+    if self.timer is None:  # the first step includes compilation: not timed
+      self.timer = time.perf_counter()
+    else:
+      self.timed_tokens += self.tokens_per_step
+
+  def tokens_per_s(self) -> float:
+    if self.timer is not None and self.timed_tokens:
+      self.last_tokens_per_s = self.timed_tokens / (time.perf_counter() - self.timer)
+    return self.last_tokens_per_s
+
+  def restart_timer(self) -> None:
+    self.timer, self.timed_tokens = time.perf_counter(), 0
+
+  def pop(self, lr: float) -> dict:
+    out = {'train/loss': self.loss_sum / max(self.loss_n, 1), 'train/learning_rate': lr,
+           'train/grad_norm': self.grad_norm, 'train/tokens_per_s': self.tokens_per_s()}
+    self.loss_sum, self.loss_n = 0.0, 0
+    return out
+
+
+class Progress:
+  """A tqdm bar over training steps showing loss and tokens/s (tqdm adds rate and ETA)."""
+
+  def __init__(self, start: int, total: int, enabled: bool = True, desc: str = 'train'):
+    self.bar = tqdm.tqdm(total=total, initial=start, desc=desc, unit='step',
+                         disable=not enabled, dynamic_ncols=True, mininterval=0.5)
+
+  def update(self, steps: int, **postfix) -> None:
+    if postfix:
+      self.bar.set_postfix({k: f'{v:.4g}' for k, v in postfix.items()}, refresh=False)
+    self.bar.update(steps)
+
+  def write(self, text: str) -> None:
+    self.bar.write(text)
+
+  def close(self) -> None:
+    self.bar.close()
