@@ -1,5 +1,9 @@
-"""Test-wide set-up: CPU only, 8 virtual CPU devices (for mesh tests), no network."""
+"""Test-wide set-up: CPU only, 8 virtual CPU devices (for mesh tests), no network; the shared
+test helpers (``cli_runs``, ``reference``) importable from every test folder."""
 import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 _flags = os.environ.get('XLA_FLAGS', '')

@@ -10,7 +10,7 @@ from ropex.experiments import run_summary, sweep
 from ropex.model.config import ModelConfig
 from ropex.errors import ConfigError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = os.path.join(ROOT, 'configs')
 THETA = 10_000.0
 D = 256  # Gemma 2B head dim

@@ -11,7 +11,7 @@ import pytest
 from ropex.experiments import report, run_summary, sweep
 from ropex.errors import ConfigError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TABLE2 = os.path.join(ROOT, 'configs', 'paper_table2.py')
 STEMS = ['nope', 'rope10k', 'rope500k', 'prope_reversed0.75', 'partial0.75', 'prope0.25',
          'prope0.75']

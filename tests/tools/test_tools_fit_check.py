@@ -17,7 +17,7 @@ from ropex.training import loop, sharding
 from ropex.experiments import sweep
 from ropex.errors import ConfigError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GIB = 2 ** 30
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from ropex.experiments import report, run_summary, sweep
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPECS = {  # paper row -> config file with args
     'NoPE': 'nope_2b.py', 'RoPE θ=10k': 'rope_2b.py', 'RoPE θ=500k': 'rope_2b.py:theta=500000',
     '0.75-RoPE reversed': 'prope_reversed_2b.py', '0.75 partial (NeoX)': 'partial_2b.py',
