@@ -8,17 +8,12 @@ import numpy as np
 import pytest
 
 from ropex.analysis import theory
+import reference
 
 
 def rope_np(x_TH, positions_T, theta):
-  """Independent half-split RoPE in float64."""
-  H = x_TH.shape[-1]
-  g = theta ** (-2 * np.arange(H // 2) / H)
-  angle = np.asarray(positions_T, np.float64)[:, None] * g
-  a, b = x_TH[..., :H // 2], x_TH[..., H // 2:]
-  return np.concatenate([a * np.cos(angle) - b * np.sin(angle),
-                         b * np.cos(angle) + a * np.sin(angle)], axis=-1)
-
+  """Half-split RoPE in float64 (the shared reference)."""
+  return reference.rope(x_TH, positions_T, theta)
 
 def test_gaussian_scores_have_zero_mean_at_every_distance_but_ones_decay():
   d, draws = 64, 4000

@@ -12,6 +12,7 @@ from ropex import model
 from ropex.model import positional
 from ropex.model.config import ModelConfig, model_block, pe_block
 from ropex.errors import ConfigError
+import reference
 
 
 def make_cfg(**overrides) -> ModelConfig:
@@ -69,47 +70,9 @@ def test_official_gemma_tree_names_shapes_and_axes():
       3, 16, 3072, 256)
 
 
-def _gelu_tanh(x):
-  return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
-
-
 def numpy_forward(cfg: ModelConfig, params, tokens):
-  """Independent float64 Gemma forward (unscanned tree, half-split RoPE, GQA, causal)."""
-  p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
-  N, K, H, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.embed_dim
-  T = tokens.shape[1]
-  pos = np.arange(T, dtype=np.float64)
-  inv = 10_000.0 ** (-2 * np.arange(H // 2) / H)
-  ang = pos[:, None] * inv
-
-  def rope(x):  # [B, T, heads, H]
-    x1, x2 = x[..., :H // 2], x[..., H // 2:]
-    c, s = np.cos(ang)[None, :, None], np.sin(ang)[None, :, None]
-    return np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], -1)
-
-  def norm(x, scale):
-    return x / np.sqrt(np.mean(x ** 2, -1, keepdims=True) + 1e-6) * (1 + scale)
-
-  emb = p['embedder']['input_embedding']
-  x = emb[np.asarray(tokens)] * np.sqrt(D)
-  for i in range(cfg.num_layers):
-    lp = p[f'layer_{i}']
-    h = norm(x, lp['pre_attention_norm']['scale'])
-    q = rope(np.einsum('btd,ndh->btnh', h, lp['attn']['q_einsum']['w'])) * H ** -0.5
-    kv = np.einsum('btd,ckdh->cbtkh', h, lp['attn']['kv_einsum']['w'])
-    k, v = rope(kv[0]), kv[1]
-    k, v = np.repeat(k, N // K, axis=2), np.repeat(v, N // K, axis=2)
-    logits = np.einsum('btnh,bsnh->bnts', q, k)
-    logits = np.where(np.tril(np.ones((T, T), bool)), logits, -np.inf)
-    probs = np.exp(logits - logits.max(-1, keepdims=True))
-    probs /= probs.sum(-1, keepdims=True)
-    out = np.einsum('bnts,bsnh->btnh', probs, v)
-    x = x + np.einsum('btnh,nhd->btd', out, lp['attn']['attn_vec_einsum']['w'])
-    h = norm(x, lp['pre_ffw_norm']['scale'])
-    g = lp['mlp']['gating_einsum']
-    x = x + (_gelu_tanh(h @ g[0]) * (h @ g[1])) @ lp['mlp']['linear']
-  x = norm(x, p['final_norm']['scale'])
-  return x @ emb.T
+  """The shared float64 reference forward (unscanned tree, half-split RoPE, GQA, causal)."""
+  return reference.gemma_forward(params, np.asarray(tokens), cfg.num_layers)
 
 
 def test_forward_matches_independent_numpy_reference():

@@ -8,6 +8,7 @@ import pytest
 
 from ropex.model import positional
 from ropex.errors import ConfigError
+import reference
 
 ROTATING = [
     {'kind': 'rope'},
@@ -18,17 +19,6 @@ ROTATING = [
     {'kind': 'prope_reversed', 'fraction': 0.75},
     {'kind': 'partial', 'rotary_fraction': 0.5},
 ]
-
-
-def reference(x, pos, pairs, freqs):
-  """Independent numpy RoPE: rotate dims (i, j) of each pair by pos * freq (float64)."""
-  out = np.array(x, np.float64)
-  for (i, j), g in zip(pairs, freqs):
-    a = pos[..., None] * g
-    xi, xj = x[..., i].astype(np.float64), x[..., j].astype(np.float64)
-    out[..., i] = xi * np.cos(a) - xj * np.sin(a)
-    out[..., j] = xj * np.cos(a) + xi * np.sin(a)
-  return out
 
 
 def _x(shape=(2, 7, 3, 16), seed=0):
@@ -44,10 +34,10 @@ def test_rope_golden_half_and_interleaved(d):
   half = positional.from_config({'kind': 'rope'}, d)
   inter = positional.from_config({'kind': 'rope', 'layout': 'interleaved'}, d)
   np.testing.assert_allclose(
-      half(x, pos), reference(x, pos, [(k, k + d // 2) for k in range(d // 2)], freqs),
+      half(x, pos), reference.rotate_pairs(x, pos, [(k, k + d // 2) for k in range(d // 2)], freqs),
       atol=1e-3)
   np.testing.assert_allclose(
-      inter(x, pos), reference(x, pos, [(2 * k, 2 * k + 1) for k in range(d // 2)], freqs),
+      inter(x, pos), reference.rotate_pairs(x, pos, [(2 * k, 2 * k + 1) for k in range(d // 2)], freqs),
       atol=1e-3)
 
 
@@ -58,7 +48,7 @@ def test_prope_golden_keeps_highest_frequencies():
   freqs = [10_000.0 ** (-2 * k / d) for k in range(kept)]
   pe = positional.from_config({'kind': 'prope', 'fraction': p}, d)
   np.testing.assert_allclose(pe(x, pos),
-                             reference(x, pos, [(k, k + d // 2) for k in range(kept)], freqs),
+                             reference.rotate_pairs(x, pos, [(k, k + d // 2) for k in range(kept)], freqs),
                              atol=1e-3)
 
 
@@ -69,7 +59,7 @@ def test_prope_reversed_golden_keeps_lowest_frequencies():
   freqs = [10_000.0 ** (-2 * k / d) for k in chunks]
   pe = positional.from_config({'kind': 'prope_reversed', 'fraction': 0.75}, d)
   np.testing.assert_allclose(pe(x, pos),
-                             reference(x, pos, [(k, k + d // 2) for k in chunks], freqs),
+                             reference.rotate_pairs(x, pos, [(k, k + d // 2) for k in chunks], freqs),
                              atol=1e-3)
 
 
@@ -79,7 +69,7 @@ def test_partial_recomputes_frequencies_over_rotated_slice():
   freqs = [10_000.0 ** (-2 * k / rot) for k in range(rot // 2)]
   pe = positional.from_config({'kind': 'partial', 'rotary_fraction': 0.5}, d)
   np.testing.assert_allclose(pe(x, pos),
-                             reference(x, pos, [(k, k + rot // 2) for k in range(rot // 2)],
+                             reference.rotate_pairs(x, pos, [(k, k + rot // 2) for k in range(rot // 2)],
                                        freqs), atol=1e-3)
   # It keeps the lowest frequency theta^-(rot-2)/rot, so it is not p-RoPE.
   assert pe.timescales[-1] == pytest.approx(10_000.0 ** ((rot - 2) / rot))
@@ -212,7 +202,7 @@ def test_readme_example_registration():
     pe = positional.from_config({'kind': 'rope_linear', 'max_wavelength': 100.0}, d)
     freqs = np.linspace(1.0, 0.01, d // 2)
     np.testing.assert_allclose(
-        pe(x, pos), reference(x, pos, [(k, k + d // 2) for k in range(d // 2)], freqs),
+        pe(x, pos), reference.rotate_pairs(x, pos, [(k, k + d // 2) for k in range(d // 2)], freqs),
         atol=1e-3)
   finally:
     positional._REGISTRY.pop('rope_linear')

@@ -1,7 +1,6 @@
 """The sharded train step: 2x2x2 mesh == 1 device, accumulated == big batch, and the loss at
 initialisation against an independent numpy forward pass (8 virtual CPU devices)."""
 
-import math
 
 import jax
 import numpy as np
@@ -9,6 +8,7 @@ import numpy as np
 from ropex.config import defaults as config_base
 from ropex import data
 from ropex.training import sharding, step
+import reference
 
 
 def _config(**train):
@@ -66,48 +66,13 @@ def test_gradient_accumulation_equals_big_batch():
 
 # ---- golden value: the first step's loss from an independent numpy forward pass ----------
 
-def _rms(x, scale):
-  return x / np.sqrt(np.mean(x * x, -1, keepdims=True) + 1e-6) * (1 + scale)
-
-
-def _rope(x_BTNH, pos_BT, theta=10_000.0):
-  half = x_BTNH.shape[-1] // 2
-  freq = theta ** (-2 * np.arange(half) / x_BTNH.shape[-1])
-  ang = pos_BT[:, :, None, None] * freq
-  x1, x2 = x_BTNH[..., :half], x_BTNH[..., half:]
-  return np.concatenate([x1 * np.cos(ang) - x2 * np.sin(ang),
-                         x2 * np.cos(ang) + x1 * np.sin(ang)], -1)
-
-
-def _gelu(x):
-  return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
-
-
 def _numpy_loss(p, b, num_layers):
-  p = jax.tree.map(lambda a: np.asarray(a, np.float64), p)
-  E = p['embedder']['input_embedding']
-  x = E[b['inputs']] * math.sqrt(E.shape[1])
-  T = x.shape[1]
-  seg = b['segment_ids']
-  allowed = (np.tril(np.ones((T, T), bool))[None] & (seg[:, :, None] == seg[:, None, :]))
-  for i in range(num_layers):
-    L = jax.tree.map(lambda a: a[i], p['layers']['layer_0'])
-    h = _rms(x, L['pre_attention_norm']['scale'])
-    q = _rope(np.einsum('btd,ndh->btnh', h, L['attn']['q_einsum']['w']), b['positions'])
-    kv = L['attn']['kv_einsum']['w']
-    k = _rope(np.einsum('btd,kdh->btkh', h, kv[0]), b['positions'])[:, :, 0]
-    v = np.einsum('btd,kdh->btkh', h, kv[1])[:, :, 0]            # one kv head
-    s = np.einsum('btnh,bsh->bnts', q, k) / math.sqrt(q.shape[-1])
-    s = np.where(allowed[:, None], s, -np.inf)
-    a = np.exp(s - s.max(-1, keepdims=True))
-    a /= a.sum(-1, keepdims=True)
-    x = x + np.einsum('bnts,bsh,nhd->btd', a, v, L['attn']['attn_vec_einsum']['w'])
-    h = _rms(x, L['pre_ffw_norm']['scale'])
-    g = L['mlp']['gating_einsum']
-    x = x + (_gelu(h @ g[0]) * (h @ g[1])) @ L['mlp']['linear']
-  logits = _rms(x, p['final_norm']['scale']) @ E.T
-  log_z = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
-  nll = log_z - np.take_along_axis(logits, b['targets'][..., None], -1)[..., 0]
+  scanned = p['layers']['layer_0']  # [L, ...] stacked layers -> the official per-layer tree
+  tree = {'embedder': p['embedder'], 'final_norm': p['final_norm'],
+          **{f'layer_{i}': jax.tree.map(lambda a, i=i: a[i], scanned) for i in range(num_layers)}}
+  logits = reference.gemma_forward(tree, b['inputs'], num_layers, b['positions'],
+                                   b['segment_ids'])
+  nll = reference.token_nll(logits, b['targets'])
   return float((nll * b['weights']).sum() / b['weights'].sum())
 
 
