@@ -45,6 +45,7 @@ def base_config(arch: str = 'tiny', pe: ml_collections.ConfigDict | None = None,
       grad_clip_norm=1.0, grad_accum_steps=1,
       loss_chunk=0,                  # >0: cross-entropy over chunks of this many tokens
       z_loss=0.0, log_every_steps=10,
+      init_from='',                  # WORKDIR[:STEP] or a Gemma checkpoint: start from its weights
   ))
   c.mesh = ml_collections.ConfigDict(dict(
       data=-1, fsdp=1, tensor=1,      # -1: all remaining devices

@@ -27,6 +27,12 @@ def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), 'checkpoints')
 
 
+def has_checkpoints(workdir: str) -> bool:
+  """Whether ``workdir`` holds any finished checkpoint step."""
+  path = checkpoint_dir(workdir)
+  return os.path.isdir(path) and bool(ocp.utils.checkpoint_steps(path))
+
+
 class Checkpointer:
   """Saves every ``checkpoint.every_steps`` steps (and on demand), keeps ``checkpoint.keep``."""
 

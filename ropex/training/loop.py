@@ -24,7 +24,8 @@ from typing import Any
 import jax
 
 from ropex import data
-from ropex.training import checkpoint, metrics, optim, sharding, step, validation, workdir as workdir_lib
+from ropex.training import (checkpoint, init_from, metrics, optim, sharding, step, validation,
+                            workdir as workdir_lib)
 from ropex.training.evaluator import Evaluator
 from ropex.training.metrics import NonFiniteLossError
 from ropex.training.signals import StopRequest
@@ -96,6 +97,7 @@ def _start(config, workdir: str) -> _Run:
   train_step = step.make_train_step(setup)
   evaluator = Evaluator(config, setup, process_index, process_count)
   it = data.make_iterator(config, 'train', process_index, process_count)
+  pretrained = None if checkpoint.has_checkpoints(workdir) else init_from.load(config, setup)
   workdir_lib.prepare(config, workdir, primary)  # the first write into the workdir
   ckpt = checkpoint.Checkpointer(workdir, config.checkpoint)
   restored = ckpt.restore_latest(setup.abstract_state)
@@ -103,7 +105,7 @@ def _start(config, workdir: str) -> _Run:
     state, data_state, start = restored
     it.set_state(data_state)
   else:
-    state, start = step.init_state(setup), 0
+    state, start = init_from.initial_state(setup, pretrained, workdir), 0
   writer = metrics.MetricsWriter(workdir, primary)
   progress = metrics.Progress(start, int(config.train.steps), primary,
                               desc=config.get('name', 'train'))

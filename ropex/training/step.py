@@ -87,6 +87,15 @@ def init_state(setup: Setup) -> TrainState:
     return init()
 
 
+def fresh_state(setup: Setup, params) -> TrainState:
+  """A state at step 0 around given (sharded) ``params``: a fresh optimizer state."""
+  init = jax.jit(lambda p: TrainState(step=jnp.zeros((), jnp.int32), params=p,
+                                      opt_state=setup.optimizer.init(p)),
+                 out_shardings=setup.state_shardings)
+  with sharding.activation_rules(setup.mesh, setup.rules):
+    return init(params)
+
+
 def abstract_batch(setup: Setup, rows: int) -> dict[str, jax.ShapeDtypeStruct]:
   shape = (rows, int(setup.config.train.seq_len))
   return {k: jax.ShapeDtypeStruct(shape, dt, sharding=setup.batch_sharding)

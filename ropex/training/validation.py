@@ -27,7 +27,8 @@ TRAIN_FIELDS = {
     'eps': _number(0, low_open=True), 'weight_decay': _number(0),
     'decay_norms_and_embeddings': _bool, 'grad_clip_norm': _number(0),
     'grad_accum_steps': _int(1), 'loss_chunk': _int(0), 'z_loss': _number(0),
-    'log_every_steps': _int(1),
+    'log_every_steps': _int(1), 'init_from': lambda v: (isinstance(v, str), 'a string: '
+                                                        'WORKDIR[:STEP], a Gemma folder or empty'),
 }
 MESH_FIELDS = {'data': None, 'fsdp': None, 'tensor': None, 'axis_rules': None}
 CHECKPOINT_FIELDS = {'every_steps': _int(1), 'keep': _int(1), 'async_save': _bool}
