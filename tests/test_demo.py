@@ -1,10 +1,11 @@
 """The demo's config loading (same as --config) and its comparison table."""
 
 from ropex import demo
+from ropex.config import loading
 
 
 def test_load_config_passes_args_like_the_cli():
-  c = demo.load_config('configs/tiny.py:pe=prope,p=0.25')
+  c = loading.load('configs/tiny.py:pe=prope,p=0.25', '--run')
   assert c.model.pe.kind == 'prope' and c.model.pe.fraction == 0.25
   assert c.name == 'tiny_prope0.25'
 

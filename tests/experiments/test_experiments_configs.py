@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from ropex.config import defaults as config_base
-from ropex.experiments import run_summary, sweep
+from ropex.config import loading
+from ropex.experiments import paper, run_summary, sweep
 from ropex.model.config import ModelConfig
 from ropex.errors import ConfigError
 
@@ -17,7 +18,7 @@ D = 256  # Gemma 2B head dim
 
 
 def load(spec):
-  return sweep.load_config(os.path.join(CONFIGS, spec))
+  return loading.load(os.path.join(CONFIGS, spec))
 
 
 def layer_pe(cfg):
@@ -69,7 +70,7 @@ def test_table2_config_builds_its_encoding_at_paper_scale(spec):
 
 
 def test_the_seven_configs_are_exactly_the_papers_rows():
-  assert sorted(row for row, _, _ in TABLE2.values()) == sorted(run_summary.PAPER_TABLE2)
+  assert sorted(row for row, _, _ in TABLE2.values()) == sorted(paper.PAPER_TABLE2)
 
 
 @pytest.mark.parametrize('spec', list(TABLE2))
@@ -109,4 +110,4 @@ def test_bad_arguments_name_the_field(spec, message):
 
 
 def test_paper_data_columns_match_config_base():
-  assert set(config_base.PAPER_DATA) == set(run_summary.DATASET_TITLES)
+  assert set(paper.PAPER_DATA) == set(paper.DATASET_TITLES)

@@ -10,7 +10,9 @@ import sys
 import matplotlib.pyplot as plt
 import pytest
 
-from ropex.experiments import report, run_summary, sweep
+from ropex.config import loading
+from ropex.config import overrides as overrides_lib
+from ropex.experiments import paper as paper_lib, report, run_summary, sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPECS = {  # paper row -> config file with args
@@ -24,7 +26,7 @@ STEPS = 10
 def make_run(root, name, spec, data, losses, eval_every=5):
   """A workdir like ropex.train writes: config.json + metrics.jsonl (one record per step)."""
   sep = ',' if ':' in spec else ':'
-  cfg = sweep.load_config(os.path.join(ROOT, 'configs', spec + sep + f'data={data}'))
+  cfg = loading.load(os.path.join(ROOT, 'configs', spec + sep + f'data={data}'))
   cfg.train.steps = STEPS
   workdir = os.path.join(root, name)
   os.makedirs(workdir)
@@ -90,9 +92,9 @@ def test_table_layout_values_and_paper_columns(runs, tmp_path):
   out = report.report(dirs, str(tmp_path / 'out'))
   header, body, notes = report.table(out['runs'])
   assert header == ['PE', 'Wiki (ropex)', 'FlanV2 (ropex)', 'Wiki (paper)', 'FlanV2 (paper)']
-  assert [r[0] for r in body] == list(run_summary.PAPER_TABLE2)  # the paper's row order
+  assert [r[0] for r in body] == list(paper_lib.PAPER_TABLE2)  # the paper's row order
   rows = {r[0]: r[1:] for r in body}
-  for row, paper in run_summary.PAPER_TABLE2.items():
+  for row, paper in paper_lib.PAPER_TABLE2.items():
     assert rows[row][2:] == [f'{paper["wiki"]:.4f}', f'{paper["flan"]:.4f}']
     assert rows[row][0] == f'{ppl(finals[row, "wiki"]):.4f}'
   assert rows['0.75-RoPE'][1] == f'{ppl(finals["0.75-RoPE", "flan"]):.4f}'

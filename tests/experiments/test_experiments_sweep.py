@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
-from ropex.experiments import report, run_summary, sweep
+from ropex.config import loading
+from ropex.config import overrides as overrides_lib
+from ropex.experiments import paper, report, run_summary, sweep
 from ropex.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -32,7 +34,7 @@ def test_paper_table2_lists_every_row_on_both_datasets():
   assert all(r.workdir == f'/r/{r.name}' for r in runs)
   assert all(os.path.isfile(r.config.split(':')[0]) for r in runs)
   cells = [labels(r) for r in runs]
-  assert sorted(cells) == sorted((row, d) for row in run_summary.PAPER_TABLE2
+  assert sorted(cells) == sorted((row, d) for row in paper.PAPER_TABLE2
                                  for d in ('wiki', 'flan'))
 
 
@@ -41,7 +43,7 @@ def test_runlocal_sweep_has_one_synthetic_run_per_row():
   assert [r.name for r in runs] == [f'{s}_local' for s in STEMS]
   assert [r.workdir for r in runs] == [f'w/{s}_local' for s in STEMS]
   cells = [labels(r) for r in runs]
-  assert sorted(row for row, _ in cells) == sorted(run_summary.PAPER_TABLE2)
+  assert sorted(row for row, _ in cells) == sorted(paper.PAPER_TABLE2)
   assert {d for _, d in cells} == {'synthetic'}
 
 
@@ -68,7 +70,7 @@ def test_overrides_are_validated_and_passed_as_config_flags():
   with pytest.raises(ConfigError, match='train.seq_len'):  # 8192 is no multiple of 1000
     sweep.load_sweep(TABLE2, 'r', [('train.loss_chunk', '1000')])
   with pytest.raises(ConfigError, match='must look like key=value'):
-    sweep.parse_override('train.steps')
+    overrides_lib.parse('train.steps')
 
 
 def test_bad_sweep_files(tmp_path):
@@ -173,5 +175,5 @@ def test_end_to_end_runlocal_sweep_then_report(tmp_path):
 def test_end_to_end_full_runlocal_table(tmp_path):
   workdirs, result = _end_to_end(tmp_path, None)
   assert len(workdirs) == 7
-  assert sorted(r.row for r in result['runs']) == sorted(run_summary.PAPER_TABLE2)
+  assert sorted(r.row for r in result['runs']) == sorted(paper.PAPER_TABLE2)
   assert all(r.status == 'finished' and r.eval_perplexity > 1 for r in result['runs'])
