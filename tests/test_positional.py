@@ -172,8 +172,9 @@ def test_invalid_values_give_clear_errors(cfg, head_dim, words):
 
 def test_unknown_kind_lists_registered_kinds():
   with pytest.raises(ConfigError) as err:
-    positional.from_config({'kind': 'alibi'}, 16)
-  for kind in ('none', 'rope', 'prope', 'prope_reversed', 'partial'):
+    positional.from_config({'kind': 'kerple'}, 16)  # (was 'alibi', which is now registered)
+  for kind in ('none', 'rope', 'prope', 'prope_reversed', 'partial', 'proportional', 'alibi',
+               'fire', 'fope', 'learned_absolute', 'sinusoidal_absolute'):
     assert kind in str(err.value)
 
 
