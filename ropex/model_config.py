@@ -241,3 +241,15 @@ def _layer_type(name, types, default: LayerSpec, head_dim) -> LayerSpec:
                       f'({window}) are both set; allowed: one of them (chunked-local attention '
                       f'is its own window mode)')
   return LayerSpec(pe=pe, window=window, type_name=name, chunk_attention=chunk)
+
+
+def set_schedule(model: ml_collections.ConfigDict, pattern, types: dict) -> None:
+  """Sets a per-layer schedule on a ``model`` block of any architecture preset: ``tiny`` gets
+  exactly one period (every layer type once, a CPU run); an architecture whose layer count the
+  period does not divide runs unscanned (the pattern then simply repeats and is cut)."""
+  model.layer_pattern = tuple(pattern)
+  model.layer_types = types
+  if model.arch == 'tiny':
+    model.num_layers = len(pattern)
+  elif model.num_layers % len(pattern):
+    model.scan_layers = False
