@@ -280,3 +280,23 @@ def test_position_scale_is_an_alias_of_linear():
 def test_invalid_scalings_name_the_field(scaling, words):
   with pytest.raises(ConfigError, match=words):
     build(16, scaling)
+
+
+def test_scaling_as_an_evaluation_override_globally_and_per_layer_type():
+  import os  # pylint: disable=g-import-not-at-top
+  from ropex import sweep  # pylint: disable=g-import-not-at-top
+  from ropex.evaluation import overrides  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  config = sweep.load_config(os.path.join(root, 'configs', 'tiny.py'))
+  texts = ['model.pe.scaling.type=yarn', 'model.pe.scaling.factor=8',
+           'model.pe.scaling.original_max_position=128']
+  cfg = overrides.model_config(config, overrides.parse(texts))
+  inv, factor = ref_yarn(1e4, 32, 8.0, 128)
+  np.testing.assert_allclose(cfg.layers[0].pe.inv_freq(), inv, rtol=1e-12)
+  assert cfg.layers[0].pe.attention_factor() == pytest.approx(factor)
+  gemma3 = sweep.load_config(os.path.join(root, 'configs', 'gemma3_schedule.py:arch=tiny'))
+  cfg = overrides.model_config(gemma3, overrides.parse(
+      ['model.layer_types.global.pe.scaling.factor=16']))
+  assert [s.pe.scaling.factor for s in cfg.layers] == [None] * 5 + [16.0]  # global only
+  with pytest.raises(ConfigError, match='scaling.factor is required'):
+    overrides.model_config(config, overrides.parse(['model.pe.scaling.type=linear']))
