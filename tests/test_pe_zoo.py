@@ -261,3 +261,37 @@ def test_learned_encodings_train_and_are_checkpointed(tmp_path):
     for key, value in tree.items():
       assert value.shape == start[key].shape
       assert np.abs(np.asarray(value) - np.asarray(start[key])).max() > 1e-5, (name, key)
+
+
+def test_learned_pe_params_are_sharded_and_a_2x2x2_mesh_matches_one_device():
+  from jax.sharding import PartitionSpec as P  # pylint: disable=g-import-not-at-top
+  from ropex import data, sharding, step  # pylint: disable=g-import-not-at-top
+  c = config_base.base_config('tiny', pe=pe_block('learned_absolute', max_positions=64))
+  c.model.layer_pattern = ('fire', 'fope')
+  c.model.layer_types = {'fire': {'pe': pe_block('fire')},
+                         'fope': {'pe': pe_block('fope', train_length=64)}}
+  c.model.num_kv_heads = 2
+  c.train.update(batch_size=8, seq_len=32, warmup_steps=1, learning_rate=1e-2)
+  c.data.prefetch = 0
+  it = data.make_iterator(c, 'train')
+  batches = [next(it) for _ in range(2)]
+
+  def run(mesh):
+    setup = step.make_setup(c, mesh)
+    train_step, state = step.make_train_step(setup), step.init_state(setup)
+    losses = []
+    for b in batches:
+      g = sharding.global_batch(b, setup.batch_sharding, 8, step.BATCH_DTYPES)
+      state, m = train_step(state, g)
+      losses.append(float(m['loss']))
+    return setup, losses
+
+  c.mesh.update(data=2, fsdp=2, tensor=2)
+  setup, losses_8 = run(sharding.make_mesh(c))
+  specs = setup.state_shardings.params
+  assert specs['layers']['layer_0']['attn']['pe']['mlp_w2'].spec == P(None, None, 'tensor')
+  assert specs['layers']['layer_1']['attn']['pe']['cos_coef'].spec == P(None, None, None, None)
+  assert specs['pe_embedding']['position_embedding'].spec == P(None, 'fsdp')
+  c.mesh.update(data=1, fsdp=1, tensor=1)
+  _, losses_1 = run(sharding.make_mesh(c, jax.devices()[:1]))
+  np.testing.assert_allclose(losses_8, losses_1, rtol=1e-5)
