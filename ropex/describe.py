@@ -1,7 +1,12 @@
 r"""``python -m ropex.describe --config CONFIG [--json]``: what a config builds, allocating nothing.
 
 Prints parameter counts (from ``jax.eval_shape``) and, per layer, the attention shape and the
-positional encoding: kind, θ, which frequency chunks rotate (0 = highest frequency), window.
+positional encoding: kind, θ, which frequency chunks rotate (0 = highest frequency), window or
+chunked-local attention, RoPE scaling, logit bias and learned PE parameters. ``--json`` adds,
+per layer, ``inv_freq`` (radians per position of every one of the head_dim/2 chunks after
+scaling, 0 = unrotated; ``null`` where the encoding declares no rotation frequencies, e.g. ALiBi)
+and ``attention_factor``; length-dependent scalings (``dynamic_ntk``, ``longrope``) are shown
+at ``--seq_len`` (default ``train.seq_len``).
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from ropex.errors import ConfigError
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
                                           lock_config=True)
 _JSON = flags.DEFINE_bool('json', False, 'Print one JSON object instead of a table.')
+_SEQ_LEN = flags.DEFINE_integer('seq_len', None, 'Sequence length for length-dependent RoPE '
+                                'scalings (dynamic_ntk, longrope); default train.seq_len.')
 
 
 def main(argv):
@@ -31,7 +38,10 @@ def main(argv):
   except ConfigError as err:
     print(f'error: {err}', file=sys.stderr)
     return 2
-  d = describe(model_cfg, config.get('name', ''))
+  seq_len = _SEQ_LEN.value
+  if seq_len is None and config.get('train') is not None:
+    seq_len = int(config.train.seq_len)
+  d = describe(model_cfg, config.get('name', ''), seq_len)
   print(json.dumps(d, indent=1) if _JSON.value else format_table(d))
   return 0
 

@@ -21,13 +21,15 @@ from ropex.analysis import capture as capture_lib
 from ropex.analysis.chunks import chunk_layout
 from ropex.analysis.heads import HeadScoreAccumulator, HeadScores
 from ropex.model.config import LayerSpec, ModelConfig
+from ropex.model.pe_interface import Encoding, as_encoding
 from ropex.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
-class ZeroChunks:
+class ZeroChunks(Encoding):
   """``base_pe`` followed by zeroing ``dims`` of ``query_heads`` (queries) and ``kv_heads``
-  (keys). Build it with :meth:`build`."""
+  (keys). Build it with :meth:`build`. Every other hook of the positional interface (logit
+  bias, learned parameters, declared frequencies) is the base encoding's."""
   base_pe: Any
   dims: tuple[int, ...]
   query_heads: tuple[int, ...]
@@ -65,9 +67,47 @@ class ZeroChunks:
     mask[np.ix_(list(heads), list(self.dims))] = 0.0
     return mask
 
-  def __call__(self, x_BTNH, positions_BT):
-    y_BTNH = self.base_pe(x_BTNH, positions_BT)
+  def _zero(self, y_BTNH):
     return y_BTNH * jnp.asarray(self.mask(y_BTNH.shape[2]), y_BTNH.dtype)
+
+  def __call__(self, x_BTNH, positions_BT):
+    return self._zero(self.base_pe(x_BTNH, positions_BT))
+
+  @property
+  def _base(self) -> Encoding:
+    return as_encoding(self.base_pe)
+
+  @property
+  def bias_kind(self):
+    return self._base.bias_kind
+
+  @property
+  def kind(self):
+    return getattr(self._base, 'kind', 'custom')
+
+  def queries(self, q_BTNH, positions_BT, params):
+    return self._zero(self._base.queries(q_BTNH, positions_BT, params))
+
+  def keys(self, k_BSKH, positions_BS, params):
+    return self._zero(self._base.keys(k_BSKH, positions_BS, params))
+
+  def logit_bias(self, positions_q_BT, positions_k_BS, params, num_heads):
+    return self._base.logit_bias(positions_q_BT, positions_k_BS, params, num_heads)
+
+  def param_specs(self, dims):
+    return self._base.param_specs(dims)
+
+  def inv_freq(self, seq_len=None):
+    return self._base.inv_freq(seq_len)
+
+  def attention_factor(self, seq_len=None):
+    return self._base.attention_factor(seq_len)
+
+  def chunk_dims(self, head_dim):
+    return self._base.chunk_dims(head_dim)
+
+  def summary(self) -> dict:
+    return self._base.summary()
 
 
 def ablated_config(cfg: ModelConfig, ablations: dict[int, tuple]) -> ModelConfig:

@@ -6,7 +6,10 @@ frequency. A rotation preserves each chunk's 2-norm, so chunk norms measured aft
 positional encoding are the paper's measure of how much a head uses each frequency.
 
 :func:`chunk_layout` is the one place that maps an encoding to its chunks; every analysis
-(frequency usage, ablation, theory) goes through it.
+(frequency usage, ablation, theory) goes through it. It reads only what the encoding declares
+through the positional interface (``inv_freq``, ``chunk_dims``), so it works for every kind; an
+encoding that declares no frequencies (ALiBi, FIRE, absolute kinds) gets Gemma's half pairing
+and ``declared=False``: frequency analyses are then "not applicable" for that layer.
 """
 
 from __future__ import annotations
@@ -15,15 +18,17 @@ import dataclasses
 
 import numpy as np
 
-from ropex.model import positional
+from ropex.model import pe_interface, positional
 
 
 @dataclasses.dataclass(frozen=True)
 class ChunkLayout:
   """``dims_C2[c]`` are the two dims of chunk ``c``; ``freqs_C[c]`` its angular frequency in
-  radians per position (0 = unrotated)."""
+  radians per position (0 = unrotated). ``declared`` is False when the encoding has no notion
+  of rotation frequencies (the freqs are then all 0 and frequency bands mean nothing)."""
   dims_C2: np.ndarray
   freqs_C: np.ndarray
+  declared: bool = True
 
   @property
   def num_chunks(self) -> int:
@@ -50,27 +55,22 @@ def base_encoding(pe):
   return pe
 
 
-def chunk_layout(pe, head_dim: int) -> ChunkLayout:
-  """The chunks of a head of ``head_dim`` under encoding ``pe``.
+def chunk_layout(pe, head_dim: int, seq_len: int | None = None) -> ChunkLayout:
+  """The chunks of a head of ``head_dim`` under encoding ``pe``, as the encoding declares them
+  (``seq_len``: for length-dependent RoPE scalings; default their unscaled-length value).
 
   Rotary encodings use their own layout; a NeoX-style ``partial`` encoding chunks its rotary
   slice with its own pairing and the remaining dims half-style after it. Encodings with no
-  rotation (NoPE, unknown callables) use Gemma's half pairing, so their chunks line up with
-  RoPE's."""
-  pe = base_encoding(pe)
+  rotation (NoPE, bias kinds, unknown callables) use Gemma's half pairing, so their chunks line
+  up with RoPE's."""
   if head_dim % 2:
-    raise ConfigError(f'model.head_dim={head_dim} must be even (chunks pair dims)')
+    raise positional.ConfigError(f'model.head_dim={head_dim} must be even (chunks pair dims)')
+  enc = pe_interface.as_encoding(base_encoding(pe))
+  inv = enc.inv_freq(seq_len)
   freqs_C = np.zeros(head_dim // 2, np.float64)
-  if not isinstance(pe, positional.Rotary):
-    return ChunkLayout(_half_pairs(0, head_dim), freqs_C)
-  if pe.layout == 'interleaved':
-    dims_C2 = np.arange(head_dim).reshape(head_dim // 2, 2)
-  else:
-    rot = pe.rotary_dim if pe.stop > pe.start else head_dim
-    dims_C2 = np.concatenate([_half_pairs(0, rot), _half_pairs(rot, head_dim - rot)])
-  inv_K = 1.0 / (np.asarray(pe.timescales, np.float64) * pe.position_scale)
-  freqs_C[pe.start:pe.stop] = inv_K
-  return ChunkLayout(dims_C2, freqs_C)
+  if inv is not None and np.size(inv):
+    freqs_C[:] = np.asarray(inv, np.float64)
+  return ChunkLayout(np.asarray(enc.chunk_dims(head_dim)), freqs_C, declared=inv is not None)
 
 
 def chunk_norms(x_XH: np.ndarray, layout: ChunkLayout) -> np.ndarray:

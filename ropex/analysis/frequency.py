@@ -25,14 +25,23 @@ class FrequencyUsage:
   k_LKC: np.ndarray     # same for the keys, per KV head
   freqs_LC: np.ndarray  # angular frequency of every chunk (0 = unrotated)
   tokens: int           # tokens averaged over
+  declared_L: np.ndarray | None = None  # False: the layer's encoding declares no frequencies
+
+  def declared(self, layer: int) -> bool:
+    return True if self.declared_L is None else bool(self.declared_L[layer])
 
   def band_shares(self, fraction: float = 0.25) -> dict[str, np.ndarray]:
     """Per layer, the share of the total mean query / key chunk norm held by the highest- and
-    the lowest-frequency ``fraction`` of chunks (unrotated chunks count as lowest)."""
+    the lowest-frequency ``fraction`` of chunks (unrotated chunks count as lowest); NaN for
+    a layer whose encoding declares no frequencies (not applicable)."""
     out = {}
     for name, x_LHC in (('q', self.q_LNC), ('k', self.k_LKC)):
       high, low = [], []
       for layer in range(x_LHC.shape[0]):
+        if not self.declared(layer):
+          high.append(np.nan)
+          low.append(np.nan)
+          continue
         order = np.argsort(-self.freqs_LC[layer], kind='stable')
         n = max(1, int(round(fraction * len(order))))
         per_chunk = x_LHC[layer].sum(axis=0)
@@ -63,7 +72,8 @@ class FrequencyAccumulator:
   def result(self) -> FrequencyUsage:
     n = max(self._tokens, 1)
     return FrequencyUsage(self._q / n, self._k / n,
-                          np.stack([layout.freqs_C for layout in self.layouts]), self._tokens)
+                          np.stack([layout.freqs_C for layout in self.layouts]), self._tokens,
+                          np.asarray([layout.declared for layout in self.layouts]))
 
 
 def _boundary(ax, freqs_C: np.ndarray) -> None:

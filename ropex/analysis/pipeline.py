@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ropex.model import pe_interface
 from ropex.analysis import ablation, capture, frequency, heads
 from ropex.analysis.prompts import Prompts
 from ropex.analysis.document import Doc, fmt, rel
@@ -67,25 +68,47 @@ def analyze(cfg: ModelConfig, params: dict, prompts: Prompts, out_dir: str | Non
   return result
 
 
+def _pe_text(spec, head_dim: int) -> str:
+  """One layer spec in words, from what its encoding declares (any kind)."""
+  enc = pe_interface.as_encoding(spec.pe)
+  s = enc.summary()
+  text = f"{s['pe_kind']}"
+  if 'max_wavelength' in s:
+    text += f", theta={s['max_wavelength']:g}, layout={s.get('layout')}"
+  scaling = s.get('scaling') or {}
+  if scaling.get('type', 'none') != 'none':
+    text += f", scaling {scaling['type']}" + (f" x{scaling['factor']:g}"
+                                              if scaling.get('factor') else '')
+  chunks = s.get('rotated_chunks', [])
+  if enc.inv_freq() is None:
+    text += (', frequency analysis not applicable (the encoding declares no rotation '
+             'frequencies; chunks use the half pairing)')
+  else:
+    text += (f', rotated chunks {chunks[0]}..{chunks[-1]} of {head_dim // 2}' if chunks
+             else f', no rotated chunks of {head_dim // 2}')
+  if enc.bias_kind:
+    text += f', logit bias {enc.bias_kind}'
+  if s.get('attn_temperature_tuning'):
+    text += ', query temperature'
+  if spec.window:
+    text += f', window {spec.window}'
+  if spec.chunk_attention:
+    text += f', chunked attention {spec.chunk_attention}'
+  return text
+
+
 def pe_summary(cfg: ModelConfig) -> list[str]:
   """One line per run of consecutive layers with the same encoding and window."""
   lines, start = [], 0
   specs = cfg.layers
+  key = lambda sp: (sp.pe, sp.window, sp.chunk_attention)
   for i in range(1, len(specs) + 1):
-    if i == len(specs) or (specs[i].pe, specs[i].window) != (specs[start].pe, specs[start].window):
-      pe = specs[start].pe
-      s = pe.summary() if hasattr(pe, 'summary') else {'pe_kind': type(pe).__name__}
-      chunks = s.get('rotated_chunks', [])
-      text = f"{s['pe_kind']}"
-      if 'max_wavelength' in s:
-        text += f", theta={s['max_wavelength']:g}, layout={s.get('layout')}"
-      text += (f', rotated chunks {chunks[0]}..{chunks[-1]} of {cfg.head_dim // 2}' if chunks
-               else f', no rotated chunks of {cfg.head_dim // 2}')
-      if specs[start].window:
-        text += f', window {specs[start].window}'
+    if i == len(specs) or key(specs[i]) != key(specs[start]):
       span = f'layer {start}' if i - 1 == start else f'layers {start}-{i - 1}'
-      lines.append(f'{span}: {text}')
+      lines.append(f'{span}: {_pe_text(specs[start], cfg.head_dim)}')
       start = i
+  if cfg.input_pe is not None:
+    lines.append(f'input embedding: {pe_interface.as_encoding(cfg.input_pe).summary()["pe_kind"]}')
   return lines
 
 
@@ -154,7 +177,8 @@ def _write_summary(r: _Report) -> str:
                  prompts=len(prompts.texts), prompt_source=prompts.description,
                  tokens=prompts.num_tokens, pe=pe_summary(r.cfg),
                  top_heads=result.head_scores.top(10), ablations=result.ablations,
-                 band_shares={k: v.tolist() for k, v in shares.items()})
+                 band_shares={k: [None if np.isnan(x) else float(x) for x in v]
+                              for k, v in shares.items()})
   path = os.path.join(r.out_dir, 'summary.json')
   with open(path, 'w') as f:
     json.dump(summary, f, indent=1)
@@ -181,8 +205,14 @@ def _doc_frequency(doc: Doc, r: _Report, files: dict) -> None:
   doc.p(f'Share of the total chunk norm in the {r.n_band} highest- and the {r.n_band} '
         'lowest-frequency chunks, per layer:')
   doc.table(['layer', 'q high', 'q low', 'k high', 'k low'],
-            [[i] + [fmt(float(shares[k][i])) for k in ('q_high', 'q_low', 'k_high', 'k_low')]
+            [[i] + [fmt(float(shares[k][i])) if r.result.usage.declared(i) else 'n/a'
+                    for k in ('q_high', 'q_low', 'k_high', 'k_low')]
              for i in range(r.cfg.num_layers)])
+  undeclared = [i for i in range(r.cfg.num_layers) if not r.result.usage.declared(i)]
+  if undeclared:
+    doc.p(f'Layers {", ".join(map(str, undeclared))}: frequency analysis is not applicable '
+          '(their encoding declares no rotation frequencies); their chunk norms use Gemma\'s '
+          'half pairing and the high / low bands are marked n/a.')
   doc.h3('Per layer: heads x frequencies')
   for path in files['layers']:
     doc.image(rel(path, r.out_dir), os.path.basename(path))

@@ -1,6 +1,6 @@
 """Dotted config overrides, one implementation for every entry point.
 
-``train.steps=100`` (a sweep's or ``ropex.sweep --override``) and ``model.pe.max_wavelength=5e5``
+``train.steps=100`` (a sweep's or ``ropex.experiments.sweep --override``) and ``model.pe.max_wavelength=5e5``
 (``ropex.evaluate --override``) both go through :func:`set_field`: the dotted key must name an
 existing field, and a string value is converted to the field's type (numbers, booleans, and
 Python literals such as tuples or None). A field that does not exist or a value of the wrong type

@@ -1,8 +1,11 @@
 """Evaluation-time overrides of the model config (extrapolation studies).
 
-``--override model.pe.max_wavelength=500000`` (a different θ) or ``--override
-model.pe.position_scale=4`` (position interpolation: positions divided by 4) changes a field of
-the run's ``config.model``; the :class:`~ropex.model.config.ModelConfig` is then rebuilt from the
+``--override model.pe.max_wavelength=500000`` (a different θ), ``--override
+model.pe.position_scale=4`` (position interpolation: positions divided by 4, an alias of
+``model.pe.scaling.type=linear`` with ``factor=4``) or a RoPE scaling (``--override
+model.pe.scaling.type=yarn --override model.pe.scaling.factor=8 --override
+model.pe.scaling.original_max_position=128``; per layer type:
+``model.layer_types.global.pe.scaling.type=...``) changes a field of the run's ``config.model``; the :class:`~ropex.model.config.ModelConfig` is then rebuilt from the
 changed block and validated as any config is. The model never looks at names: an override is a
 config value like any other. Overrides must keep every parameter shape (the trained weights are
 reused as they are) and are recorded in the results.

@@ -2,7 +2,7 @@
 
 :func:`paper_config` builds every Table-2 run (``configs/{nope,rope,prope,prope_reversed,
 partial}_2b.py`` call it; ``configs/paper_table2.py`` sweeps them); :data:`PAPER_TABLE2` holds the
-paper's reported perplexities, which ``ropex.report`` prints beside a sweep's own.
+paper's reported perplexities, which ``ropex.experiments.report`` prints beside a sweep's own.
 """
 
 from __future__ import annotations

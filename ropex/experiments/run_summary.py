@@ -45,30 +45,68 @@ def _theta(value) -> str:
   return f'{value:g}'
 
 
-def pe_label(pe: Mapping[str, Any]) -> str:
-  """The paper's name for a ``model.pe`` block (θ shown when it is not the 10k default)."""
+def _scaling_suffix(pe: Mapping[str, Any]) -> str:
+  scaling = dict(pe.get('scaling') or {})
+  kind = scaling.get('type') or 'none'
+  if kind == 'none':
+    return ''
+  return f' {kind}' + (f'×{float(scaling["factor"]):g}' if scaling.get('factor') else '')
+
+
+def pe_label(pe: Mapping[str, Any], head_dim: int = 256) -> str:
+  """The paper's name for a ``model.pe`` block (θ shown when it is not the 10k default); other
+  kinds are named by their encoding's own ``label()`` (built through the registry), or
+  ``kind(field=value,...)`` when the block does not build."""
   kind = pe.get('kind')
   theta = float(pe.get('max_wavelength') or 10_000)
-  suffix = '' if theta == 10_000 else f' θ={_theta(theta)}'
-  if kind == 'none':
+  suffix = ('' if theta == 10_000 else f' θ={_theta(theta)}') + _scaling_suffix(pe)
+  if kind == 'none' and not pe.get('attn_temperature_tuning'):
     return 'NoPE'
   if kind == 'rope':
-    return f'RoPE θ={_theta(theta)}'
+    return f'RoPE θ={_theta(theta)}' + _scaling_suffix(pe)
   if kind == 'prope':
     return f'{float(pe.get("fraction") or 0.75):g}-RoPE{suffix}'
   if kind == 'prope_reversed':
     return f'{float(pe.get("fraction") or 0.75):g}-RoPE reversed{suffix}'
   if kind == 'partial':
     return f'{float(pe.get("rotary_fraction") or 0.75):g} partial (NeoX){suffix}'
-  fields = ','.join(f'{k}={v}' for k, v in sorted(pe.items()) if k != 'kind' and v is not None)
-  return f'{kind}({fields})' if fields else str(kind)
+  if kind == 'proportional':
+    return f'{float(pe.get("fraction") or 0.25):g}-RoPE proportional{suffix}'
+  from ropex.model import positional  # pylint: disable=g-import-not-at-top
+  try:
+    return positional.from_config(_tuples(pe), head_dim).label() + _scaling_suffix(pe)
+  except positional.ConfigError:
+    fields = ','.join(f'{k}={v}' for k, v in sorted(pe.items())
+                      if k not in ('kind', 'scaling') and v is not None)
+    return f'{kind}({fields})' if fields else str(kind)
+
+
+def _tuples(value):
+  """JSON lists back to tuples (a config read from config.json)."""
+  if isinstance(value, Mapping):
+    return {k: _tuples(v) for k, v in value.items()}
+  return tuple(value) if isinstance(value, list) else value
 
 
 def model_label(model: Mapping[str, Any]) -> str:
-  label = pe_label(model.get('pe') or {})
-  if model.get('layer_pattern'):
-    label += ' / pattern ' + '-'.join(model['layer_pattern'])
-  return label
+  """The label of ``model.pe``; with a layer pattern, one label per layer type in the pattern
+  (``local: RoPE θ=10k w=1024 / global: ...``)."""
+  head_dim = int(model.get('head_dim') or 256)
+  pattern = list(model.get('layer_pattern') or ())
+  if not pattern:
+    return pe_label(model.get('pe') or {}, head_dim)
+  types = model.get('layer_types') or {}
+  parts = []
+  for name in dict.fromkeys(pattern):
+    spec = types.get(name) or {}
+    text = f'{name}: ' + pe_label(spec.get('pe') or model.get('pe') or {}, head_dim)
+    if spec.get('window'):
+      text += f' w={spec["window"]}'
+    if spec.get('chunk_attention'):
+      text += f' chunks={spec["chunk_attention"]}'
+    parts.append(text)
+  counts = '-'.join(f'{pattern.count(n)}' for n in dict.fromkeys(pattern))
+  return ' / '.join(parts) + f' ({counts})'
 
 
 def dataset_label(data: Mapping[str, Any]) -> str:

@@ -21,8 +21,8 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from ropex.model import positional
 from ropex import fields
+from ropex.model import pe_interface, positional, rope_scaling
 from ropex.errors import ConfigError
 
 REMAT_POLICIES = ('none', 'full', 'dots', 'dots_no_batch')
@@ -30,19 +30,47 @@ DTYPES = ('float32', 'bfloat16', 'float16')
 ATTENTION_IMPLS = ('dense', 'chunked')
 
 
-def pe_block(kind: str = 'rope', **fields) -> ml_collections.ConfigDict:
-  """A positional-encoding block with every field present (None = unused by this kind), so
-  that any field can be overridden from the command line (``--config.model.pe.fraction=0.5``)."""
-  types = {'fraction': float, 'max_wavelength': float, 'layout': str, 'rotary_fraction': float,
-           'position_scale': float}
-  unknown = sorted(set(fields) - set(types))
+PE_FIELD_TYPES = {
+    'fraction': float, 'max_wavelength': float, 'layout': str, 'rotary_fraction': float,
+    'position_scale': float,
+    'attn_temperature_tuning': bool, 'floor_scale': float, 'attn_scale': float,   # none
+    'fire_mlp_width': int, 'fire_init_c': float, 'fire_init_L': float,            # fire
+    'train_length': int, 'fourier_sigma': float,                                  # fope
+    'max_positions': int,                                                         # learned_absolute
+}
+
+
+def _typed_block(types: dict, values: dict, what: str) -> ml_collections.ConfigDict:
+  unknown = sorted(set(values) - set(types))
   if unknown:
-    raise ConfigError(f'pe_block field {unknown[0]!r} is not known; allowed: {", ".join(types)}')
-  block = ml_collections.ConfigDict({'kind': kind})
+    raise ConfigError(f'{what} field {unknown[0]!r} is not known; allowed: {", ".join(types)}')
+  block = ml_collections.ConfigDict()
   for key, typ in types.items():
-    value = fields.get(key)
+    value = values.get(key)
+    if isinstance(value, list):
+      value = tuple(value)
     block[key] = ml_collections.config_dict.placeholder(typ) if value is None else (
         typ(value) if typ is float and isinstance(value, int) else value)
+  return block
+
+
+def scaling_block(type: str = 'none', **fields) -> ml_collections.ConfigDict:  # pylint: disable=redefined-builtin
+  """A ``model.pe.scaling`` block (see :mod:`ropex.model.rope_scaling`) with every field present, so
+  that ``--override model.pe.scaling.type=yarn`` and its fields can be set from the command line."""
+  types = {k: v for k, v in rope_scaling.FIELD_TYPES.items() if k != 'type'}
+  block = _typed_block(types, fields, 'scaling_block')
+  block.type = type
+  return block
+
+
+def pe_block(kind: str = 'rope', scaling: dict | None = None,
+             **fields) -> ml_collections.ConfigDict:
+  """A positional-encoding block with every field present (None = unused by this kind), so
+  that any field can be overridden from the command line (``--config.model.pe.fraction=0.5``,
+  ``--config.model.pe.scaling.type=yarn``)."""
+  block = _typed_block(PE_FIELD_TYPES, fields, 'pe_block')
+  block.kind = kind
+  block.scaling = scaling_block(**dict(scaling or {}))
   return block
 
 
@@ -81,10 +109,12 @@ def arch_names() -> tuple[str, ...]:
 
 @dataclasses.dataclass(frozen=True)
 class LayerSpec:
-  """What one layer does positionally: its encoding and its attention window (0 = global)."""
+  """What one layer does positionally: its encoding, its attention window (0 = global) and
+  its chunked-local attention block (0 = off; Llama 4's ``attention_chunk_size``)."""
   pe: Any
   window: int
   type_name: str = 'default'
+  chunk_attention: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +135,7 @@ class ModelConfig:
   dtype: str = 'float32'
   attention_impl: str = 'dense'
   attention_chunk: int = 1024
+  input_pe: Any = None              # the encoding acting on the input embedding (absolute kinds)
 
   @property
   def layers(self) -> tuple[LayerSpec, ...]:
@@ -149,6 +180,7 @@ def _validate(m) -> ModelConfig:
   num_layers = _int(m, 'num_layers')
   default = LayerSpec(positional.from_config(get('pe'), head_dim, 'model.pe'),
                       _window(get('sliding_window'), 'model.sliding_window'))
+  input_pe = default.pe if pe_interface.as_encoding(default.pe).acts_on_embedding else None
   pattern_names = tuple(get('layer_pattern') or ())
   types = dict(get('layer_types') or {})
   if not pattern_names:
@@ -171,7 +203,8 @@ def _validate(m) -> ModelConfig:
       final_logit_softcap=_float(m, 'final_logit_softcap'), scan_layers=scan,
       remat=_choice(m, 'remat', REMAT_POLICIES), param_dtype=_choice(m, 'param_dtype', DTYPES),
       dtype=_choice(m, 'dtype', DTYPES),
-      attention_impl=_choice(m, 'attention_impl', ATTENTION_IMPLS), attention_chunk=chunk)
+      attention_impl=_choice(m, 'attention_impl', ATTENTION_IMPLS), attention_chunk=chunk,
+      input_pe=input_pe)
 
 
 def _layer_type(name, types, default: LayerSpec, head_dim) -> LayerSpec:
@@ -179,14 +212,35 @@ def _layer_type(name, types, default: LayerSpec, head_dim) -> LayerSpec:
     raise ConfigError(f'model.layer_pattern names layer type {name!r}, which is not in '
                       f'model.layer_types; defined types: {", ".join(types) or "none"}')
   spec = dict(types[name] or {})
-  unknown = sorted(set(spec) - {'pe', 'window'})
+  unknown = sorted(set(spec) - {'pe', 'window', 'chunk_attention'})
   if unknown:
     raise ConfigError(f'model.layer_types.{name}.{unknown[0]} is not a layer-type field; '
-                      f'allowed: pe, window')
+                      f'allowed: pe, window, chunk_attention')
   pe = default.pe
   if spec.get('pe') is not None:
-    pe = positional.from_config(spec['pe'], head_dim, f'model.layer_types.{name}.pe')
+    field = f'model.layer_types.{name}.pe'
+    pe = positional.from_config(spec['pe'], head_dim, field)
+    if pe != default.pe and pe_interface.as_encoding(pe).acts_on_embedding:
+      raise ConfigError(f'{field}.kind={pe.kind!r} acts on the input embedding, once for the '
+                        f'whole model; allowed: set it as model.pe, not per layer type')
   window = default.window
   if spec.get('window') is not None:
     window = _window(spec['window'], f'model.layer_types.{name}.window')
-  return LayerSpec(pe=pe, window=window, type_name=name)
+  chunk = _window(spec.get('chunk_attention'), f'model.layer_types.{name}.chunk_attention')
+  if chunk and window:
+    raise ConfigError(f'model.layer_types.{name}.chunk_attention={chunk} and a sliding window '
+                      f'({window}) are both set; allowed: one of them (chunked-local attention '
+                      f'is its own window mode)')
+  return LayerSpec(pe=pe, window=window, type_name=name, chunk_attention=chunk)
+
+
+def set_schedule(model: ml_collections.ConfigDict, pattern, types: dict) -> None:
+  """Sets a per-layer schedule on a ``model`` block of any architecture preset: ``tiny`` gets
+  exactly one period (every layer type once, a CPU run); an architecture whose layer count the
+  period does not divide runs unscanned (the pattern then simply repeats and is cut)."""
+  model.layer_pattern = tuple(pattern)
+  model.layer_types = types
+  if model.arch == 'tiny':
+    model.num_layers = len(pattern)
+  elif model.num_layers % len(pattern):
+    model.scan_layers = False

@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ropex.model.layers import Attention, Embedder, FeedForward, RMSNorm
+from ropex.model import pe_interface
+from ropex.model.layers import Attention, Embedder, FeedForward, PEParams, RMSNorm, pe_dims
 from ropex.model.config import LayerSpec, ModelConfig
 
 _REMAT = {
@@ -75,6 +76,9 @@ class Transformer(nn.Module):
       for i, spec in enumerate(cfg.layers):  # attribute names give the official `layer_i`
         setattr(self, f'layer_{i}', block(cfg, spec))
     self.final_norm = RMSNorm(cfg.param_dtype)
+    if cfg.input_pe is not None:  # an absolute encoding acts once on the input embedding
+      specs = pe_interface.as_encoding(cfg.input_pe).embedding_param_specs(pe_dims(cfg))
+      self.pe_embedding = PEParams(tuple(specs.items()), cfg.param_dtype) if specs else None
 
   def hidden(self, tokens_BT, positions_BT=None, segment_ids_BT=None):
     """Final-normed hidden states [B, T, D] (the input of the tied-embedding logits)."""
@@ -83,6 +87,9 @@ class Transformer(nn.Module):
     if segment_ids_BT is None:
       segment_ids_BT = jnp.ones(tokens_BT.shape, jnp.int32)
     x_BTD = self.embedder.encode(tokens_BT)
+    if self.cfg.input_pe is not None:
+      params = self.pe_embedding() if self.pe_embedding is not None else {}
+      x_BTD = pe_interface.as_encoding(self.cfg.input_pe).embed(x_BTD, positions_BT, params)
     x_BTD = nn.with_logical_constraint(x_BTD, ('batch', 'length', 'act_embed'))
     if self.cfg.scan_layers:
       x_BTD, _ = self.layers(x_BTD, positions_BT, segment_ids_BT)

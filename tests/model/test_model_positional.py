@@ -162,8 +162,9 @@ def test_invalid_values_give_clear_errors(cfg, head_dim, words):
 
 def test_unknown_kind_lists_registered_kinds():
   with pytest.raises(ConfigError) as err:
-    positional.from_config({'kind': 'alibi'}, 16)
-  for kind in ('none', 'rope', 'prope', 'prope_reversed', 'partial'):
+    positional.from_config({'kind': 'kerple'}, 16)  # (was 'alibi', which is now registered)
+  for kind in ('none', 'rope', 'prope', 'prope_reversed', 'partial', 'proportional', 'alibi',
+               'fire', 'fope', 'learned_absolute', 'sinusoidal_absolute'):
     assert kind in str(err.value)
 
 
@@ -206,3 +207,66 @@ def test_readme_example_registration():
         atol=1e-3)
   finally:
     positional._REGISTRY.pop('rope_linear')
+
+
+def _readme_block(index: int) -> str:
+  """The ``index``-th python block of the README's 'Adding an encoding' section, verbatim."""
+  import os  # pylint: disable=g-import-not-at-top
+  import re  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  with open(os.path.join(root, 'README.md')) as f:
+    text = f.read()
+  section = text[text.index('### Adding an encoding'):text.index('### Per-layer schedules')]
+  return re.findall(r'```python\n(.*?)```', section, re.S)[index]
+
+
+def test_readme_non_rotary_example_through_describe_evaluate_analyze_and_report(tmp_path):
+  """The README's learned-slope ALiBi, registered by executing its README block in
+  ropex.model.positional's namespace, then trained, described, evaluated, analysed and reported."""
+  from ropex.training import inference, loop  # pylint: disable=g-import-not-at-top
+  from ropex.config import defaults as config_base
+  from ropex.tools import describe
+  from ropex.experiments import report
+  from ropex.analysis import pipeline, prompts  # pylint: disable=g-import-not-at-top
+  from ropex.evaluation import suite  # pylint: disable=g-import-not-at-top
+  from ropex.model.config import ModelConfig, pe_block  # pylint: disable=g-import-not-at-top
+  exec(_readme_block(1), vars(positional))  # pylint: disable=exec-used
+  try:
+    c = config_base.base_config('tiny', pe=pe_block('alibi_learned'))
+    c.train.update(steps=6, batch_size=8, seq_len=32, warmup_steps=1, log_every_steps=1)
+    c.checkpoint.update(every_steps=6, async_save=False)
+    c.eval.steps, c.data.prefetch, c.name = 0, 0, 'readme_alibi_learned'
+    cfg = ModelConfig.from_config(c.model)
+    d = describe.describe(cfg, 'readme', seq_len=32)
+    layer = d['layers'][0]
+    assert (layer['pe_kind'], layer['bias'], layer['inv_freq'], layer['pe_params']) == (
+        'alibi_learned', 'linear distance', None, cfg.num_heads)
+    assert 'bias linear distance' in describe.format_table(d)
+
+    workdir = str(tmp_path / 'run')
+    loop.train(c, workdir)
+    config, params, step = inference.load_for_inference(workdir)
+    slopes = np.asarray(params['layers']['layer_0']['attn']['pe']['slope'])
+    assert step == 6 and slopes.shape == (cfg.num_layers, cfg.num_heads)  # scanned: per layer
+    init_slopes = np.asarray([2.0 ** -2, 2.0 ** -4, 2.0 ** -6, 2.0 ** -8])
+    assert np.all(np.abs(slopes - init_slopes).max(axis=1) > 1e-6)   # they train
+
+    options = suite.Options(lengths=[16, 32], examples=2, tasks=(), retrieval='none',
+                            depths=[0.5])
+    suite.resolve(config, options)
+    results = suite.evaluate(config, params, options, step=step, workdir=workdir)
+    assert results['run']['layers'][0]['pe_kind'] == 'alibi_learned'
+    assert all(np.isfinite(p) for p in results['perplexity']['perplexity'])
+
+    batch = prompts.task_prompts(config.data, 1, per_task=1)
+    out = pipeline.analyze(cfg, params, batch, str(tmp_path / 'analysis'), top_heads=1,
+                           batch_size=4, html=False)
+    with open(out.files['report']) as f:
+      text = f.read()
+    assert 'frequency analysis not applicable' in text and 'logit bias linear distance' in text
+    assert np.all(np.isnan(out.usage.band_shares()['q_high']))
+
+    rep = report.report([workdir], str(tmp_path / 'report'))
+    assert rep['runs'][0].row == 'alibi_learned' and rep['runs'][0].status == 'finished'
+  finally:
+    positional._REGISTRY.pop('alibi_learned')
