@@ -11,18 +11,14 @@ G query heads per kv head, H head dim, F mlp hidden, V vocab, C rotary chunks.
 
 from __future__ import annotations
 
-import functools
 from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ropex.model import ops
+from ropex.model import attention, ops, platform
 from ropex.model.config import LayerSpec, ModelConfig
-
-NEG_INF = -2.3819763e38  # finite, so fully masked rows give a uniform softmax, not NaN
-
 
 def _fan_in(in_axis, out_axis, batch_axis=()):
   return nn.initializers.variance_scaling(1.0, 'fan_in', 'truncated_normal',
@@ -56,12 +52,13 @@ class Einsum(nn.Module):
   batch_axis: Sequence[int] = ()
   dtype: str = 'float32'
   param_dtype: str = 'float32'
+  tuned: bool = False   # CPU-tuned backward pass (ropex.model.platform.cpu_tunings)
 
   @nn.compact
   def __call__(self, eqn: str, x):
     init = _fan_in(self.in_axis, self.out_axis, self.batch_axis)
     w = _param(self, 'w', init, self.axes, self.shape, self.param_dtype)
-    return ops.einsum(eqn, x.astype(self.dtype), w.astype(self.dtype))
+    return ops.einsum(eqn, x.astype(self.dtype), w.astype(self.dtype), tuned=self.tuned)
 
 
 class Embedder(nn.Module):
@@ -81,8 +78,10 @@ class Embedder(nn.Module):
     x_BTD = jnp.take(self.input_embedding, tokens_BT, axis=0).astype(self.dtype)
     return x_BTD * jnp.sqrt(jnp.asarray(self.embed_dim, jnp.float32)).astype(self.dtype)
 
-  def decode(self, x_BTD):
-    return ops.einsum('BTD,VD->BTV', x_BTD, self.input_embedding.astype(self.dtype))
+  def decode(self, x_BTD, tuned: bool = False):
+    """Logits [B, T, V] in float32 whatever the compute dtype (float32 accumulation)."""
+    return ops.einsum('BTD,VD->BTV', x_BTD, self.input_embedding.astype(self.dtype),
+                      jnp.float32, tuned=tuned)
 
 
 class FeedForward(nn.Module):
@@ -91,6 +90,7 @@ class FeedForward(nn.Module):
   hidden_dim: int
   dtype: str = 'float32'
   param_dtype: str = 'float32'
+  tuned: bool = False   # CPU-tuned backward passes (ropex.model.platform.cpu_tunings)
 
   @nn.compact
   def __call__(self, x_BTD):
@@ -98,32 +98,11 @@ class FeedForward(nn.Module):
                     (2, self.embed_dim, self.hidden_dim), self.param_dtype).astype(self.dtype)
     linear = _param(self, 'linear', _fan_in(0, 1), ('mlp', 'embed'),
                     (self.hidden_dim, self.embed_dim), self.param_dtype).astype(self.dtype)
-    gate_BTF = ops.dense(x_BTD, gating[0])
-    up_BTF = ops.dense(x_BTD, gating[1])
+    gate_BTF = ops.dense(x_BTD, gating[0], tuned=self.tuned)
+    up_BTF = ops.dense(x_BTD, gating[1], tuned=self.tuned)
     h_BTF = nn.gelu(gate_BTF) * up_BTF
     h_BTF = nn.with_logical_constraint(h_BTF, ('batch', 'length', 'act_mlp'))
-    return ops.dense(h_BTF, linear)
-
-
-def attention_mask(segment_q_BT, segment_k_BS, offset: int, window: int):
-  """Causal, same-document and (if ``window`` > 0) sliding-window mask [B, 1, 1, T, S].
-
-  Query ``t`` sits at row index ``offset + t``; key ``s`` at index ``s``."""
-  t_T = offset + jnp.arange(segment_q_BT.shape[1])
-  s_S = jnp.arange(segment_k_BS.shape[1])
-  allowed_TS = s_S[None, :] <= t_T[:, None]
-  if window:
-    allowed_TS &= t_T[:, None] - s_S[None, :] < window
-  same_BTS = segment_q_BT[:, :, None] == segment_k_BS[:, None, :]
-  return (allowed_TS[None] & same_BTS)[:, None, None]
-
-
-def _attend(q_BTKGH, k_BSKH, v_BSKH, segment_q_BT, segment_k_BS, offset, window, softcap):
-  logits_BKGTS = ops.einsum('BTKGH,BSKH->BKGTS', q_BTKGH, k_BSKH, jnp.float32)
-  if softcap:
-    logits_BKGTS = jnp.tanh(logits_BKGTS / softcap) * softcap
-  mask = attention_mask(segment_q_BT, segment_k_BS, offset, window)
-  return ops.softmax_attend(jnp.where(mask, logits_BKGTS, NEG_INF), v_BSKH)
+    return ops.dense(h_BTF, linear, tuned=self.tuned)
 
 
 class Attention(nn.Module):
@@ -136,7 +115,7 @@ class Attention(nn.Module):
     cfg = self.cfg
     return Einsum(shape=shape, axes=axes, in_axis=in_axis, out_axis=out_axis,
                   batch_axis=batch_axis, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-                  name=name)
+                  tuned=platform.cpu_tunings(cfg.remat), name=name)
 
   @nn.compact
   def __call__(self, x_BTD, positions_BT, segment_ids_BT):
@@ -160,20 +139,11 @@ class Attention(nn.Module):
     q_BTNH = q_BTNH * jnp.asarray(H ** -0.5, q_BTNH.dtype)
     B, T = x_BTD.shape[:2]
     q_BTKGH = q_BTNH.reshape(B, T, K, N // K, H)
-    attend = functools.partial(_attend, k_BSKH=k_BSKH, v_BSKH=v_BSKH,
-                               segment_k_BS=segment_ids_BT, window=self.spec.window,
-                               softcap=cfg.attn_logit_softcap)
-    chunk = cfg.attention_chunk
-    if cfg.attention_impl == 'chunked' and T > chunk and T % chunk == 0:
-      # Bounded memory: one block of queries at a time, never the full T x S scores.
-      def one_block(i):
-        q = jax.lax.dynamic_slice_in_dim(q_BTKGH, i * chunk, chunk, axis=1)
-        seg = jax.lax.dynamic_slice_in_dim(segment_ids_BT, i * chunk, chunk, axis=1)
-        return attend(q, segment_q_BT=seg, offset=i * chunk)[0]
-      out_nBCKGH = jax.lax.map(one_block, jnp.arange(T // chunk))
-      out_BTKGH = jnp.moveaxis(out_nBCKGH, 0, 1).reshape(B, T, K, N // K, H)
-    else:
-      out_BTKGH, probs_BKGTS = attend(q_BTKGH, segment_q_BT=segment_ids_BT, offset=0)
+    opts = attention.Options(window=self.spec.window, softcap=cfg.attn_logit_softcap,
+                             chunk=cfg.attention_chunk, tuned=platform.cpu_tunings(cfg.remat))
+    out_BTKGH, probs_BKGTS = attention.attend(cfg.attention_impl, q_BTKGH, k_BSKH, v_BSKH,
+                                              segment_ids_BT, opts)
+    if probs_BKGTS is not None:
       self.sow('intermediates', 'probs_BNTS', probs_BKGTS.reshape(B, N, T, -1))
     out_BTNH = out_BTKGH.reshape(B, T, N, H)
     return self._einsum('attn_vec_einsum', (N, H, D), ('heads', 'head_dim', 'embed'), (0, 1), 2)(
