@@ -95,8 +95,10 @@ def evaluate_workdir(workdir: str, out: str | None) -> tuple[dict, list[str]]:
                       '(python -m ropex.train --workdir ...)')
   config = workdir_lib.load_config(workdir)
   suite.resolve(config, options)
-  config, params, step = inference.load_for_inference(workdir, _STEP.value)
-  results = suite.evaluate(config, params, options, step=step, workdir=workdir, progress=True)
+  # parameters restored directly into their shards on the run's mesh (config.mesh, all devices)
+  config, params, step, placement = inference.load_sharded(workdir, _STEP.value)
+  results = suite.evaluate(config, params, options, step=step, workdir=workdir, progress=True,
+                           placement=placement)
   return results, suite.write(results, out or default_out(workdir, _OVERRIDE.value))
 
 

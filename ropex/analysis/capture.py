@@ -5,6 +5,10 @@ The model sows ``q_BTNH``, ``k_BSKH`` and ``probs_BNTS`` under ``intermediates``
 models stack them over pattern groups under ``layers/layer_j``, unscanned ones put them under
 ``layer_i``. :func:`per_layer` reads both layouts. :func:`for_analysis` returns the unscanned,
 dense-attention version of a model (the layout every analysis, including ablation, uses).
+Logits and losses are float32 whatever the compute dtype. With a
+:class:`~ropex.training.placement.Placement`, parameters must already be on its mesh
+(:meth:`Placement.place`, once) and each batch is split over the batch axes; the forward pass
+compiles once per (config, batch shape).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import numpy as np
 from ropex import model as model_lib
 from ropex.model import loss as loss_lib
 from ropex.model.config import ModelConfig
+from ropex.training.placement import Placement
 
 
 @dataclasses.dataclass
@@ -80,14 +85,21 @@ def _forward_fn(cfg: ModelConfig):
   return forward
 
 
-def capture(cfg: ModelConfig, params: dict, tokens_BT, valid_BT, scored_BT=None) -> Captured:
+def capture(cfg: ModelConfig, params: dict, tokens_BT, valid_BT, scored_BT=None,
+            placement: Placement | None = None) -> Captured:
   """Runs the model (either layout; dense attention required for probabilities).
   ``scored_BT`` (default: every real token after the first) marks the loss targets."""
   if cfg.attention_impl != 'dense':
     cfg = dataclasses.replace(cfg, attention_impl='dense')
-  tokens_BT = jnp.asarray(tokens_BT, jnp.int32)
-  valid_BT = jnp.asarray(valid_BT, bool)
-  q, k, probs, nll = _forward_fn(cfg)(nn.unbox(params), tokens_BT, valid_BT)
+  tokens_BT = np.asarray(tokens_BT, np.int32)
+  valid_BT = np.asarray(valid_BT, bool)
+  if placement is not None:
+    with placement.rules_context():
+      q, k, probs, nll = _forward_fn(cfg)(nn.unbox(params), placement.batch(tokens_BT),
+                                          placement.batch(valid_BT))
+  else:
+    q, k, probs, nll = _forward_fn(cfg)(nn.unbox(params), jnp.asarray(tokens_BT),
+                                        jnp.asarray(valid_BT))
   to_np = lambda xs: [np.asarray(x, np.float32) for x in xs]
   valid = np.asarray(valid_BT)
   scored = valid.copy() if scored_BT is None else np.asarray(scored_BT, bool) & valid
@@ -127,9 +139,14 @@ class LossAccumulator:
     return self._sum / max(self._count, 1)
 
 
-def run(cfg: ModelConfig, params: dict, prompts, batch_size: int, consumers) -> None:
-  """Feeds every batch of the prompts through the model and each ``consumer.add``."""
+def run(cfg: ModelConfig, params: dict, prompts, batch_size: int, consumers,
+        placement: Placement | None = None) -> None:
+  """Feeds every batch of the prompts through the model and each ``consumer.add`` (on the
+  placement's mesh if given: ``params`` placed once, the batch size rounded up to the shards)."""
+  if placement is not None:
+    params = placement.place(params, cfg)
+    batch_size = placement.rows(batch_size)
   for tokens_BT, valid_BT, scored_BT in batches(prompts, batch_size):
-    captured = capture(cfg, params, tokens_BT, valid_BT, scored_BT)
+    captured = capture(cfg, params, tokens_BT, valid_BT, scored_BT, placement)
     for consumer in consumers:
       consumer.add(captured)

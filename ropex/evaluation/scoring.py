@@ -12,11 +12,15 @@ target). Two things keep memory bounded at any length:
   ``loss_chunk`` positions at a time, never a full [B, T, V] logits tensor.
 
 Rows go through in batches of ``max(1, tokens_per_batch // T)`` (the last one padded with
-empty rows), so each (batch, length) shape compiles once.
+empty rows), so each (batch, length) shape compiles once. Logits and losses are float32
+whatever the compute dtype. With a :class:`~ropex.training.placement.Placement` the parameters
+are placed on the mesh once (restored sharded, or imported) and every batch is split over the
+batch axes (rounded up to a multiple of the batch shards).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -29,6 +33,7 @@ import numpy as np
 from ropex import model as model_lib
 from ropex.model import loss as loss_lib
 from ropex.model.config import ModelConfig
+from ropex.training.placement import Placement
 
 ROW_KEYS = ('inputs', 'targets', 'positions', 'segment_ids')
 
@@ -55,7 +60,7 @@ def _score_batch(cfg: ModelConfig, loss_chunk: int, params, inputs_BT, targets_B
 
   def one_chunk(args):
     h_BCD, tgt_BC = args
-    logits_BCV = jnp.einsum('BCD,VD->BCV', h_BCD, emb_VD)
+    logits_BCV = jnp.einsum('BCD,VD->BCV', h_BCD, emb_VD, preferred_element_type=jnp.float32)
     logits_BCV = model_lib.softcap(logits_BCV, cfg.final_logit_softcap)
     t = loss_lib.token_losses(logits_BCV, tgt_BC)
     return t.loss_BT, t.correct_BT
@@ -74,9 +79,12 @@ class Scorer:
   attention_chunk: int = 512   # queries per attention block beyond this length (0: always dense)
   loss_chunk: int = 512        # positions per logits block
   tokens_per_batch: int = 16_384
+  placement: Placement | None = None   # the mesh to run on (None: the default device)
 
   def __post_init__(self):
     self.params = nn.unbox(self.params)
+    if self.placement is not None:
+      self.params = self.placement.place(self.params, self.cfg)
     for name in ('loss_chunk', 'tokens_per_batch'):
       if int(getattr(self, name)) < 1:
         raise ValueError(f'{name} must be >= 1, got {getattr(self, name)}')
@@ -91,7 +99,8 @@ class Scorer:
     return dataclasses.replace(base, attention_impl='dense'), length
 
   def batch_size(self, length: int, rows: int) -> int:
-    return max(1, min(int(self.tokens_per_batch) // length, rows))
+    size = max(1, min(int(self.tokens_per_batch) // length, rows))
+    return self.placement.rows(size) if self.placement is not None else size
 
   def score(self, rows: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """``(loss_NT float64, correct_NT bool)`` for every row and position."""
@@ -109,9 +118,10 @@ class Scorer:
       for key in ROW_KEYS:
         x = np.zeros((B, padded_T), np.int32)   # padding: token 0, position 0, segment 0
         x[:stop - start, :T] = rows[key][start:stop]
-        batch.append(jnp.asarray(x))
-      loss_BT, correct_BT = _score_batch(cfg, min(int(self.loss_chunk), padded_T), self.params,
-                                         *batch)
+        batch.append(self.placement.batch(x) if self.placement else jnp.asarray(x))
+      with self.placement.rules_context() if self.placement else contextlib.nullcontext():
+        loss_BT, correct_BT = _score_batch(cfg, min(int(self.loss_chunk), padded_T),
+                                           self.params, *batch)
       loss_NT[start:stop] = np.asarray(loss_BT, np.float64)[:stop - start, :T]
       correct_NT[start:stop] = np.asarray(correct_BT)[:stop - start, :T]
     return loss_NT, correct_NT

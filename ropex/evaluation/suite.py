@@ -111,15 +111,17 @@ def resolve(config: ml_collections.ConfigDict, options: Options,
 
 def evaluate(config: ml_collections.ConfigDict, params: dict, options: Options,
              step: int | None = None, workdir: str | None = None,
-             progress: bool = False) -> dict:
+             progress: bool = False, placement=None) -> dict:
   """Every number of the evaluation, as a JSON-ready dict (see the README for its layout);
-  ``progress`` shows a tqdm bar over the evaluated cells."""
+  ``progress`` shows a tqdm bar over the evaluated cells; ``placement``
+  (:class:`ropex.training.placement.Placement`) runs it on a mesh."""
   start = time.time()
   trained = train_positions(config)
   o = resolve(config, options, trained)
   cfg = overrides_lib.model_config(config, o.overrides, params)
   applied = overrides_lib.apply(config, o.overrides)
-  scorer = scoring.Scorer(cfg, params, o.attention_chunk, o.loss_chunk, o.tokens_per_batch)
+  scorer = scoring.Scorer(cfg, params, o.attention_chunk, o.loss_chunk, o.tokens_per_batch,
+                          placement=placement)
   tokenizer = data.make_tokenizer(config.data)
   bos = tokenizer.bos_id if config.data.get('add_bos', True) else None
   cells = len(o.lengths) * (1 + len(o.retrieval) * len(o.depths) + sum(

@@ -27,7 +27,7 @@ from ropex.errors import ConfigError
 
 REMAT_POLICIES = ('none', 'full', 'dots', 'dots_no_batch')
 DTYPES = ('float32', 'bfloat16', 'float16')
-ATTENTION_IMPLS = ('dense', 'chunked')
+ATTENTION_IMPLS = ('auto', 'xla', 'dense', 'chunked', 'splash', 'cudnn')  # ropex.model.attention
 
 
 PE_FIELD_TYPES = {
@@ -97,7 +97,7 @@ def model_block(arch: str = 'tiny', pe: ml_collections.ConfigDict | None = None,
       sliding_window=0, layer_pattern=(), layer_types={},
       attn_logit_softcap=0.0, final_logit_softcap=0.0,
       scan_layers=True, remat='none', param_dtype='float32', dtype='float32',
-      attention_impl='dense', attention_chunk=1024,
+      attention_impl='auto', attention_chunk=1024,
   ))
   block.update(overrides)
   return block
@@ -133,7 +133,7 @@ class ModelConfig:
   remat: str = 'none'
   param_dtype: str = 'float32'
   dtype: str = 'float32'
-  attention_impl: str = 'dense'
+  attention_impl: str = 'auto'
   attention_chunk: int = 1024
   input_pe: Any = None              # the encoding acting on the input embedding (absolute kinds)
 

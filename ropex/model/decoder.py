@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ropex.model import pe_interface
+from ropex.model import pe_interface, platform
 from ropex.model.layers import Attention, Embedder, FeedForward, PEParams, RMSNorm, pe_dims
 from ropex.model.config import LayerSpec, ModelConfig
 
@@ -38,7 +38,7 @@ class Block(nn.Module):
     x_BTD = x_BTD + Attention(cfg, self.spec, name='attn')(h, positions_BT, segment_ids_BT)
     h = RMSNorm(cfg.param_dtype, name='pre_ffw_norm')(x_BTD)
     x_BTD = x_BTD + FeedForward(cfg.embed_dim, cfg.hidden_dim, cfg.dtype, cfg.param_dtype,
-                                name='mlp')(h)
+                                platform.cpu_tunings(cfg.remat), name='mlp')(h)
     return nn.with_logical_constraint(x_BTD, ('batch', 'length', 'act_embed'))
 
 
@@ -99,8 +99,10 @@ class Transformer(nn.Module):
     return self.final_norm(x_BTD)
 
   def logits(self, x_BTD):
-    """Tied-embedding logits [B, T, V], soft-capped if configured."""
-    return softcap(self.embedder.decode(x_BTD), self.cfg.final_logit_softcap)
+    """Tied-embedding logits [B, T, V] in float32 (whatever ``cfg.dtype``), soft-capped if
+    configured."""
+    logits_BTV = self.embedder.decode(x_BTD, platform.cpu_tunings(self.cfg.remat))
+    return softcap(logits_BTV, self.cfg.final_logit_softcap)
 
   def embedding(self):
     """The tied embedding table [V, D] (for losses that never materialise all logits)."""

@@ -17,11 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ropex.model import ops, pe_interface
+from ropex.model import attention, ops, pe_interface, platform
 from ropex.model.config import LayerSpec, ModelConfig
-
-NEG_INF = -2.3819763e38  # finite, so fully masked rows give a uniform softmax, not NaN
-
 
 def _fan_in(in_axis, out_axis, batch_axis=()):
   return nn.initializers.variance_scaling(1.0, 'fan_in', 'truncated_normal',
@@ -55,12 +52,13 @@ class Einsum(nn.Module):
   batch_axis: Sequence[int] = ()
   dtype: str = 'float32'
   param_dtype: str = 'float32'
+  tuned: bool = False   # CPU-tuned backward pass (ropex.model.platform.cpu_tunings)
 
   @nn.compact
   def __call__(self, eqn: str, x):
     init = _fan_in(self.in_axis, self.out_axis, self.batch_axis)
     w = _param(self, 'w', init, self.axes, self.shape, self.param_dtype)
-    return ops.einsum(eqn, x.astype(self.dtype), w.astype(self.dtype))
+    return ops.einsum(eqn, x.astype(self.dtype), w.astype(self.dtype), tuned=self.tuned)
 
 
 class PEParams(nn.Module):
@@ -96,8 +94,10 @@ class Embedder(nn.Module):
     x_BTD = jnp.take(self.input_embedding, tokens_BT, axis=0).astype(self.dtype)
     return x_BTD * jnp.sqrt(jnp.asarray(self.embed_dim, jnp.float32)).astype(self.dtype)
 
-  def decode(self, x_BTD):
-    return ops.einsum('BTD,VD->BTV', x_BTD, self.input_embedding.astype(self.dtype))
+  def decode(self, x_BTD, tuned: bool = False):
+    """Logits [B, T, V] in float32 whatever the compute dtype (float32 accumulation)."""
+    return ops.einsum('BTD,VD->BTV', x_BTD, self.input_embedding.astype(self.dtype),
+                      jnp.float32, tuned=tuned)
 
 
 class FeedForward(nn.Module):
@@ -106,6 +106,7 @@ class FeedForward(nn.Module):
   hidden_dim: int
   dtype: str = 'float32'
   param_dtype: str = 'float32'
+  tuned: bool = False   # CPU-tuned backward passes (ropex.model.platform.cpu_tunings)
 
   @nn.compact
   def __call__(self, x_BTD):
@@ -113,45 +114,41 @@ class FeedForward(nn.Module):
                     (2, self.embed_dim, self.hidden_dim), self.param_dtype).astype(self.dtype)
     linear = _param(self, 'linear', _fan_in(0, 1), ('mlp', 'embed'),
                     (self.hidden_dim, self.embed_dim), self.param_dtype).astype(self.dtype)
-    gate_BTF = ops.dense(x_BTD, gating[0])
-    up_BTF = ops.dense(x_BTD, gating[1])
+    gate_BTF = ops.dense(x_BTD, gating[0], tuned=self.tuned)
+    up_BTF = ops.dense(x_BTD, gating[1], tuned=self.tuned)
     h_BTF = nn.gelu(gate_BTF) * up_BTF
     h_BTF = nn.with_logical_constraint(h_BTF, ('batch', 'length', 'act_mlp'))
-    return ops.dense(h_BTF, linear)
+    return ops.dense(h_BTF, linear, tuned=self.tuned)
 
 
-def attention_mask(segment_q_BT, segment_k_BS, offset: int, window: int,
-                   chunk: int = 0, positions_q_BT=None, positions_k_BS=None):
-  """Causal, same-document, (if ``window`` > 0) sliding-window and (if ``chunk`` > 0)
-  chunked-local mask [B, 1, 1, T, S].
-
-  Query ``t`` sits at row index ``offset + t``; key ``s`` at index ``s``. Chunked-local attention
-  (Llama 4's ``attention_chunk_size``) lets a query see only keys in the same block of ``chunk``
-  positions, ``pos_q // chunk == pos_k // chunk``; it uses the given positions, so packed
-  documents (positions restarting at 0) are chunked from their own start."""
-  t_T = offset + jnp.arange(segment_q_BT.shape[1])
-  s_S = jnp.arange(segment_k_BS.shape[1])
-  allowed_TS = s_S[None, :] <= t_T[:, None]
-  if window:
-    allowed_TS &= t_T[:, None] - s_S[None, :] < window
-  allowed_BTS = allowed_TS[None] & (segment_q_BT[:, :, None] == segment_k_BS[:, None, :])
-  if chunk:
-    allowed_BTS &= (positions_q_BT // chunk)[:, :, None] == (positions_k_BS // chunk)[:, None, :]
-  return allowed_BTS[:, None, None]
+def _positions_at(positions_BT, rows_R):
+  """Positions of the given row indices (rows past the end, chunked padding, clamp to it)."""
+  return jnp.take(positions_BT, jnp.minimum(rows_R, positions_BT.shape[1] - 1), axis=1)
 
 
-def _attend(q_BTKGH, k_BSKH, v_BSKH, segment_q_BT, segment_k_BS, offset, window, softcap,
-            bias_BNTS=None, chunk=0, positions_q_BT=None, positions_k_BS=None):
-  logits_BKGTS = ops.einsum('BTKGH,BSKH->BKGTS', q_BTKGH, k_BSKH, jnp.float32)
-  if bias_BNTS is not None:  # the encoding's logit bias, before softcap and mask
-    K, G = q_BTKGH.shape[2:4]
-    b, _, T, S = bias_BNTS.shape
-    logits_BKGTS = logits_BKGTS + bias_BNTS.astype(jnp.float32).reshape(b, K, G, T, S)
-  if softcap:
-    logits_BKGTS = jnp.tanh(logits_BKGTS / softcap) * softcap
-  mask = attention_mask(segment_q_BT, segment_k_BS, offset, window, chunk, positions_q_BT,
-                        positions_k_BS)
-  return ops.softmax_attend(jnp.where(mask, logits_BKGTS, NEG_INF), v_BSKH)
+def _bias_fn(pe, pe_params, positions_BT, N: int, K: int):
+  """The encoding's logit bias as :data:`ropex.model.attention.BiasFn`: computed from the
+  positions of the rows asked for (so chunked attention builds it one block at a time)."""
+  def bias(t_T, s_S):
+    bias_bNTS = pe.logit_bias(_positions_at(positions_BT, t_T), _positions_at(positions_BT, s_S),
+                              pe_params, N)
+    b, _, T, S = bias_bNTS.shape
+    return bias_bNTS.astype(jnp.float32).reshape(b, K, N // K, T, S)
+  return bias
+
+
+def _local_chunk_fn(chunk: int, positions_BT):
+  """Chunked-local attention (Llama 4's ``attention_chunk_size``): a query sees only keys in
+  its block of ``chunk`` positions, ``pos_q // chunk == pos_k // chunk``; positions are the
+  given ones, so packed documents are chunked from their own start. None when ``chunk`` is 0."""
+  if not chunk:
+    return None
+
+  def mask(t_T, s_S):
+    q_BT = _positions_at(positions_BT, t_T) // chunk
+    k_BS = _positions_at(positions_BT, s_S) // chunk
+    return (q_BT[:, :, None] == k_BS[:, None, :])[:, None, None]
+  return mask
 
 
 class Attention(nn.Module):
@@ -166,7 +163,7 @@ class Attention(nn.Module):
     cfg = self.cfg
     return Einsum(shape=shape, axes=axes, in_axis=in_axis, out_axis=out_axis,
                   batch_axis=batch_axis, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-                  name=name)
+                  tuned=platform.cpu_tunings(cfg.remat), name=name)
 
   @nn.compact
   def __call__(self, x_BTD, positions_BT, segment_ids_BT):
@@ -193,27 +190,14 @@ class Attention(nn.Module):
     q_BTNH = q_BTNH * jnp.asarray(H ** -0.5, q_BTNH.dtype)
     B, T = x_BTD.shape[:2]
     q_BTKGH = q_BTNH.reshape(B, T, K, N // K, H)
-    has_bias = pe.bias_kind is not None
-
-    def attend(q, segment_q_BT, positions_q_BT, offset):
-      bias = pe.logit_bias(positions_q_BT, positions_BT, pe_params, N) if has_bias else None
-      return _attend(q, k_BSKH, v_BSKH, segment_q_BT, segment_ids_BT, offset, self.spec.window,
-                     cfg.attn_logit_softcap, bias, self.spec.chunk_attention, positions_q_BT,
-                     positions_BT)
-
-    chunk = cfg.attention_chunk
-    if cfg.attention_impl == 'chunked' and T > chunk and T % chunk == 0:
-      # Bounded memory: one block of queries at a time, never the full T x S scores (the
-      # encoding's bias is computed per block from the block's positions).
-      def one_block(i):
-        q = jax.lax.dynamic_slice_in_dim(q_BTKGH, i * chunk, chunk, axis=1)
-        seg = jax.lax.dynamic_slice_in_dim(segment_ids_BT, i * chunk, chunk, axis=1)
-        pos = jax.lax.dynamic_slice_in_dim(positions_BT, i * chunk, chunk, axis=1)
-        return attend(q, seg, pos, i * chunk)[0]
-      out_nBCKGH = jax.lax.map(one_block, jnp.arange(T // chunk))
-      out_BTKGH = jnp.moveaxis(out_nBCKGH, 0, 1).reshape(B, T, K, N // K, H)
-    else:
-      out_BTKGH, probs_BKGTS = attend(q_BTKGH, segment_ids_BT, positions_BT, 0)
+    opts = attention.Options(
+        window=self.spec.window, softcap=cfg.attn_logit_softcap, chunk=cfg.attention_chunk,
+        tuned=platform.cpu_tunings(cfg.remat),
+        bias_fn=_bias_fn(pe, pe_params, positions_BT, N, K) if pe.bias_kind else None,
+        mask_fn=_local_chunk_fn(self.spec.chunk_attention, positions_BT))
+    out_BTKGH, probs_BKGTS = attention.attend(cfg.attention_impl, q_BTKGH, k_BSKH, v_BSKH,
+                                              segment_ids_BT, opts)
+    if probs_BKGTS is not None:
       self.sow('intermediates', 'probs_BNTS', probs_BKGTS.reshape(B, N, T, -1))
     out_BTNH = out_BTKGH.reshape(B, T, N, H)
     return self._einsum('attn_vec_einsum', (N, H, D), ('heads', 'head_dim', 'embed'), (0, 1), 2)(

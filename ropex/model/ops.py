@@ -1,7 +1,11 @@
-"""Matmul and attention-softmax ops of the decoder, with hand-written backward passes.
+"""Matmul and attention-softmax ops of the decoder, with hand-written backward passes on CPU.
 
-Each op has the values and gradients of the plain ``jnp`` expression it replaces (up to float
-summation order); they exist for speed, measured with ``python -m ropex.bench``:
+Every op takes ``tuned``: ``True`` (what :func:`ropex.model.platform.cpu_tunings` says on CPU)
+selects a hand-written backward pass, ``False`` the plain ``jnp`` expression, which XLA fuses
+freely and remat policies see into (a policy cannot see the dots inside a ``custom_vjp``). Both
+have the same values and gradients up to float summation order
+(``tests/model/test_model_ops.py`` checks every backward pass against ``jax.grad`` of the plain
+expression). The tunings exist for XLA:CPU, measured with ``python -m ropex.bench``:
 
 * :func:`dense` ``x[..., K] @ w[K, N]``. Its backward pass materialises the incoming cotangent
   once (``optimization_barrier``) as a row-major ``[M, N]`` matrix before the two matmuls.
@@ -32,14 +36,24 @@ def _dot(eqn: str, a, b, out_dtype):
   return jnp.einsum(eqn, a, b, preferred_element_type=_F32).astype(out_dtype)
 
 
-@jax.custom_vjp
-def dense(x, w):
+def dense(x, w, *, tuned: bool = False):
   """``x[..., K] @ w[K, N]`` in the dtype of ``x`` (float32 accumulation)."""
+  return _dense_tuned(x, w) if tuned else _dense_plain(x, w)
+
+
+def _dense_plain(x, w):
   return _dot('...k,kn->...n', x, w, x.dtype)
 
 
+@jax.custom_vjp
+def _dense_tuned(x, w):
+  return _dense_plain(x, w)
+
+
 def _dense_fwd(x, w):
-  return dense(x, w), (x, w)
+  # The forward runs as the custom_vjp call itself: the traced step is then exactly the one
+  # `python -m ropex.bench` measured before ops became backend-aware.
+  return _dense_tuned(x, w), (x, w)
 
 
 def _dense_bwd(res, g):
@@ -52,16 +66,19 @@ def _dense_bwd(res, g):
   return dx, dw
 
 
-dense.defvjp(_dense_fwd, _dense_bwd)
+_dense_tuned.defvjp(_dense_fwd, _dense_bwd)
 
 
-def einsum(eqn: str, a, b, out_dtype=None):
+def einsum(eqn: str, a, b, out_dtype=None, *, tuned: bool = False):
   """``jnp.einsum(eqn, a, b)`` (result in ``out_dtype``, default the operands' type); low
-  precision operands accumulate in float32 forward and backward. Every index of one operand
+  precision operands accumulate in float32 (backward too when ``tuned``; plain autodiff
+  elsewhere, where the matrix units accumulate in float32 anyway). Every index of one operand
   must appear in the other operand or in the output (true of a matmul-like ``eqn``)."""
   out_dtype = jnp.dtype(out_dtype or jnp.result_type(a, b))
   if a.dtype == _F32 and b.dtype == _F32:
     return jnp.einsum(eqn, a, b).astype(out_dtype)
+  if not tuned:
+    return _dot(eqn, a, b, out_dtype)
   return _einsum_acc32(eqn, out_dtype, a, b)
 
 
@@ -87,17 +104,26 @@ def _einsum_bwd(eqn, out_dtype, res, g):
 _einsum_acc32.defvjp(_einsum_fwd, _einsum_bwd)
 
 
-@jax.custom_vjp
-def softmax_attend(logits_BKGTS, v_BSKH):
+def softmax_attend(logits_BKGTS, v_BSKH, *, tuned: bool = False):
   """``(softmax(logits) @ v [B, T, K, G, H], probs [B, K, G, T, S])``; ``logits`` float32
   (already masked), ``out`` in the dtype of ``v``."""
+  fn = _softmax_attend_tuned if tuned else _softmax_attend_plain
+  return fn(logits_BKGTS, v_BSKH)
+
+
+def _softmax_attend_plain(logits_BKGTS, v_BSKH):
   probs_BKGTS = jax.nn.softmax(logits_BKGTS, axis=-1)
   out_BTKGH = _dot('BKGTS,BSKH->BTKGH', probs_BKGTS.astype(v_BSKH.dtype), v_BSKH, v_BSKH.dtype)
   return out_BTKGH, probs_BKGTS
 
 
+@jax.custom_vjp
+def _softmax_attend_tuned(logits_BKGTS, v_BSKH):
+  return _softmax_attend_plain(logits_BKGTS, v_BSKH)
+
+
 def _softmax_attend_fwd(logits_BKGTS, v_BSKH):
-  out_BTKGH, probs_BKGTS = softmax_attend(logits_BKGTS, v_BSKH)
+  out_BTKGH, probs_BKGTS = _softmax_attend_tuned(logits_BKGTS, v_BSKH)
   return (out_BTKGH, probs_BKGTS), (probs_BKGTS, v_BSKH)
 
 
@@ -114,4 +140,4 @@ def _softmax_attend_bwd(res, cts):
   return jax.lax.optimization_barrier(d_logits_BKGTS), d_v_BSKH
 
 
-softmax_attend.defvjp(_softmax_attend_fwd, _softmax_attend_bwd)
+_softmax_attend_tuned.defvjp(_softmax_attend_fwd, _softmax_attend_bwd)

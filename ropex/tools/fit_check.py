@@ -22,12 +22,9 @@ Numbers reported:
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault('JAX_PLATFORMS', 'cpu')  # compile only: never claim an attached device
-
-import json  # pylint: disable=g-import-not-at-top,wrong-import-position
+import json
 import math
+import os
 import re
 import sys
 import time
@@ -38,6 +35,7 @@ from ml_collections import config_flags
 
 from ropex.training import loop, sharding
 from ropex import model
+from ropex.model import attention, platform
 from ropex.tools import flops as step_flops, tpu_topology
 from ropex.experiments import sweep
 from ropex.model.config import ModelConfig
@@ -52,6 +50,20 @@ def model_flops_per_step(config) -> float:
   """Model FLOPs of one train step of ``config`` (:func:`ropex.tools.flops.model_flops_per_step`)."""
   return step_flops.model_flops_per_step(ModelConfig.from_config(config.model),
                                          int(config.train.batch_size), int(config.train.seq_len))
+
+
+def attention_impls(config, on: str) -> list[str]:
+  """The attention implementation each layer type of ``config`` runs on platform ``on``."""
+  cfg = ModelConfig.from_config(config.model)
+  seq_len = int(config.train.seq_len)
+  out = []
+  for spec in cfg.pattern:
+    opts = attention.Options(window=spec.window, softcap=cfg.attn_logit_softcap,
+                             chunk=cfg.attention_chunk)
+    impl = attention.resolve(cfg.attention_impl, seq_len, opts, on=on)
+    if impl not in out:
+      out.append(impl)
+  return out
 
 
 def per_chip_bytes_of(tree) -> float:
@@ -94,6 +106,7 @@ def fit_check(config, topology: tpu_topology.Topology, mfu: float = 0.4,
   if not 0 < mfu <= 1:
     raise ConfigError(f'--mfu={mfu} must be in (0, 1]')
   devices = tpu_topology.compile_devices(topology) if devices is None else list(devices)
+  target = devices[0].platform
   # The compiled step reads no data: the tokenizer and dataset files need not exist here.
   sweep.validate_except_data(config, len(devices), tpu_topology.process_count(devices))
   mesh = sharding.make_mesh(config, devices)
@@ -108,9 +121,12 @@ def fit_check(config, topology: tpu_topology.Topology, mfu: float = 0.4,
       'parameter_bytes_per_chip': per_chip_bytes_of(abstract_state.params),
       'optimizer_bytes_per_chip': per_chip_bytes_of(abstract_state.opt_state),
       'batch_bytes_per_chip': per_chip_bytes_of(abstract_batch),
+      'attention_impl': '+'.join(attention_impls(config, target)),
+      'remat': str(config.model.remat), 'dtype': str(config.model.dtype),
   }
   started = time.perf_counter()
-  traced = train_step.trace(abstract_state, abstract_batch)
+  with platform.target(target):  # trace the code paths of the devices, not of this host
+    traced = train_step.trace(abstract_state, abstract_batch)
   result['flops_per_step'] = step_flops.jaxpr_flops(traced.jaxpr)
   result['model_flops_per_step'] = model_flops_per_step(config)
   peak = chips * chip.peak_bf16_flops * mfu
@@ -171,7 +187,7 @@ def format_result(r: dict) -> str:
           + (f' x {r["num_slices"]} slices' if r['num_slices'] > 1 else '')
           + f' ({r["num_chips"]} chips, mesh {r["mesh"]}, batch {r["batch_size"]} x '
           f'{r["seq_len"]}, HBM {_gib(r["hbm_bytes"])} per chip)')
-  lines = [head]
+  lines = [head, f'  attention: {r["attention_impl"]}, remat {r["remat"]}, compute {r["dtype"]}']
   if r.get('memory'):
     m = r['memory']
     lines.append(f'  memory per chip: arguments {_gib(m["arguments"])}, outputs '
@@ -186,7 +202,7 @@ def format_result(r: dict) -> str:
       lines.append(f'  XLA: {r["xla_message"]}')
     lines.append('  largest consumers per chip:')
     lines += [f'    {name}: {_gib(size)}' for name, size in consumers(r)[:8]]
-    lines.append('  knobs: model.remat=full, train.loss_chunk (e.g. 1024), '
+    lines.append('  knobs: model.attention_impl=splash (TPU), model.remat=full, train.loss_chunk (e.g. 1024), '
                  'train.grad_accum_steps > 1, a smaller train.batch_size, more chips')
   lines.append(f'  FLOPs per step: executed {r["flops_per_step"]:.3e} (matmuls, all chips, incl.'
                f' remat), model {r["model_flops_per_step"]:.3e}')
@@ -214,6 +230,10 @@ def define_flags():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if 'JAX_PLATFORMS' not in os.environ:
+    # The command line only compiles: never claim an attached device (importing this module
+    # leaves the platform of the importing process alone).
+    jax.config.update('jax_platforms', 'cpu')
   try:
     topology = tpu_topology.describe(FLAGS.topology, FLAGS.num_slices)
     result = fit_check(FLAGS.config, topology, FLAGS.mfu)

@@ -17,6 +17,9 @@ with scanned layers (and a chunked loss) is under-counted by the trip counts. He
 ``scan`` lengths that enclose it; the backward pass and rematerialised (recomputed) forward
 work are in the jaxpr of a train step, so they are counted too. Elementwise work is ignored
 (it is a small fraction of a transformer step and runs on other units than the MXU).
+A Pallas kernel (``pallas_call``) counts its body once per grid point: for the splash kernel
+that is the dense-equivalent count, as if no block were skipped (at run time the causal mask
+skips about half of the blocks).
 """
 
 from __future__ import annotations
@@ -86,6 +89,8 @@ def jaxpr_flops(jaxpr) -> float:
       inner *= eqn.params['length']
     elif name == 'shard_map':  # the body sees one shard; every device runs it
       inner *= math.prod(eqn.params['mesh'].shape.values())
+    elif name == 'pallas_call':  # the kernel body runs once per grid point
+      inner *= math.prod(eqn.params['grid_mapping'].grid)
     total += inner
   return total
 

@@ -14,6 +14,7 @@ import pytest
 
 from ropex.tools import fit_check as fit, flops as step_flops, tpu_topology
 from ropex.training import loop, sharding
+from ropex.config import loading
 from ropex.experiments import sweep
 from ropex.errors import ConfigError
 
@@ -22,7 +23,7 @@ GIB = 2 ** 30
 
 
 def tiny(**train):
-  cfg = sweep.load_config(os.path.join(ROOT, 'configs', 'tiny.py'))
+  cfg = loading.load(os.path.join(ROOT, 'configs', 'tiny.py'))
   cfg.train.update(train)
   return cfg
 
@@ -77,6 +78,7 @@ def test_fit_check_figures_on_cpu_devices(cpu_result):
   assert r['per_chip_bytes'] == (m['arguments'] + m['outputs'] - m['aliased'] +
                                  m['temporaries'] + m['generated_code'])
   assert r['fits'] and r['hbm_bytes'] == 16 * GIB and r['num_chips'] == 4
+  assert r['attention_impl'] == 'dense'  # auto on CPU devices, 128 positions
   assert r['mesh'] == {'data': 4, 'fsdp': 1, 'tensor': 1}
   params = 2 * (128 * 4 * 32 * 2 + 2 * 128 * 32 + 3 * 128 * 512 + 2 * 128) + 128 + 512 * 128
   assert r['parameter_bytes_per_chip'] == 4 * params  # float32, replicated over data
@@ -94,6 +96,7 @@ def test_fit_check_figures_on_cpu_devices(cpu_result):
   json.dumps(r)  # --json prints this object
   text = fit.format_result(r)
   assert 'FITS' in text and f'{r["step_seconds"]:.2f} s/step' in text
+  assert '  attention: dense, remat none, compute float32' in text
 
 
 def test_fsdp_shards_parameters_and_optimizer_state(cpu_result):
@@ -185,10 +188,12 @@ def require_libtpu():
 
 def test_aot_compile_for_v5e_2x2_matches_the_cpu_figures(cpu_result):
   require_libtpu()
-  out = run_cli('--config', 'configs/tiny.py', '--topology', 'v5e:2x2', '--json', '--mfu=0.5')
+  out = run_cli('--config', 'configs/tiny.py', '--topology', 'v5e:2x2', '--json', '--mfu=0.5',
+                '--config.model.attention_impl=dense')
   assert out.returncode == 0, out.stderr[-2000:]
   r = json.loads(out.stdout)
   cpu = cpu_result
+  assert r['attention_impl'] == cpu['attention_impl'] == 'dense'
   assert r['fits'] is True and r['chip'] == 'v5e' and r['num_chips'] == 4
   m = r['memory']
   assert r['per_chip_bytes'] == (m['arguments'] + m['outputs'] - m['aliased'] +
@@ -204,7 +209,8 @@ def test_aot_compile_for_v5e_2x2_matches_the_cpu_figures(cpu_result):
 def test_aot_compile_that_does_not_fit_exits_1_naming_consumers():
   require_libtpu()
   args = ('--config', 'configs/tiny.py', '--topology', 'v5e:2x2',
-          '--config.train.batch_size=256', '--config.train.seq_len=4096')
+          '--config.train.batch_size=256', '--config.train.seq_len=4096',
+          '--config.model.attention_impl=dense')  # XLA's out-of-memory path (dense scores)
   out = run_cli(*args, '--json')
   assert out.returncode == 1, out.stderr[-2000:]
   r = json.loads(out.stdout)
@@ -240,3 +246,49 @@ def test_cli_modules_import_without_defining_flags():
   from ropex.experiments import report  # pylint: disable=g-import-not-at-top
   assert report.define_flags and sweep.define_flags and fit.define_flags
   assert not {'topology', 'launcher', 'diverge_margin'} & set(flags.FLAGS)
+
+
+SPLASH_LOWERING = r'''
+import json, os
+from ropex.config import loading
+from ropex.model import platform
+from ropex.tools import fit_check, tpu_topology
+from ropex.training import loop, sharding
+config = loading.load('configs/tiny.py')
+config.model.update(attention_impl='auto', head_dim=128)
+devices = tpu_topology.compile_devices(tpu_topology.describe('v5e:2x2'))
+step, state, batch = loop.make_train_step(config, sharding.make_mesh(config, devices))
+with platform.target('tpu'):
+  hlo = step.trace(state, batch).lower().as_text()
+print(json.dumps({'impls': fit_check.attention_impls(config, 'tpu'),
+                  'kernels': hlo.count('tpu_custom_call'), 'shard_map': 'shard_map' in hlo}))
+'''
+
+
+def test_splash_attention_lowers_to_tpu_kernels_for_v5e():
+  """auto on TPU is the Pallas splash kernel, lowered (not interpreted) for v5e: the forward
+  and the two backward kernels (dq, dkv) appear as TPU custom calls in the train step."""
+  require_libtpu()
+  out = subprocess.run([sys.executable, '-c', SPLASH_LOWERING], capture_output=True, text=True,
+                       timeout=600, cwd=ROOT)
+  assert out.returncode == 0, out.stderr[-3000:]
+  r = json.loads(out.stdout.strip().splitlines()[-1])
+  assert r['impls'] == ['splash'] and r['kernels'] >= 3
+
+
+IMPORTS = r'''
+import os, sys
+import ropex, ropex.compile, ropex.tools.fit_check, ropex.train, ropex.training.loop
+import ropex.evaluation.suite, ropex.analysis.pipeline, ropex.data.pipeline
+import jax
+print(sorted(m for m in sys.modules if m.split('.')[0] == 'tensorflow'),
+      os.environ.get('JAX_PLATFORMS'), jax.config.jax_platforms)
+'''
+
+
+def test_importing_ropex_sets_no_platform_and_imports_no_tensorflow():
+  env = {k: v for k, v in os.environ.items() if k != 'JAX_PLATFORMS'}
+  out = subprocess.run([sys.executable, '-c', IMPORTS], capture_output=True, text=True,
+                       timeout=300, cwd=ROOT, env=env)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.split() == ['[]', 'None', 'None']
