@@ -5,6 +5,8 @@ One run (writes ``results.json`` and figures to ``--out``, default ``WORKDIR/eva
 
   python -m ropex.evaluate --workdir DIR [--step N] [--lengths 64,128,...] [--depths 0,0.5,1]
       [--data auto|synthetic|eval] [--override model.pe.max_wavelength=500000] [--out DIR]
+      [--suite default|all|perplexity,retrieval,tasks,ruler] [--ruler all|niah_single,...]
+      [--haystack noise|eval]
 
 Several runs in one table (``comparison.md``) and one set of figures; each argument is a
 workdir (evaluated with the flags above unless it already holds ``eval/results.json``), an
@@ -54,6 +56,13 @@ _LOSS_CHUNK = flags.DEFINE_integer('loss_chunk', 512, 'Positions per logits bloc
 _TOKENS_PER_BATCH = flags.DEFINE_integer('tokens_per_batch', 16_384, 'Tokens per forward pass.')
 _POSITION_BUCKET = flags.DEFINE_integer('position_bucket', 0, 'Width of the loss-by-position '
                                         'buckets (0: a quarter of the trained positions).')
+_SUITE = flags.DEFINE_string('suite', 'default', 'What to evaluate: perplexity, retrieval, '
+                             'tasks, ruler (comma-separated); default: the first three; all.')
+_RULER = flags.DEFINE_string('ruler', 'all', 'RULER tasks when --suite has ruler: all or '
+                             'comma-separated niah_single, niah_multikey, niah_multivalue, '
+                             'niah_multiquery, vt, cwe, fwe.')
+_HAYSTACK = flags.DEFINE_string('haystack', 'noise', 'RULER haystack for text runs: noise '
+                                '(repeated filler sentences) or eval (the run\'s eval text).')
 _REUSE = flags.DEFINE_bool('reuse', True, 'compare: use a workdir\'s existing eval/results.json '
                            'instead of evaluating it again.')
 
@@ -75,7 +84,8 @@ def _options():
       examples=_EXAMPLES.value, task_examples=_TASK_EXAMPLES.value, tasks=tasks,
       retrieval=_RETRIEVAL.value, overrides=overrides.parse(_OVERRIDE.value), seed=_SEED.value,
       attention_chunk=_ATTENTION_CHUNK.value, loss_chunk=_LOSS_CHUNK.value,
-      tokens_per_batch=_TOKENS_PER_BATCH.value, position_bucket=_POSITION_BUCKET.value)
+      tokens_per_batch=_TOKENS_PER_BATCH.value, position_bucket=_POSITION_BUCKET.value,
+      suite=suite.parse_suite(_SUITE.value), ruler=_RULER.value, haystack=_HAYSTACK.value)
 
 
 def default_out(workdir: str, override_texts) -> str:
@@ -101,13 +111,14 @@ def evaluate_workdir(workdir: str, out: str | None) -> tuple[dict, list[str]]:
 
 
 def _summary(results: dict) -> str:
-  p = results['perplexity']
   lines = [f'{results["run"]["name"]} step {results["run"]["step"]} '
            f'({results["seconds"]:.0f} s); positions seen in training: '
            f'{results["run"]["train_positions"]}']
-  lines.append('  perplexity: ' + ', '.join(
-      f'L={L}: {v:.3f}' if v is not None else f'L={L}: -'
-      for L, v in zip(p['lengths'], p['perplexity'])))
+  if 'perplexity' in results:
+    p = results['perplexity']
+    lines.append('  perplexity: ' + ', '.join(
+        f'L={L}: {v:.3f}' if v is not None else f'L={L}: -'
+        for L, v in zip(p['lengths'], p['perplexity'])))
   from ropex.evaluation import compare  # pylint: disable=g-import-not-at-top
   from ropex.evaluation import figures  # pylint: disable=g-import-not-at-top
   for name, g in figures.grids(results).items():
@@ -115,6 +126,12 @@ def _summary(results: dict) -> str:
     lines.append(f'  {name}, {metric} (mean over depths): ' + ', '.join(
         f'L={L}: {v:.2f}' if v is not None else f'L={L}: -'
         for L, v in zip(g['lengths'], compare.mean_over_depths(g))))
+  if results.get('ruler'):
+    from ropex.evaluation import ruler  # pylint: disable=g-import-not-at-top
+    lengths, table = ruler.average_table(results['ruler'])
+    lines.append('  RULER average recall %: ' + ', '.join(
+        f'L={L}: {100 * v:.1f}' if v is not None else f'L={L}: -'
+        for L, v in zip(lengths, table['average'])))
   return '\n'.join(lines)
 
 

@@ -1,7 +1,8 @@
 """Figures (matplotlib, Agg) for one or several evaluation results, one curve / row per run:
 ``perplexity.png`` (perplexity vs context length), ``loss_by_position.png`` (at the longest
 length) and ``accuracy.png`` (accuracy heatmaps, length x depth, one column per retrieval kind
-or task). Dashed lines mark the positions seen in training.
+or task, RULER task), and ``ruler.png`` (RULER's average recall vs context length). Dashed
+lines mark the positions seen in training. Figures of parts a result lacks are not written.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def _mark_training(ax, results: Sequence[dict]) -> None:
 def perplexity_vs_length(results: Sequence[dict], labels: Sequence[str], path: str) -> str:
   fig, ax = plt.subplots(figsize=(5.5, 3.8))
   for r, name in zip(results, labels):
+    if 'perplexity' not in r:
+      continue
     p = r['perplexity']
     ax.plot(p['lengths'], _float(p['perplexity']), marker='o', label=name)
   _mark_training(ax, results)
@@ -41,13 +44,16 @@ def perplexity_vs_length(results: Sequence[dict], labels: Sequence[str], path: s
 def loss_by_position(results: Sequence[dict], labels: Sequence[str], path: str) -> str:
   fig, ax = plt.subplots(figsize=(5.5, 3.8))
   for r, name in zip(results, labels):
+    if 'perplexity' not in r:
+      continue
     p = r['perplexity']
     longest = str(max(p['lengths']))
     b = p['by_position'][longest]
     mid = (np.asarray(b['start']) + np.asarray(b['stop'])) / 2
     ax.plot(mid, b['loss'], marker='.', label=f'{name} (L={longest})')
   _mark_training(ax, results)
-  ax.set_xlabel(f'token position (buckets of {results[0]["perplexity"]["position_bucket"]})')
+  ax.set_xlabel('token position (buckets of '
+                f'{results[0]["perplexity"]["position_bucket"]})')
   ax.set_ylabel('mean loss (nats)')
   ax.legend(fontsize=7)
   ax.grid(alpha=0.3)
@@ -58,6 +64,7 @@ def grids(results: dict) -> dict[str, dict]:
   """Every accuracy grid of one result: retrieval kinds, then tasks."""
   out = {f'retrieval: {k}': g for k, g in results.get('retrieval', {}).items()}
   out.update({f'task: {k}': g for k, g in results.get('tasks', {}).items()})
+  out.update({f'ruler: {k}': g for k, g in results.get('ruler', {}).items()})
   return out
 
 
@@ -73,7 +80,7 @@ def accuracy_heatmaps(results: Sequence[dict], labels: Sequence[str], path: str)
       ax = axes[i, j]
       g = grids(r).get(name)
       if i == 0:
-        metric = 'token accuracy' if g and g.get('primary') == 'token_accuracy' else 'accuracy'
+        metric = (g.get('primary', 'accuracy') if g else 'accuracy').replace('_', ' ')
         ax.set_title(f'{name} ({metric})', fontsize=8)
       if g is None:
         ax.axis('off')
@@ -97,8 +104,31 @@ def accuracy_heatmaps(results: Sequence[dict], labels: Sequence[str], path: str)
   return save(fig, path, tight=False)  # the shared colorbar spans all axes
 
 
+def ruler_average(results: Sequence[dict], labels: Sequence[str], path: str) -> str | None:
+  from ropex.evaluation import ruler  # pylint: disable=g-import-not-at-top
+  pairs = [(r, name) for r, name in zip(results, labels) if r.get('ruler')]
+  if not pairs:
+    return None
+  fig, ax = plt.subplots(figsize=(5.5, 3.8))
+  for r, name in pairs:
+    lengths, table = ruler.average_table(r['ruler'])
+    ax.plot(lengths, 100 * _float(table['average']), marker='o', label=name)
+  _mark_training(ax, [r for r, _ in pairs])
+  ax.set_xscale('log', base=2)
+  ax.set_ylim(-2, 102)
+  ax.set_xlabel('context length (tokens); dashed: positions seen in training')
+  ax.set_ylabel('RULER average recall (%)')
+  ax.legend(fontsize=7)
+  ax.grid(alpha=0.3)
+  return save(fig, path)
+
+
 def all_figures(results: Sequence[dict], labels: Sequence[str], out_dir: str) -> list[str]:
-  paths = [perplexity_vs_length(results, labels, os.path.join(out_dir, 'perplexity.png')),
-           loss_by_position(results, labels, os.path.join(out_dir, 'loss_by_position.png')),
-           accuracy_heatmaps(results, labels, os.path.join(out_dir, 'accuracy.png'))]
+  with_ppl = [(r, n) for r, n in zip(results, labels) if 'perplexity' in r]
+  paths = [accuracy_heatmaps(results, labels, os.path.join(out_dir, 'accuracy.png')),
+           ruler_average(results, labels, os.path.join(out_dir, 'ruler.png'))]
+  if with_ppl:
+    rs, ns = [r for r, _ in with_ppl], [n for _, n in with_ppl]
+    paths = [perplexity_vs_length(rs, ns, os.path.join(out_dir, 'perplexity.png')),
+             loss_by_position(rs, ns, os.path.join(out_dir, 'loss_by_position.png'))] + paths
   return [p for p in paths if p]
