@@ -4,7 +4,7 @@ One run (writes ``results.json`` and figures to ``--out``, default ``WORKDIR/eva
 ``WORKDIR/eval_<overrides>`` when ``--override`` is given)::
 
   python -m ropex.evaluate --workdir DIR [--step N] [--lengths 64,128,...] [--depths 0,0.5,1]
-      [--data auto|synthetic|eval] [--override model.pe.max_wavelength=500000] [--out DIR]
+      [--data auto|synthetic|eval|text:GLOB[:FIELD]|tfds:NAME:SPLIT] [--override model.pe.max_wavelength=500000] [--out DIR]
       [--suite default|all|perplexity,retrieval,tasks,ruler] [--ruler all|niah_single,...]
       [--haystack noise|eval]
 
@@ -33,9 +33,10 @@ _LENGTHS = flags.DEFINE_list('lengths', None, 'Context lengths, evaluated exactl
                              '(default: train.seq_len x 1/2, 1, 2, 4, 8).')
 _DEPTHS = flags.DEFINE_list('depths', ['0', '0.25', '0.5', '0.75', '1'],
                             'Needle / query depths in [0, 1] (0: start of the context).')
-_DATA = flags.DEFINE_enum('data', 'auto', ['auto', 'synthetic', 'eval'],
-                          'Perplexity data: the synthetic task mixture, or the run\'s eval split '
-                          '(auto: synthetic for synthetic runs, else eval).')
+_DATA = flags.DEFINE_string('data', 'auto', 'Perplexity data: synthetic (the task mixture), eval '
+                            '(the run\'s eval split), text:GLOB[:FIELD] or tfds:NAME:SPLIT (any '
+                            'corpus, the run\'s tokenizer); auto: synthetic for synthetic runs, '
+                            'else eval.')
 _TEXT_MODE = flags.DEFINE_enum('text_mode', 'documents', ['documents', 'stream'],
                                'Eval split rows: one long-enough document per row, or a stream '
                                'of concatenated documents.')
@@ -69,7 +70,8 @@ _REUSE = flags.DEFINE_bool('reuse', True, 'compare: use a workdir\'s existing ev
 
 def _options():
   """The evaluation options from the flags, checked (before any checkpoint is read)."""
-  from ropex.evaluation import overrides, perplexity, suite  # pylint: disable=g-import-not-at-top
+  from ropex.evaluation import (  # pylint: disable=g-import-not-at-top
+      data_spec, overrides, perplexity, suite)
   try:
     lengths = [int(x) for x in _LENGTHS.value] if _LENGTHS.value else None
     depths = [float(x) for x in _DEPTHS.value]
@@ -77,6 +79,7 @@ def _options():
     raise ConfigError('--lengths must be integers and --depths numbers in [0, 1]') from None
   if lengths is not None:
     perplexity.check_lengths(lengths)
+  data_spec.parse(_DATA.value)
   tasks = None if _TASKS.value == 'auto' else tuple(
       t for t in _TASKS.value.split(',') if t and t != 'none')
   return suite.Options(

@@ -19,13 +19,14 @@ import ml_collections
 import tqdm
 
 from ropex import data
-from ropex.evaluation import (figures, overrides as overrides_lib, perplexity, retrieval,
+from ropex.data import sources
+from ropex.evaluation import (data_spec, figures, overrides as overrides_lib, perplexity,
+                              retrieval,
                               rows as rows_lib, ruler as ruler_lib, ruler_tasks, scoring,
                               tasks as tasks_lib, words)
 from ropex.positional import ConfigError
 
 FORMAT = 'ropex.eval/1'
-DATA_CHOICES = ('auto', 'synthetic', 'eval')
 RESULTS_FILE = 'results.json'
 PARTS = ('perplexity', 'retrieval', 'tasks', 'ruler')
 SUITES = {'default': ('perplexity', 'retrieval', 'tasks'), 'all': PARTS}
@@ -50,7 +51,7 @@ class Options:
   """What to evaluate. ``None`` / ``'auto'`` fields are resolved from the run's config."""
   lengths: Sequence[int] | None = None        # default: trained positions x (1/2, 1, 2, 4, 8)
   depths: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0)
-  data: str = 'auto'                          # perplexity data: auto | synthetic | eval
+  data: str = 'auto'                          # perplexity data: see ropex.evaluation.data_spec
   text_mode: str = 'documents'                # eval split: documents | stream
   examples: int = 32                          # rows per length (perplexity)
   task_examples: int = 16                     # examples per (length, depth) cell
@@ -111,10 +112,7 @@ def resolve(config: ml_collections.ConfigDict, options: Options,
   if trained is None and (not o.lengths or not o.position_bucket):
     trained = train_positions(config)
   o.lengths = perplexity.check_lengths(o.lengths or default_lengths(trained))
-  if o.data not in DATA_CHOICES:
-    raise ConfigError(f'--data={o.data!r} is not allowed; allowed: {", ".join(DATA_CHOICES)}')
-  if o.data == 'auto':
-    o.data = 'synthetic' if synthetic_run else 'eval'
+  o.data = data_spec.resolve(o.data, synthetic_run)
   if o.text_mode not in rows_lib.TEXT_MODES:
     raise ConfigError(f'--text_mode={o.text_mode!r} is not allowed; allowed: '
                       f'{", ".join(rows_lib.TEXT_MODES)}')
@@ -175,8 +173,13 @@ def evaluate(config: ml_collections.ConfigDict, params: dict, options: Options,
     rows_fn = lambda L: rows_lib.synthetic(tuple(config.data.tasks), L, o.examples,
                                            (o.seed, 1), bos, all_tokens=all_tokens,
                                            **task_kwargs(config))
+  elif o.text_mode == 'documents' and 'perplexity' in o.suite:
+    docs = sources.documents(data_spec.config_for(config, o.data), 'eval', tokenizer)
+    chosen = rows_lib.same_documents(docs, max(o.lengths) + 1, o.examples)
+    rows_fn = lambda L: rows_lib.prefixes(chosen, L)
   else:
-    rows_fn = lambda L: rows_lib.eval_split(config, L, o.examples, o.text_mode)
+    rows_fn = lambda L: rows_lib.eval_split(data_spec.config_for(config, o.data), L, o.examples,
+                                            o.text_mode)
   results = {
       'format': FORMAT,
       'run': {'name': str(config.get('name', 'run')), 'workdir': workdir, 'step': step,
@@ -193,7 +196,12 @@ def evaluate(config: ml_collections.ConfigDict, params: dict, options: Options,
   if 'perplexity' in o.suite:
     results['perplexity'] = dict(perplexity.length_sweep(scorer, rows_fn, o.lengths,
                                                          o.position_bucket, log),
-                                 data=o.data, text_mode=o.text_mode if o.data == 'eval' else None)
+                                 data=o.data,
+                                 text_mode=None if o.data == 'synthetic' else o.text_mode)
+    if o.data != 'synthetic' and o.text_mode == 'documents':
+      results['perplexity']['documents'] = {
+          'count': len(chosen['ids']), 'min_tokens': chosen['min_tokens'],
+          'scanned': chosen['scanned']}
   results['retrieval'] = retrieval.retrieval_sweep(
       scorer, o.retrieval, o.lengths, o.depths, o.task_examples, o.seed, bos, tokenizer,
       progress=log, **task_kwargs(config))
