@@ -102,14 +102,23 @@ def markdown(results: Sequence[dict], labels: Sequence[str]) -> str:
 
 
 def compare(results: Sequence[dict], out_dir: str) -> tuple[str, list[str]]:
-  """Writes ``comparison.md`` and the figures; returns (markdown, paths written)."""
-  labels = unique_labels(results)
-  text = markdown(results, labels)
+  """Writes ``comparison.md`` and the figures; returns (markdown, paths written). Results of
+  runs that differ only by seed are aggregated (:mod:`ropex.evaluation.grouped`): their tables
+  show mean ± 95% interval and their figures the seed mean with a band."""
+  from ropex.evaluation import grouped  # pylint: disable=g-import-not-at-top
   os.makedirs(out_dir, exist_ok=True)
   path = os.path.join(out_dir, 'comparison.md')
+  if all(len(g) == 1 for g in grouped.group_indices(results)):
+    labels = unique_labels(results)
+    text = markdown(results, labels)
+    written = figures.all_figures(results, labels, out_dir)
+  else:
+    text, groups, labels = grouped.markdown(results)
+    written = figures.all_figures([grouped.mean_result(g) for g in groups], labels, out_dir,
+                                  grouped.bands(groups))
   with open(path, 'w') as f:
     f.write(text)
-  return text, [path] + figures.all_figures(results, labels, out_dir)
+  return text, [path] + written
 
 
 def unique_labels(results: Sequence[dict]) -> list[str]:

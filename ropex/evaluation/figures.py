@@ -24,13 +24,24 @@ def _mark_training(ax, results: Sequence[dict]) -> None:
     ax.axvline(n, color='grey', linestyle='--', linewidth=0.8)
 
 
-def perplexity_vs_length(results: Sequence[dict], labels: Sequence[str], path: str) -> str:
+def _band(ax, line, band, scale: float = 1.0) -> None:
+  """Shades ``band = (lengths, low, high)`` (a 95% interval over seeds) in ``line``'s colour."""
+  if band:
+    lengths, low, high = band
+    ax.fill_between(lengths, scale * _float(low), scale * _float(high), alpha=0.2, linewidth=0,
+                    color=line.get_color())
+
+
+def perplexity_vs_length(results: Sequence[dict], labels: Sequence[str], path: str,
+                         bands: Sequence | None = None) -> str:
+  """``bands[i]``: ``(lengths, low, high)`` of result ``i`` (or None): drawn as a shaded band."""
   fig, ax = plt.subplots(figsize=(5.5, 3.8))
-  for r, name in zip(results, labels):
-    if 'perplexity' not in r:
-      continue
+  for i, (r, name) in enumerate(zip(results, labels)):
     p = r['perplexity']
-    ax.plot(p['lengths'], _float(p['perplexity']), marker='o', label=name)
+    [line] = ax.plot(p['lengths'], _float(p['perplexity']), marker='o', label=name)
+    _band(ax, line, bands[i] if bands else None)
+  if bands and any(bands):
+    ax.set_title('shaded: 95% interval over seeds', fontsize=8)
   _mark_training(ax, results)
   ax.set_xscale('log', base=2)
   ax.set_yscale('log')
@@ -104,16 +115,20 @@ def accuracy_heatmaps(results: Sequence[dict], labels: Sequence[str], path: str)
   return save(fig, path, tight=False)  # the shared colorbar spans all axes
 
 
-def ruler_average(results: Sequence[dict], labels: Sequence[str], path: str) -> str | None:
+def ruler_average(results: Sequence[dict], labels: Sequence[str], path: str,
+                  bands: Sequence | None = None) -> str | None:
   from ropex.evaluation import ruler  # pylint: disable=g-import-not-at-top
-  pairs = [(r, name) for r, name in zip(results, labels) if r.get('ruler')]
-  if not pairs:
+  picked = [i for i, r in enumerate(results) if r.get('ruler')]
+  if not picked:
     return None
   fig, ax = plt.subplots(figsize=(5.5, 3.8))
-  for r, name in pairs:
-    lengths, table = ruler.average_table(r['ruler'])
-    ax.plot(lengths, 100 * _float(table['average']), marker='o', label=name)
-  _mark_training(ax, [r for r, _ in pairs])
+  for i in picked:
+    lengths, table = ruler.average_table(results[i]['ruler'])
+    [line] = ax.plot(lengths, 100 * _float(table['average']), marker='o', label=labels[i])
+    _band(ax, line, bands[i] if bands else None, scale=100)
+  if bands and any(bands):
+    ax.set_title('shaded: 95% interval over seeds', fontsize=8)
+  _mark_training(ax, [results[i] for i in picked])
   ax.set_xscale('log', base=2)
   ax.set_ylim(-2, 102)
   ax.set_xlabel('context length (tokens); dashed: positions seen in training')
@@ -123,12 +138,18 @@ def ruler_average(results: Sequence[dict], labels: Sequence[str], path: str) -> 
   return save(fig, path)
 
 
-def all_figures(results: Sequence[dict], labels: Sequence[str], out_dir: str) -> list[str]:
-  with_ppl = [(r, n) for r, n in zip(results, labels) if 'perplexity' in r]
+def all_figures(results: Sequence[dict], labels: Sequence[str], out_dir: str,
+                bands: dict | None = None) -> list[str]:
+  """Every figure; ``bands`` (see :func:`ropex.evaluation.grouped.bands`): 95% intervals over
+  seeds, one entry per result, shaded around the perplexity and RULER curves."""
+  bands = bands or {}
   paths = [accuracy_heatmaps(results, labels, os.path.join(out_dir, 'accuracy.png')),
-           ruler_average(results, labels, os.path.join(out_dir, 'ruler.png'))]
-  if with_ppl:
-    rs, ns = [r for r, _ in with_ppl], [n for _, n in with_ppl]
-    paths = [perplexity_vs_length(rs, ns, os.path.join(out_dir, 'perplexity.png')),
+           ruler_average(results, labels, os.path.join(out_dir, 'ruler.png'),
+                         bands.get('ruler'))]
+  keep = [i for i, r in enumerate(results) if 'perplexity' in r]
+  if keep:
+    rs, ns = [results[i] for i in keep], [labels[i] for i in keep]
+    ppl_bands = [bands['perplexity'][i] for i in keep] if bands.get('perplexity') else None
+    paths = [perplexity_vs_length(rs, ns, os.path.join(out_dir, 'perplexity.png'), ppl_bands),
              loss_by_position(rs, ns, os.path.join(out_dir, 'loss_by_position.png'))] + paths
   return [p for p in paths if p]

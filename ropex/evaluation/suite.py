@@ -20,9 +20,9 @@ import tqdm
 
 from ropex import data
 from ropex.data import sources
-from ropex.evaluation import (data_spec, figures, overrides as overrides_lib, perplexity,
-                              retrieval,
-                              rows as rows_lib, ruler as ruler_lib, ruler_tasks, scoring,
+from ropex.evaluation import (data_spec, figures, intervals, overrides as overrides_lib,
+                              perplexity, retrieval, rows as rows_lib, ruler as ruler_lib,
+                              ruler_tasks, scoring,
                               tasks as tasks_lib, words)
 from ropex.positional import ConfigError
 
@@ -188,7 +188,9 @@ def evaluate(config: ml_collections.ConfigDict, params: dict, options: Options,
               'train_positions': trained,
               'layers': [dict(spec.pe.summary(), window=spec.window, type=spec.type_name)
                          for spec in cfg.pattern],
-              'model': applied.model.to_dict()},
+              'model': applied.model.to_dict(),
+              'seeds': intervals.seeds_of(config.to_dict()),
+              'group': intervals.group_key(config.to_dict())},
       'overrides': {k: overrides_lib.lookup(applied, k) for k in o.overrides},
       'settings': {k: (list(v) if isinstance(v, tuple) else v)
                    for k, v in dataclasses.asdict(o).items() if k != 'overrides'},
