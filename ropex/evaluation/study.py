@@ -20,6 +20,8 @@ mean ± 95% interval, see :mod:`ropex.evaluation.grouped`, and links to the figu
 ``summary.png`` (heatmap of the headline number — RULER average recall if the suite has
 ``ruler``, else perplexity — for every run x variant at every length), the comparison figures
 (curves with bands, length x depth heatmaps) and ``evals/<run>__<variant>/results.json``.
+A variant whose overrides do not apply to a run (e.g. ``position_scale`` on a NoPE run: a
+``ConfigError``) is not evaluated for it; ``study.md`` lists it with the reason.
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ def run(study: ml_collections.ConfigDict, progress=print) -> dict:
   dirs = workdirs(study.runs)
   for _, variant in variants:           # every option is checked before anything is read
     options(study, variant)
-  results = []
+  results, skipped = [], []
   for workdir in dirs:
     loaded = None
     for label, variant in variants:
@@ -102,12 +104,21 @@ def run(study: ml_collections.ConfigDict, progress=print) -> dict:
         if loaded is None:
           loaded = checkpoint.load_for_inference(workdir, int(study.get('step', 0)) or None)
         config, params, step = loaded
-        r = suite.evaluate(config, params, options(study, variant), step=step, workdir=workdir)
+        try:
+          r = suite.evaluate(config, params, options(study, variant), step=step,
+                             workdir=workdir)
+        except ConfigError as e:   # e.g. position_scale on a NoPE run: listed in the report
+          skipped.append((name, str(e)))
+          progress(f'{name}: skipped ({e})')
+          continue
         r['study_variant'] = label
         suite.write(r, out)
         results.append(r)
         progress(f'{name}: evaluated in {r["seconds"]:.0f} s')
-  return write(study, results, dirs, variants, time.time() - start)
+  if not results:
+    raise ConfigError('study: no run x variant could be evaluated: ' +
+                      '; '.join(f'{n}: {why}' for n, why in skipped))
+  return write(study, results, dirs, variants, time.time() - start, skipped)
 
 
 def headline(results: Sequence[dict]) -> tuple[str, list[int], list[list[float | None]]]:
@@ -127,12 +138,17 @@ def summary_heatmap(groups, labels, path: str) -> str:
   v_GL = np.asarray([[np.nan if v is None else v for v in row] for row in values], np.float64)
   fig, ax = plt.subplots(figsize=(1.1 * len(lengths) + 3.5, 0.45 * len(labels) + 1.6))
   shown = np.log(v_GL) if metric == 'perplexity' else v_GL
-  ax.imshow(shown, aspect='auto', cmap='viridis_r' if metric == 'perplexity' else 'viridis',
-            vmin=None if metric == 'perplexity' else 0, vmax=None if metric == 'perplexity' else 1)
+  image = ax.imshow(shown, aspect='auto',
+                    cmap='viridis_r' if metric == 'perplexity' else 'viridis',
+                    vmin=None if metric == 'perplexity' else 0,
+                    vmax=None if metric == 'perplexity' else 1)
   trained = min(r['run']['train_positions'] for g in groups for r in g)
   for (i, j), v in np.ndenumerate(v_GL):
+    bright = not np.isnan(v) and image.norm(shown[i, j]) > 0.6
+    if metric == 'perplexity':
+      bright = not np.isnan(v) and image.norm(shown[i, j]) < 0.4
     ax.text(j, i, '-' if np.isnan(v) else (f'{v:.3g}' if metric == 'perplexity' else f'{v:.2f}'),
-            ha='center', va='center', fontsize=7, color='white')
+            ha='center', va='center', fontsize=7, color='black' if bright else 'white')
   ax.set_xticks(range(len(lengths)), [f'{L}' + ('*' if L > trained else '') for L in lengths],
                 fontsize=7)
   ax.set_yticks(range(len(labels)), labels, fontsize=7)
@@ -141,7 +157,7 @@ def summary_heatmap(groups, labels, path: str) -> str:
   return save(fig, path)
 
 
-def write(study, results, dirs, variants, seconds: float) -> dict:
+def write(study, results, dirs, variants, seconds: float, skipped=()) -> dict:
   os.makedirs(study.out, exist_ok=True)
   text, written = compare.compare(results, study.out)
   indices = grouped.group_indices(results)
@@ -158,6 +174,9 @@ def write(study, results, dirs, variants, seconds: float) -> dict:
           'Variants (evaluation-time overrides): ' + '; '.join(
               f'{label}: ' + (', '.join(f'{k}={v}' for k, v in o.items()) or 'as trained')
               for label, o in variants), '']
+  if skipped:
+    head += ['Not evaluated (the variant does not apply to the run):'] + [
+        f'- {name}: {why}' for name, why in skipped] + ['']
   head += [f'![{os.path.basename(p)}]({os.path.basename(p)})' for p in figures] + ['']
   md = '\n'.join(head) + '\n' + text
   path = os.path.join(study.out, 'study.md')

@@ -31,9 +31,11 @@ def test_variants_and_bad_study_fields(tmp_path):
 
 def test_study_on_two_seeds_and_two_variants(tmp_path):
   root = tmp_path / 'runs'
-  for seed in (0, 1):
-    done = cli_runs.run(str(root / f'rope_s{seed}'), *MICRO, f'--config.train.seed={seed}',
-                        f'--config.data.seed={seed}')
+  for name, flags, config in (
+      ('rope_s0', (), 'configs/tiny.py'),
+      ('rope_s1', ('--config.train.seed=1', '--config.data.seed=1'), 'configs/tiny.py'),
+      ('nope', (), 'configs/tiny.py:pe=nope')):
+    done = cli_runs.run(str(root / name), *MICRO, *flags, config=config)
     assert done.returncode == 0, done.stderr[-2000:]
   out = tmp_path / 'study'
   command = [sys.executable, '-m', 'ropex.study', '--config=configs/study_tiny.py',
@@ -44,7 +46,8 @@ def test_study_on_two_seeds_and_two_variants(tmp_path):
                         text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
   evals = sorted(os.listdir(out / 'evals'))
-  assert evals == ['rope_s0__base', 'rope_s0__pi4', 'rope_s1__base', 'rope_s1__pi4']
+  assert evals == ['nope__base', 'rope_s0__base', 'rope_s0__pi4', 'rope_s1__base',
+                   'rope_s1__pi4']
   with open(out / 'evals' / 'rope_s1__pi4' / 'results.json') as f:
     r = json.load(f)
   assert r['overrides'] == {'model.pe.position_scale': 4.0} and r['study_variant'] == 'pi4'
@@ -54,8 +57,10 @@ def test_study_on_two_seeds_and_two_variants(tmp_path):
   assert '| tiny_rope (n=2 seeds) |' in text
   assert '| tiny_rope [pe.position_scale=4] (n=2 seeds) |' in text
   assert text.count('(n=2)') >= 8 and 'RULER average recall' in text
+  assert '- nope__pi4: model.pe.position_scale=4 is not used by kind' in text   # listed, skipped
   for name in ('summary.png', 'perplexity.png', 'ruler.png', 'accuracy.png'):
     assert f'![{name}]({name})' in text and os.path.getsize(out / name) > 1000
   again = subprocess.run(command, cwd=cli_runs.ROOT, env=cli_runs.env(), capture_output=True,
                          text=True, timeout=600)
-  assert again.returncode == 0 and again.stdout.count('existing results') == 4
+  assert again.returncode == 0 and again.stdout.count('existing results') == 5
+  assert again.stdout.count('skipped') == 1
