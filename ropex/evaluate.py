@@ -4,7 +4,9 @@ One run (writes ``results.json`` and figures to ``--out``, default ``WORKDIR/eva
 ``WORKDIR/eval_<overrides>`` when ``--override`` is given)::
 
   python -m ropex.evaluate --workdir DIR [--step N] [--lengths 64,128,...] [--depths 0,0.5,1]
-      [--data auto|synthetic|eval] [--override model.pe.max_wavelength=500000] [--out DIR]
+      [--data auto|synthetic|eval|text:GLOB[:FIELD]|tfds:NAME:SPLIT] [--override model.pe.max_wavelength=500000] [--out DIR]
+      [--suite default|all|perplexity,retrieval,tasks,ruler] [--ruler all|niah_single,...]
+      [--haystack noise|eval]
 
 Several runs in one table (``comparison.md``) and one set of figures; each argument is a
 workdir (evaluated with the flags above unless it already holds ``eval/results.json``), an
@@ -31,9 +33,10 @@ _LENGTHS = flags.DEFINE_list('lengths', None, 'Context lengths, evaluated exactl
                              '(default: train.seq_len x 1/2, 1, 2, 4, 8).')
 _DEPTHS = flags.DEFINE_list('depths', ['0', '0.25', '0.5', '0.75', '1'],
                             'Needle / query depths in [0, 1] (0: start of the context).')
-_DATA = flags.DEFINE_enum('data', 'auto', ['auto', 'synthetic', 'eval'],
-                          'Perplexity data: the synthetic task mixture, or the run\'s eval split '
-                          '(auto: synthetic for synthetic runs, else eval).')
+_DATA = flags.DEFINE_string('data', 'auto', 'Perplexity data: synthetic (the task mixture), eval '
+                            '(the run\'s eval split), text:GLOB[:FIELD] or tfds:NAME:SPLIT (any '
+                            'corpus, the run\'s tokenizer); auto: synthetic for synthetic runs, '
+                            'else eval.')
 _TEXT_MODE = flags.DEFINE_enum('text_mode', 'documents', ['documents', 'stream'],
                                'Eval split rows: one long-enough document per row, or a stream '
                                'of concatenated documents.')
@@ -54,13 +57,21 @@ _LOSS_CHUNK = flags.DEFINE_integer('loss_chunk', 512, 'Positions per logits bloc
 _TOKENS_PER_BATCH = flags.DEFINE_integer('tokens_per_batch', 16_384, 'Tokens per forward pass.')
 _POSITION_BUCKET = flags.DEFINE_integer('position_bucket', 0, 'Width of the loss-by-position '
                                         'buckets (0: a quarter of the trained positions).')
+_SUITE = flags.DEFINE_string('suite', 'default', 'What to evaluate: perplexity, retrieval, '
+                             'tasks, ruler (comma-separated); default: the first three; all.')
+_RULER = flags.DEFINE_string('ruler', 'all', 'RULER tasks when --suite has ruler: all or '
+                             'comma-separated niah_single, niah_multikey, niah_multivalue, '
+                             'niah_multiquery, vt, cwe, fwe.')
+_HAYSTACK = flags.DEFINE_string('haystack', 'noise', 'RULER haystack for text runs: noise '
+                                '(repeated filler sentences) or eval (the run\'s eval text).')
 _REUSE = flags.DEFINE_bool('reuse', True, 'compare: use a workdir\'s existing eval/results.json '
                            'instead of evaluating it again.')
 
 
 def _options():
   """The evaluation options from the flags, checked (before any checkpoint is read)."""
-  from ropex.evaluation import overrides, perplexity, suite  # pylint: disable=g-import-not-at-top
+  from ropex.evaluation import (  # pylint: disable=g-import-not-at-top
+      data_spec, overrides, perplexity, suite)
   try:
     lengths = [int(x) for x in _LENGTHS.value] if _LENGTHS.value else None
     depths = [float(x) for x in _DEPTHS.value]
@@ -68,6 +79,7 @@ def _options():
     raise ConfigError('--lengths must be integers and --depths numbers in [0, 1]') from None
   if lengths is not None:
     perplexity.check_lengths(lengths)
+  data_spec.parse(_DATA.value)
   tasks = None if _TASKS.value == 'auto' else tuple(
       t for t in _TASKS.value.split(',') if t and t != 'none')
   return suite.Options(
@@ -75,7 +87,8 @@ def _options():
       examples=_EXAMPLES.value, task_examples=_TASK_EXAMPLES.value, tasks=tasks,
       retrieval=_RETRIEVAL.value, overrides=overrides.parse(_OVERRIDE.value), seed=_SEED.value,
       attention_chunk=_ATTENTION_CHUNK.value, loss_chunk=_LOSS_CHUNK.value,
-      tokens_per_batch=_TOKENS_PER_BATCH.value, position_bucket=_POSITION_BUCKET.value)
+      tokens_per_batch=_TOKENS_PER_BATCH.value, position_bucket=_POSITION_BUCKET.value,
+      suite=suite.parse_suite(_SUITE.value), ruler=_RULER.value, haystack=_HAYSTACK.value)
 
 
 def default_out(workdir: str, override_texts) -> str:
@@ -103,13 +116,14 @@ def evaluate_workdir(workdir: str, out: str | None) -> tuple[dict, list[str]]:
 
 
 def _summary(results: dict) -> str:
-  p = results['perplexity']
   lines = [f'{results["run"]["name"]} step {results["run"]["step"]} '
            f'({results["seconds"]:.0f} s); positions seen in training: '
            f'{results["run"]["train_positions"]}']
-  lines.append('  perplexity: ' + ', '.join(
-      f'L={L}: {v:.3f}' if v is not None else f'L={L}: -'
-      for L, v in zip(p['lengths'], p['perplexity'])))
+  if 'perplexity' in results:
+    p = results['perplexity']
+    lines.append('  perplexity: ' + ', '.join(
+        f'L={L}: {v:.3f}' if v is not None else f'L={L}: -'
+        for L, v in zip(p['lengths'], p['perplexity'])))
   from ropex.evaluation import compare  # pylint: disable=g-import-not-at-top
   from ropex.evaluation import figures  # pylint: disable=g-import-not-at-top
   for name, g in figures.grids(results).items():
@@ -117,6 +131,12 @@ def _summary(results: dict) -> str:
     lines.append(f'  {name}, {metric} (mean over depths): ' + ', '.join(
         f'L={L}: {v:.2f}' if v is not None else f'L={L}: -'
         for L, v in zip(g['lengths'], compare.mean_over_depths(g))))
+  if results.get('ruler'):
+    from ropex.evaluation import ruler  # pylint: disable=g-import-not-at-top
+    lengths, table = ruler.average_table(results['ruler'])
+    lines.append('  RULER average recall %: ' + ', '.join(
+        f'L={L}: {100 * v:.1f}' if v is not None else f'L={L}: -'
+        for L, v in zip(lengths, table['average'])))
   return '\n'.join(lines)
 
 

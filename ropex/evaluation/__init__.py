@@ -3,6 +3,8 @@ retrieval (needle / passkey) and the synthetic tasks over length x depth, evalua
 positional overrides, figures and multi-run comparisons. Entry point: ``python -m ropex.evaluate``.
 
 Modules: ``scoring`` (per-token loss / accuracy, bounded memory), ``rows`` (evaluation rows),
-``perplexity``, ``grid`` (accuracy grids), ``tasks``, ``retrieval``, ``overrides``, ``suite``
-(everything for one model), ``figures``, ``compare``.
+``perplexity``, ``grid`` (accuracy grids), ``tasks``, ``retrieval``, ``ruler`` / ``ruler_tasks`` /
+``words`` (the RULER-style suite), ``data_spec`` (``--data``), ``overrides``, ``suite``
+(everything for one model), ``figures``, ``compare``, ``intervals`` (seed groups, 95% intervals,
+Welch's test; also used by ``ropex.experiments.report``).
 """

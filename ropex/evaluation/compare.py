@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ropex.evaluation import figures, suite
+from ropex.evaluation import figures, ruler, suite
 
 
 def describe_pe(results: dict) -> str:
@@ -67,18 +67,22 @@ def mean_over_depths(grid: dict) -> list[float | None]:
 
 
 def markdown(results: Sequence[dict], labels: Sequence[str]) -> str:
-  lengths = sorted({L for r in results for L in r['perplexity']['lengths']})
   trained = min(r['run']['train_positions'] for r in results)
-  data = ', '.join(sorted({r['perplexity']['data'] for r in results}))
-  out = [f'Perplexity by context length ({data} data; * = beyond the {trained} positions seen '
-         'in training)', '']
-  rows = []
-  for r, name in zip(results, labels):
-    ppl = dict(zip(r['perplexity']['lengths'], r['perplexity']['perplexity']))
-    rows.append([name, describe_pe(r), str(r['run']['step'])] +
-                [_fmt(ppl.get(L)) for L in lengths])
-  out.append(_table(['run', 'PE', 'step'] + _length_header(lengths, trained), rows))
-  names = list(dict.fromkeys(n for r in results for n in figures.grids(r)))
+  out = []
+  with_ppl = [(r, name) for r, name in zip(results, labels) if 'perplexity' in r]
+  if with_ppl:
+    lengths = sorted({L for r, _ in with_ppl for L in r['perplexity']['lengths']})
+    data = ', '.join(sorted({r['perplexity']['data'] for r, _ in with_ppl}))
+    out += [f'Perplexity by context length ({data} data; * = beyond the {trained} positions '
+            'seen in training)', '']
+    rows = []
+    for r, name in with_ppl:
+      ppl = dict(zip(r['perplexity']['lengths'], r['perplexity']['perplexity']))
+      rows.append([name, describe_pe(r), str(r['run']['step'])] +
+                  [_fmt(ppl.get(L)) for L in lengths])
+    out.append(_table(['run', 'PE', 'step'] + _length_header(lengths, trained), rows))
+  names = list(dict.fromkeys(n for r in results for n in figures.grids(r)
+                             if not n.startswith('ruler: ')))   # RULER: its own tables below
   for name in names:
     grid_lengths = sorted({L for r in results for L in figures.grids(r).get(name, {})
                            .get('lengths', [])})
@@ -87,22 +91,34 @@ def markdown(results: Sequence[dict], labels: Sequence[str]) -> str:
       g = figures.grids(r).get(name)
       acc = dict(zip(g['lengths'], mean_over_depths(g))) if g else {}
       rows.append([run_name] + [_fmt(acc.get(L), 2) for L in grid_lengths])
-    metric = {'accuracy': 'accuracy', 'token_accuracy': 'token accuracy'}[
-        primary(next(figures.grids(r)[name] for r in results if name in figures.grids(r)))]
+    metric = primary(next(figures.grids(r)[name] for r in results
+                          if name in figures.grids(r))).replace('_', ' ')
     out += ['', f'{name}: {metric} (mean over depths)', '',
             _table(['run'] + _length_header(grid_lengths, trained), rows)]
-  return '\n'.join(out) + '\n'
+  table = ruler.markdown(results, labels, trained)
+  if table:
+    out += ['', table]
+  return '\n'.join(out).lstrip('\n') + '\n'
 
 
 def compare(results: Sequence[dict], out_dir: str) -> tuple[str, list[str]]:
-  """Writes ``comparison.md`` and the figures; returns (markdown, paths written)."""
-  labels = unique_labels(results)
-  text = markdown(results, labels)
+  """Writes ``comparison.md`` and the figures; returns (markdown, paths written). Results of
+  runs that differ only by seed are aggregated (:mod:`ropex.evaluation.grouped`): their tables
+  show mean ± 95% interval and their figures the seed mean with a band."""
+  from ropex.evaluation import grouped  # pylint: disable=g-import-not-at-top
   os.makedirs(out_dir, exist_ok=True)
   path = os.path.join(out_dir, 'comparison.md')
+  if all(len(g) == 1 for g in grouped.group_indices(results)):
+    labels = unique_labels(results)
+    text = markdown(results, labels)
+    written = figures.all_figures(results, labels, out_dir)
+  else:
+    text, groups, labels = grouped.markdown(results)
+    written = figures.all_figures([grouped.mean_result(g) for g in groups], labels, out_dir,
+                                  grouped.bands(groups))
   with open(path, 'w') as f:
     f.write(text)
-  return text, [path] + figures.all_figures(results, labels, out_dir)
+  return text, [path] + written
 
 
 def unique_labels(results: Sequence[dict]) -> list[str]:

@@ -1,7 +1,8 @@
 """Figures (matplotlib, Agg) for one or several evaluation results, one curve / row per run:
 ``perplexity.png`` (perplexity vs context length), ``loss_by_position.png`` (at the longest
 length) and ``accuracy.png`` (accuracy heatmaps, length x depth, one column per retrieval kind
-or task). Dashed lines mark the positions seen in training.
+or task, RULER task), and ``ruler.png`` (RULER's average recall vs context length). Dashed
+lines mark the positions seen in training. Figures of parts a result lacks are not written.
 """
 
 from __future__ import annotations
@@ -23,11 +24,24 @@ def _mark_training(ax, results: Sequence[dict]) -> None:
     ax.axvline(n, color='grey', linestyle='--', linewidth=0.8)
 
 
-def perplexity_vs_length(results: Sequence[dict], labels: Sequence[str], path: str) -> str:
+def _band(ax, line, band, scale: float = 1.0) -> None:
+  """Shades ``band = (lengths, low, high)`` (a 95% interval over seeds) in ``line``'s colour."""
+  if band:
+    lengths, low, high = band
+    ax.fill_between(lengths, scale * _float(low), scale * _float(high), alpha=0.2, linewidth=0,
+                    color=line.get_color())
+
+
+def perplexity_vs_length(results: Sequence[dict], labels: Sequence[str], path: str,
+                         bands: Sequence | None = None) -> str:
+  """``bands[i]``: ``(lengths, low, high)`` of result ``i`` (or None): drawn as a shaded band."""
   fig, ax = plt.subplots(figsize=(5.5, 3.8))
-  for r, name in zip(results, labels):
+  for i, (r, name) in enumerate(zip(results, labels)):
     p = r['perplexity']
-    ax.plot(p['lengths'], _float(p['perplexity']), marker='o', label=name)
+    [line] = ax.plot(p['lengths'], _float(p['perplexity']), marker='o', label=name)
+    _band(ax, line, bands[i] if bands else None)
+  if bands and any(bands):
+    ax.set_title('shaded: 95% interval over seeds', fontsize=8)
   _mark_training(ax, results)
   ax.set_xscale('log', base=2)
   ax.set_yscale('log')
@@ -41,13 +55,16 @@ def perplexity_vs_length(results: Sequence[dict], labels: Sequence[str], path: s
 def loss_by_position(results: Sequence[dict], labels: Sequence[str], path: str) -> str:
   fig, ax = plt.subplots(figsize=(5.5, 3.8))
   for r, name in zip(results, labels):
+    if 'perplexity' not in r:
+      continue
     p = r['perplexity']
     longest = str(max(p['lengths']))
     b = p['by_position'][longest]
     mid = (np.asarray(b['start']) + np.asarray(b['stop'])) / 2
     ax.plot(mid, b['loss'], marker='.', label=f'{name} (L={longest})')
   _mark_training(ax, results)
-  ax.set_xlabel(f'token position (buckets of {results[0]["perplexity"]["position_bucket"]})')
+  ax.set_xlabel('token position (buckets of '
+                f'{results[0]["perplexity"]["position_bucket"]})')
   ax.set_ylabel('mean loss (nats)')
   ax.legend(fontsize=7)
   ax.grid(alpha=0.3)
@@ -58,6 +75,7 @@ def grids(results: dict) -> dict[str, dict]:
   """Every accuracy grid of one result: retrieval kinds, then tasks."""
   out = {f'retrieval: {k}': g for k, g in results.get('retrieval', {}).items()}
   out.update({f'task: {k}': g for k, g in results.get('tasks', {}).items()})
+  out.update({f'ruler: {k}': g for k, g in results.get('ruler', {}).items()})
   return out
 
 
@@ -73,7 +91,7 @@ def accuracy_heatmaps(results: Sequence[dict], labels: Sequence[str], path: str)
       ax = axes[i, j]
       g = grids(r).get(name)
       if i == 0:
-        metric = 'token accuracy' if g and g.get('primary') == 'token_accuracy' else 'accuracy'
+        metric = (g.get('primary', 'accuracy') if g else 'accuracy').replace('_', ' ')
         ax.set_title(f'{name} ({metric})', fontsize=8)
       if g is None:
         ax.axis('off')
@@ -97,8 +115,41 @@ def accuracy_heatmaps(results: Sequence[dict], labels: Sequence[str], path: str)
   return save(fig, path, tight=False)  # the shared colorbar spans all axes
 
 
-def all_figures(results: Sequence[dict], labels: Sequence[str], out_dir: str) -> list[str]:
-  paths = [perplexity_vs_length(results, labels, os.path.join(out_dir, 'perplexity.png')),
-           loss_by_position(results, labels, os.path.join(out_dir, 'loss_by_position.png')),
-           accuracy_heatmaps(results, labels, os.path.join(out_dir, 'accuracy.png'))]
+def ruler_average(results: Sequence[dict], labels: Sequence[str], path: str,
+                  bands: Sequence | None = None) -> str | None:
+  from ropex.evaluation import ruler  # pylint: disable=g-import-not-at-top
+  picked = [i for i, r in enumerate(results) if r.get('ruler')]
+  if not picked:
+    return None
+  fig, ax = plt.subplots(figsize=(5.5, 3.8))
+  for i in picked:
+    lengths, table = ruler.average_table(results[i]['ruler'])
+    [line] = ax.plot(lengths, 100 * _float(table['average']), marker='o', label=labels[i])
+    _band(ax, line, bands[i] if bands else None, scale=100)
+  if bands and any(bands):
+    ax.set_title('shaded: 95% interval over seeds', fontsize=8)
+  _mark_training(ax, [results[i] for i in picked])
+  ax.set_xscale('log', base=2)
+  ax.set_ylim(-2, 102)
+  ax.set_xlabel('context length (tokens); dashed: positions seen in training')
+  ax.set_ylabel('RULER average recall (%)')
+  ax.legend(fontsize=7)
+  ax.grid(alpha=0.3)
+  return save(fig, path)
+
+
+def all_figures(results: Sequence[dict], labels: Sequence[str], out_dir: str,
+                bands: dict | None = None) -> list[str]:
+  """Every figure; ``bands`` (see :func:`ropex.evaluation.grouped.bands`): 95% intervals over
+  seeds, one entry per result, shaded around the perplexity and RULER curves."""
+  bands = bands or {}
+  paths = [accuracy_heatmaps(results, labels, os.path.join(out_dir, 'accuracy.png')),
+           ruler_average(results, labels, os.path.join(out_dir, 'ruler.png'),
+                         bands.get('ruler'))]
+  keep = [i for i, r in enumerate(results) if 'perplexity' in r]
+  if keep:
+    rs, ns = [results[i] for i in keep], [labels[i] for i in keep]
+    ppl_bands = [bands['perplexity'][i] for i in keep] if bands.get('perplexity') else None
+    paths = [perplexity_vs_length(rs, ns, os.path.join(out_dir, 'perplexity.png'), ppl_bands),
+             loss_by_position(rs, ns, os.path.join(out_dir, 'loss_by_position.png'))] + paths
   return [p for p in paths if p]

@@ -18,19 +18,35 @@ import numpy as np
 
 from ropex.errors import ConfigError
 
-PRIMARY = ('accuracy', 'token_accuracy')
+PRIMARY = ('accuracy', 'token_accuracy', 'recall')
+
+
+def recall(correct_NT: np.ndarray, answer_ids_NT: np.ndarray) -> np.ndarray:
+  """``recall_N``: the fraction of each row's answers (ids >= 0) whose tokens are all correct
+  (NaN for a row without answers)."""
+  out = np.full(len(answer_ids_NT), np.nan)
+  for i, (correct_T, ids_T) in enumerate(zip(correct_NT, answer_ids_NT)):
+    refs = np.unique(ids_T[ids_T >= 0])
+    if refs.size:
+      out[i] = np.mean([correct_T[ids_T == r].all() for r in refs])
+  return out
 
 
 def score_cell(scorer, rows: dict) -> dict:
-  """Example (exact-match) and token accuracy of one cell's rows."""
+  """Example (exact-match) and token accuracy of one cell's rows (and ``recall`` when the rows
+  carry ``answer_ids``)."""
   answer_NT = np.asarray(rows['weights']) > 0
   _, correct_NT = scorer.score(rows)
   has_answer_N = answer_NT.any(axis=1)
   exact_N = np.all(correct_NT | ~answer_NT, axis=1)[has_answer_N]
   tokens = int(answer_NT.sum())
-  return {'accuracy': float(exact_N.mean()) if exact_N.size else None,
+  cell = {'accuracy': float(exact_N.mean()) if exact_N.size else None,
           'token_accuracy': float(correct_NT[answer_NT].mean()) if tokens else None,
           'examples': int(has_answer_N.sum()), 'answer_tokens': tokens}
+  if 'answer_ids' in rows:
+    recall_N = recall(correct_NT, np.asarray(rows['answer_ids']))
+    cell['recall'] = float(np.nanmean(recall_N)) if np.isfinite(recall_N).any() else None
+  return cell
 
 
 def accuracy_grid(scorer, rows_fn: Callable[[int, float | None], dict], lengths: Sequence[int],
@@ -41,22 +57,21 @@ def accuracy_grid(scorer, rows_fn: Callable[[int, float | None], dict], lengths:
   ``primary`` names the one that tables and figures show."""
   if primary not in PRIMARY:
     raise ValueError(f'primary={primary!r}; allowed: {", ".join(PRIMARY)}')
+  keys = ('accuracy', 'token_accuracy') + (('recall',) if primary == 'recall' else ())
   out = {'lengths': [int(x) for x in lengths], 'depths': list(depths), 'primary': primary,
-         'accuracy': [], 'token_accuracy': [], 'examples': [], 'errors': {}}
+         **{k: [] for k in keys}, 'examples': [], 'errors': {}}
   for depth in depths:
-    rows_acc, rows_tok, rows_n = [], [], []
+    row = {k: [] for k in keys + ('examples',)}
     for length in lengths:
       try:
         cell = score_cell(scorer, rows_fn(int(length), depth))
       except ConfigError as e:
         out['errors'][f'{length}@{depth}'] = str(e)
-        cell = {'accuracy': None, 'token_accuracy': None, 'examples': 0}
-      rows_acc.append(cell['accuracy'])
-      rows_tok.append(cell['token_accuracy'])
-      rows_n.append(cell['examples'])
+        cell = {'examples': 0}
+      for k in keys + ('examples',):
+        row[k].append(cell.get(k))
       if progress:
-        progress(f'{name} L={length} depth={depth}: {cell["accuracy"]}')
-    out['accuracy'].append(rows_acc)
-    out['token_accuracy'].append(rows_tok)
-    out['examples'].append(rows_n)
+        progress(f'{name} L={length} depth={depth}: {cell.get(primary)}')
+    for k, v in row.items():
+      out[k].append(v)
   return out

@@ -9,7 +9,8 @@ scored and reduced with their ``weights``::
 and, for position buckets ``[k * bucket, (k + 1) * bucket)`` of the rows' ``positions``, the
 same weighted mean loss per bucket (the curve that shows where a model stops generalising).
 A length whose rows cannot be made (or that gets no rows) has ``None`` numbers, the reason in
-``errors``.
+``errors``. Rows that name their documents (``doc_ids``, see
+:func:`ropex.evaluation.rows.prefixes`) have them listed per length in ``document_ids``.
 """
 
 from __future__ import annotations
@@ -89,6 +90,8 @@ def length_sweep(scorer, rows_fn: RowsFn, lengths: Sequence[int], bucket: int,
     out['rows'].append(int(n))
     out['weight'].append(float(w_NT.sum()))
     out['by_position'][str(L)] = by_position(loss_NT, w_NT, rows['positions'][:n], bucket)
+    if 'doc_ids' in rows:
+      out.setdefault('document_ids', {})[str(L)] = list(rows['doc_ids'])
     if progress:
       progress(f'perplexity L={L}: {out["perplexity"][-1]}')
   return out

@@ -11,6 +11,10 @@
   each row (every row is one full context of ``L`` tokens); ``stream`` mode concatenates
   documents (with their bos/eos) and cuts rows from the stream, so attention crosses document
   boundaries, as in WikiText / PG-19 style evaluations.
+- :func:`same_documents` / :func:`prefixes` — the clean length curve: ``count`` documents
+  holding at least ``max(lengths) + 1`` tokens are chosen once, and the rows of every length
+  are prefixes of exactly those documents (so short and long rows come from the same text; a
+  per-length choice of "documents long enough" would mix length with population).
 """
 
 from __future__ import annotations
@@ -136,4 +140,42 @@ def from_source(docs, length: int, count: int, mode: str = 'documents',
       'positions': np.broadcast_to(np.arange(length, dtype=np.int32), (N, length)).copy(),
       'segment_ids': np.ones((N, length), np.int32),
       'weights': weights_NM[:, 1:],
+  }
+
+
+def same_documents(docs, min_tokens: int, count: int, max_documents: int = 0) -> dict:
+  """The first ``count`` examples of ``docs[0], docs[1], ...`` with at least ``min_tokens``
+  tokens (reading at most ``max_documents``, default ``100 * count``, documents):
+  ``{'ids': ['g' or 'g.k'], 'tokens': [...], 'weights': [...], 'scanned': documents read}``
+  (``g``: the document number, ``k``: the example within it when it holds several)."""
+  budget = int(max_documents) or 100 * int(count)
+  out = {'ids': [], 'tokens': [], 'weights': [], 'scanned': 0, 'min_tokens': int(min_tokens)}
+  for g in range(budget):
+    if len(out['ids']) == count:
+      break
+    held = examples(docs[g])
+    out['scanned'] = g + 1
+    for k, (tokens_N, weights_N) in enumerate(held):
+      if len(tokens_N) >= min_tokens and len(out['ids']) < count:
+        out['ids'].append(str(g) if len(held) == 1 else f'{g}.{k}')
+        out['tokens'].append(tokens_N[:min_tokens])
+        out['weights'].append(weights_N[:min_tokens])
+  return out
+
+
+def prefixes(chosen: dict, length: int) -> dict[str, np.ndarray]:
+  """Rows of ``length`` tokens: the first ``length + 1`` tokens of every chosen document
+  (:func:`same_documents`), with their ids in ``doc_ids``."""
+  need = length + 1
+  if need > chosen['min_tokens']:
+    raise ValueError(f'length {length} needs documents of {need} tokens; chosen for '
+                     f'{chosen["min_tokens"]}')
+  N = len(chosen['ids'])
+  tokens_NM = np.asarray([t[:need] for t in chosen['tokens']], np.int32).reshape(N, need)
+  weights_NM = np.asarray([w[:need] for w in chosen['weights']], np.float32).reshape(N, need)
+  return {
+      'inputs': tokens_NM[:, :-1], 'targets': tokens_NM[:, 1:],
+      'positions': np.broadcast_to(np.arange(length, dtype=np.int32), (N, length)).copy(),
+      'segment_ids': np.ones((N, length), np.int32),
+      'weights': weights_NM[:, 1:], 'doc_ids': list(chosen['ids']),
   }

@@ -1,6 +1,8 @@
 """The whole evaluation of one model: perplexity by length, loss by position, retrieval and the
-synthetic tasks over length x depth, as one JSON-ready dict (:func:`evaluate`), written with
-its figures by :func:`write`.
+synthetic tasks over length x depth, and the RULER-style suite, as one JSON-ready dict
+(:func:`evaluate`), written with its figures by :func:`write`. ``Options.suite`` picks the
+parts: ``perplexity``, ``retrieval``, ``tasks``, ``ruler`` (``default``: the first three;
+``all``: every part).
 """
 
 from __future__ import annotations
@@ -17,14 +19,32 @@ import ml_collections
 import tqdm
 
 from ropex import data
-from ropex.evaluation import (figures, overrides as overrides_lib, perplexity, retrieval,
-                              rows as rows_lib, scoring, tasks as tasks_lib)
 from ropex import fields
+from ropex.data import sources
 from ropex.errors import ConfigError
+from ropex.evaluation import (data_spec, figures, intervals, overrides as overrides_lib,
+                              perplexity, retrieval, rows as rows_lib, ruler as ruler_lib,
+                              ruler_tasks, scoring,
+                              tasks as tasks_lib, words)
 
 FORMAT = 'ropex.eval/1'
-DATA_CHOICES = ('auto', 'synthetic', 'eval')
 RESULTS_FILE = 'results.json'
+PARTS = ('perplexity', 'retrieval', 'tasks', 'ruler')
+SUITES = {'default': ('perplexity', 'retrieval', 'tasks'), 'all': PARTS}
+
+
+def parse_suite(suite: Sequence[str] | str) -> tuple[str, ...]:
+  """``'default'``, ``'all'``, or parts (comma-separated or a sequence) -> the parts, in order."""
+  names = suite.split(',') if isinstance(suite, str) else list(suite)
+  out: list[str] = []
+  for name in (n.strip() for n in names if n.strip()):
+    if name not in PARTS and name not in SUITES:
+      raise ConfigError(f'--suite names {name!r}; allowed: {", ".join(PARTS)} (comma-separated),'
+                        f' {", ".join(SUITES)}')
+    out += SUITES.get(name, (name,))
+  if not out:
+    raise ConfigError(f'--suite is empty; allowed: {", ".join(PARTS)}, {", ".join(SUITES)}')
+  return tuple(p for p in PARTS if p in out)
 
 
 @dataclasses.dataclass
@@ -32,7 +52,7 @@ class Options:
   """What to evaluate. ``None`` / ``'auto'`` fields are resolved from the run's config."""
   lengths: Sequence[int] | None = None        # default: trained positions x (1/2, 1, 2, 4, 8)
   depths: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0)
-  data: str = 'auto'                          # perplexity data: auto | synthetic | eval
+  data: str = 'auto'                          # perplexity data: see ropex.evaluation.data_spec
   text_mode: str = 'documents'                # eval split: documents | stream
   examples: int = 32                          # rows per length (perplexity)
   task_examples: int = 16                     # examples per (length, depth) cell
@@ -44,6 +64,9 @@ class Options:
   loss_chunk: int = 512
   tokens_per_batch: int = 16_384
   position_bucket: int = 0                    # 0: a quarter of the trained positions
+  suite: Sequence[str] | str = 'default'      # parts: see parse_suite
+  ruler: Sequence[str] | str = 'all'          # RULER tasks (when the suite has ``ruler``)
+  haystack: str = 'noise'                     # RULER haystack for text runs: noise | eval
 
 
 def train_positions(config: ml_collections.ConfigDict, batches: int = 4) -> int:
@@ -76,21 +99,33 @@ def resolve(config: ml_collections.ConfigDict, options: Options,
   seen in training, :func:`train_positions` if not given)."""
   o = dataclasses.replace(options)
   synthetic_run = config.data.source == 'synthetic'
+  o.suite = parse_suite(o.suite)
+  if isinstance(o.ruler, str):
+    o.ruler = ruler_lib.TASKS if o.ruler == 'all' else tuple(
+        t for t in o.ruler.split(',') if t and t != 'none')
+  o.ruler = ruler_tasks.check(tuple(o.ruler)) if 'ruler' in o.suite else ()
+  if o.haystack not in words.HAYSTACKS:
+    raise ConfigError(f'--haystack={o.haystack!r} is not allowed; allowed: '
+                      f'{", ".join(words.HAYSTACKS)}')
+  if o.haystack == 'eval' and synthetic_run and o.ruler:
+    raise ConfigError('--haystack=eval needs a text run; synthetic runs have no eval text '
+                      '(allowed for them: noise)')
   if trained is None and (not o.lengths or not o.position_bucket):
     trained = train_positions(config)
   o.lengths = perplexity.check_lengths(o.lengths or default_lengths(trained))
-  if o.data not in DATA_CHOICES:
-    raise ConfigError(f'--data={o.data!r} is not allowed; allowed: {", ".join(DATA_CHOICES)}')
-  if o.data == 'auto':
-    o.data = 'synthetic' if synthetic_run else 'eval'
+  o.data = data_spec.resolve(o.data, synthetic_run)
   if o.text_mode not in rows_lib.TEXT_MODES:
     raise ConfigError(f'--text_mode={o.text_mode!r} is not allowed; allowed: '
                       f'{", ".join(rows_lib.TEXT_MODES)}')
-  if o.tasks is None:
+  if 'tasks' not in o.suite:
+    o.tasks = ()
+  elif o.tasks is None:
     o.tasks = tuple(config.data.tasks) if synthetic_run else ()
   for task in o.tasks:
     tasks_lib.supports_depth(task)   # validates the name
-  if o.retrieval == 'auto':
+  if 'retrieval' not in o.suite:
+    o.retrieval = ()
+  elif o.retrieval == 'auto':
     o.retrieval = ('needle',) if synthetic_run else ('passkey',)
   elif isinstance(o.retrieval, str):
     o.retrieval = tuple(k for k in o.retrieval.split(',') if k and k != 'none')
@@ -124,8 +159,9 @@ def evaluate(config: ml_collections.ConfigDict, params: dict, options: Options,
                           placement=placement)
   tokenizer = data.make_tokenizer(config.data)
   bos = tokenizer.bos_id if config.data.get('add_bos', True) else None
-  cells = len(o.lengths) * (1 + len(o.retrieval) * len(o.depths) + sum(
-      len(o.depths) if tasks_lib.supports_depth(t) else 1 for t in o.tasks))
+  cells = len(o.lengths) * (('perplexity' in o.suite) + len(o.retrieval) * len(o.depths) + sum(
+      len(o.depths) if tasks_lib.supports_depth(t) else 1 for t in o.tasks) + sum(
+          len(o.depths) if ruler_tasks.has_depth(t) else 1 for t in o.ruler))
   bar = tqdm.tqdm(total=cells, desc=f'evaluate {config.get("name", "run")}', disable=not progress,
                   leave=False)
 
@@ -139,8 +175,13 @@ def evaluate(config: ml_collections.ConfigDict, params: dict, options: Options,
     rows_fn = lambda L: rows_lib.synthetic(tuple(config.data.tasks), L, o.examples,
                                            (o.seed, 1), bos, all_tokens=all_tokens,
                                            **task_kwargs(config))
+  elif o.text_mode == 'documents' and 'perplexity' in o.suite:
+    docs = sources.documents(data_spec.config_for(config, o.data), 'eval', tokenizer)
+    chosen = rows_lib.same_documents(docs, max(o.lengths) + 1, o.examples)
+    rows_fn = lambda L: rows_lib.prefixes(chosen, L)
   else:
-    rows_fn = lambda L: rows_lib.eval_split(config, L, o.examples, o.text_mode)
+    rows_fn = lambda L: rows_lib.eval_split(data_spec.config_for(config, o.data), L, o.examples,
+                                            o.text_mode)
   results = {
       'format': FORMAT,
       'run': {'name': str(config.get('name', 'run')), 'workdir': workdir, 'step': step,
@@ -149,19 +190,30 @@ def evaluate(config: ml_collections.ConfigDict, params: dict, options: Options,
               'train_positions': trained,
               'layers': [dict(spec.pe.summary(), window=spec.window, type=spec.type_name)
                          for spec in cfg.pattern],
-              'model': applied.model.to_dict()},
+              'model': applied.model.to_dict(),
+              'seeds': intervals.seeds_of(config.to_dict()),
+              'group': intervals.group_key(config.to_dict())},
       'overrides': {k: overrides_lib.lookup(applied, k) for k in o.overrides},
       'settings': {k: (list(v) if isinstance(v, tuple) else v)
                    for k, v in dataclasses.asdict(o).items() if k != 'overrides'},
   }
-  results['perplexity'] = dict(perplexity.length_sweep(scorer, rows_fn, o.lengths,
-                                                       o.position_bucket, log),
-                               data=o.data, text_mode=o.text_mode if o.data == 'eval' else None)
+  if 'perplexity' in o.suite:
+    results['perplexity'] = dict(perplexity.length_sweep(scorer, rows_fn, o.lengths,
+                                                         o.position_bucket, log),
+                                 data=o.data,
+                                 text_mode=None if o.data == 'synthetic' else o.text_mode)
+    if o.data != 'synthetic' and o.text_mode == 'documents':
+      results['perplexity']['documents'] = {
+          'count': len(chosen['ids']), 'min_tokens': chosen['min_tokens'],
+          'scanned': chosen['scanned']}
   results['retrieval'] = retrieval.retrieval_sweep(
       scorer, o.retrieval, o.lengths, o.depths, o.task_examples, o.seed, bos, tokenizer,
       progress=log, **task_kwargs(config))
   results['tasks'] = tasks_lib.task_sweep(scorer, o.tasks, o.lengths, o.depths,
                                           o.task_examples, o.seed, bos, log, **task_kwargs(config))
+  if o.ruler:
+    results['ruler'] = ruler_lib.sweep(scorer, words.for_run(config, o.haystack), o.ruler,
+                                       o.lengths, o.depths, o.task_examples, o.seed, bos, log)
   bar.close()
   results['seconds'] = round(time.time() - start, 2)
   return results

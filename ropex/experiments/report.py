@@ -8,6 +8,13 @@ line per run: status, step, losses, workdir) and ``loss_curves.png`` (train loss
 eval loss, dashed; one panel per dataset). Unfinished and diverged runs are marked in every
 output. Rows and columns come from each run's ``config.json`` (see
 :mod:`ropex.experiments.run_summary`), so directory names do not matter.
+
+Seeds: runs of one cell that differ only by seed (``train.seed`` / ``data.seed``, e.g. from
+``ropex.experiments.sweep --seeds 3``) are one cell ``mean ± half-width (n=...)``: the 95% Student-t
+interval over the seeds' perplexities (diverged seeds left out);
+a cell whose seeds are within noise of the column's best cell (Welch's t-test, p >= 0.05) is
+marked ``≈``. The loss curves then show the seed mean with its 95% band. See
+:mod:`ropex.evaluation.intervals`.
 """
 
 from __future__ import annotations
@@ -19,10 +26,12 @@ from typing import Sequence
 
 from absl import app, flags
 
+from ropex.evaluation import intervals
 from ropex.experiments.paper import DATASET_TITLES, PAPER_TABLE2
 from ropex.experiments.run_summary import RunSummary, summarize
 
 MARKS = {'unfinished': '†', 'diverged': '‡', 'no metrics': '∅'}
+NOISE_MARK = '≈'
 
 
 def _order(values, preferred):
@@ -31,26 +40,73 @@ def _order(values, preferred):
 
 
 def select(runs: Sequence[RunSummary]) -> tuple[dict, list[str]]:
-  """{(row, column): run}, keeping the most advanced run of duplicates; plus notes."""
-  cells, notes = {}, []
+  """{(row, column): [runs]}: the runs of one seed group per cell (one run per seed, the most
+  advanced of duplicates; of several groups in a cell, the one with the most advanced run);
+  plus notes on what was left out."""
+  by_cell: dict = {}
   for run in runs:
-    key = (run.row, run.column)
-    other = cells.get(key)
-    if other is not None:
-      keep, drop = (run, other) if run.step > other.step else (other, run)
-      notes.append(f'{key[0]} / {key[1]}: {drop.workdir} ignored (duplicate of {keep.workdir})')
-      run = keep
-    cells[key] = run
+    by_cell.setdefault((run.row, run.column), {}).setdefault(run.group, []).append(run)
+  cells, notes = {}, []
+  for key, by_group in by_cell.items():
+    kept_groups = []
+    for group in by_group.values():
+      by_seed: dict = {}
+      for run in group:
+        other = by_seed.get(run.seeds)
+        if other is not None:
+          keep, drop = (run, other) if run.step > other.step else (other, run)
+          notes.append(f'{key[0]} / {key[1]}: {drop.workdir} ignored (duplicate of '
+                       f'{keep.workdir})')
+          run = keep
+        by_seed[run.seeds] = run
+      kept_groups.append(list(by_seed.values()))
+    best = max(kept_groups, key=lambda g: max(r.step for r in g))
+    for group in kept_groups:
+      if group is not best:
+        notes += [f'{key[0]} / {key[1]}: {r.workdir} ignored (duplicate of {best[0].workdir})'
+                  for r in group]
+    cells[key] = best
   return cells, notes
 
 
-def _cell(run: RunSummary | None) -> str:
-  if run is None:
+def _values(group: Sequence[RunSummary]) -> list[float]:
+  return [r.eval_perplexity for r in group
+          if r.status != 'diverged' and r.eval_perplexity is not None]
+
+
+def _cell(group: Sequence[RunSummary] | None, noise: bool = False) -> str:
+  if not group:
     return '—'
-  if run.status == 'diverged':
-    return 'diverged ' + MARKS['diverged']
-  value = '—' if run.eval_perplexity is None else f'{run.eval_perplexity:.4f}'
-  return value + (' ' + MARKS[run.status] if run.status in MARKS else '')
+  if len(group) == 1:
+    run = group[0]
+    if run.status == 'diverged':
+      return 'diverged ' + MARKS['diverged']
+    value = '—' if run.eval_perplexity is None else f'{run.eval_perplexity:.4f}'
+    return value + (' ' + MARKS[run.status] if run.status in MARKS else '')
+  interval = intervals.mean_interval(_values(group))
+  if interval is None:
+    return 'diverged ' + MARKS['diverged'] if any(r.status == 'diverged' for r in group) else '—'
+  text = f'{interval.mean:.4f}' + ('' if interval.half_width is None
+                                   else f' ± {interval.half_width:.4f}')
+  text += f' (n={interval.n})'
+  marks = [MARKS[s] for s in ('unfinished', 'diverged') if any(r.status == s for r in group)]
+  return ' '.join([text] + marks + ([NOISE_MARK] if noise else []))
+
+
+def within_noise_of_best(cells: dict) -> set:
+  """Cells (row, column) of 2+ seeds whose perplexity is within noise of the best (lowest
+  mean) such cell of their column (Welch's t-test, p >= 0.05); the best itself is not marked."""
+  marked = set()
+  for column in {c for _, c in cells}:
+    groups = {k: _values(g) for k, g in cells.items() if k[1] == column and len(_values(g)) > 1}
+    if len(groups) < 2:
+      continue
+    best = min(groups, key=lambda k: sum(groups[k]) / len(groups[k]))
+    for k, values in groups.items():
+      test = intervals.welch(values, groups[best])
+      if k != best and test is not None and test.within_noise:
+        marked.add(k)
+  return marked
 
 
 def _title(column: str) -> str:
@@ -60,6 +116,7 @@ def _title(column: str) -> str:
 def table(runs: Sequence[RunSummary]) -> tuple[list[str], list[list[str]], list[str]]:
   """(header, rows, notes) of the wide table; paper columns follow ropex's."""
   cells, notes = select(runs)
+  noisy = within_noise_of_best(cells)
   rows = _order({r for r, _ in cells}, PAPER_TABLE2)
   columns = _order({c for _, c in cells}, DATASET_TITLES)
   header = ['PE'] + [f'{_title(c)} (ropex)' for c in columns] + [
@@ -67,7 +124,7 @@ def table(runs: Sequence[RunSummary]) -> tuple[list[str], list[list[str]], list[
   body = []
   for row in rows:
     paper = PAPER_TABLE2.get(row, {})
-    body.append([row] + [_cell(cells.get((row, c))) for c in columns] +
+    body.append([row] + [_cell(cells.get((row, c)), (row, c) in noisy) for c in columns] +
                 [f'{paper[c]:.4f}' if c in paper else '—' for c in DATASET_TITLES])
   return header, body, notes
 
@@ -84,6 +141,10 @@ def markdown(runs: Sequence[RunSummary]) -> str:
   lines += ['', f'{MARKS["unfinished"]} unfinished (value at the last eval), '
             f'{MARKS["diverged"]} diverged, {MARKS["no metrics"]} nothing logged yet, '
             '— no run.']
+  if any(len(g) > 1 for g in select(runs)[0].values()):
+    lines += ['', 'Cells with n seeds: mean ± half-width of the 95% Student-t interval over the '
+              f'seeds (diverged seeds left out); {NOISE_MARK} within noise of the best cell of '
+              "its column (Welch's t-test, p >= 0.05)."]
   details = [f'- {r.row} / {_title(r.column)}: {r.status} ({r.note}) — {r.workdir}'
              for r in runs if r.status != 'finished']
   if details or notes:
@@ -100,40 +161,61 @@ def write_csv(runs: Sequence[RunSummary], out_dir: str) -> tuple[str, str]:
   with open(long, 'w', newline='') as f:
     w = csv.writer(f)
     w.writerow(['pe', 'dataset', 'status', 'step', 'steps', 'eval_perplexity', 'eval_loss',
-                'train_loss', 'paper_perplexity', 'setup', 'note', 'workdir'])
+                'train_loss', 'paper_perplexity', 'setup', 'note', 'workdir', 'train_seed',
+                'data_seed'])
     for r in runs:
       paper = PAPER_TABLE2.get(r.row, {}).get(r.column)
       w.writerow([r.row, r.column, r.status, r.step, r.steps_planned,
                   '' if r.eval_perplexity is None else repr(r.eval_perplexity),
                   '' if r.eval_loss is None else repr(r.eval_loss),
                   '' if r.train_loss is None else repr(r.train_loss),
-                  '' if paper is None else paper, r.setup, r.note, r.workdir])
+                  '' if paper is None else paper, r.setup, r.note, r.workdir,
+                  *(('', '') if not r.seeds else r.seeds)])
   return wide, long
 
 
 def plot(runs: Sequence[RunSummary], path: str) -> str:
   from ropex.plotting import plt, save  # pylint: disable=g-import-not-at-top  (slow import)
 
-  runs = list(select(runs)[0].values())  # duplicates are left out, as in the table
-  columns = _order({r.column for r in runs}, DATASET_TITLES)
-  rows = _order({r.row for r in runs}, PAPER_TABLE2)
+  cells = select(runs)[0]   # duplicates are left out, as in the table
+  columns = _order({c for _, c in cells}, DATASET_TITLES)
+  rows = _order({r for r, _ in cells}, PAPER_TABLE2)
   colors = {row: plt.get_cmap('tab10')(i % 10) for i, row in enumerate(rows)}
   fig, axes = plt.subplots(1, len(columns), figsize=(6 * len(columns), 4.5), squeeze=False)
   for ax, column in zip(axes[0], columns):
-    for run in sorted((r for r in runs if r.column == column), key=lambda r: rows.index(r.row)):
-      label = run.row + ('' if run.status == 'finished' else f' ({run.status})')
-      if run.train_curve:
-        ax.plot(*zip(*run.train_curve), color=colors[run.row], label=label,
-                marker='.' if len(run.train_curve) < 30 else None)
-      if run.eval_curve:
-        ax.plot(*zip(*run.eval_curve), color=colors[run.row], linestyle='--', marker='.',
-                label=None if run.train_curve else label)
+    for row in (r for r in rows if (r, column) in cells):
+      group = cells[row, column]
+      label = row + (f' (n={len(group)} seeds)' if len(group) > 1 else '')
+      if len(group) == 1 and group[0].status != 'finished':
+        label += f' ({group[0].status})'
+      for attr, style in (('train_curve', '-'), ('eval_curve', '--')):
+        steps, mean, low, high = _band([getattr(r, attr) for r in group])
+        if not steps:
+          continue
+        ax.plot(steps, mean, color=colors[row], linestyle=style, label=label,
+                marker='.' if len(steps) < 30 or style == '--' else None)
+        label = None
+        if low is not None:
+          ax.fill_between(steps, low, high, color=colors[row], alpha=0.2, linewidth=0)
     ax.set_title(f'{_title(column)}: train (solid) / eval (dashed) loss')
-    ax.set_xlabel('step')
+    ax.set_xlabel('step' + ('; bands: 95% interval over seeds'
+                            if any(len(g) > 1 for g in cells.values()) else ''))
     ax.set_ylabel('cross-entropy (nats/token)')
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
   return save(fig, path, dpi=120)
+
+
+def _band(curves):
+  """Steps logged by every curve, the mean there and (2+ curves) the 95% interval bounds."""
+  curves = [dict(c) for c in curves if c]
+  if not curves:
+    return [], [], None, None
+  steps = sorted(set.intersection(*(set(c) for c in curves)))
+  if len(curves) == 1:
+    return steps, [curves[0][s] for s in steps], None, None
+  cis = [intervals.mean_interval([c[s] for c in curves]) for s in steps]
+  return (steps, [ci.mean for ci in cis], [ci.low for ci in cis], [ci.high for ci in cis])
 
 
 def report(workdirs: Sequence[str], out_dir: str, diverge_margin: float = 1.0) -> dict:

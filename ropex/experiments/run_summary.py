@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 from etils import epath
 
+from ropex.evaluation import intervals
 from ropex.training.metrics import read_metrics
 
 
@@ -35,6 +36,8 @@ class RunSummary:
   train_curve: list[tuple[int, float]]
   eval_curve: list[tuple[int, float]]
   note: str = ''
+  group: str = ''                   # config without seeds/name: equal = differ only by seed
+  seeds: tuple = ()                 # (train.seed, data.seed)
 
 
 def _theta(value) -> str:
@@ -174,4 +177,6 @@ def summarize(workdir: str, diverge_margin: float = 1.0) -> RunSummary:
       eval_perplexity=float(perplexity) if _finite(perplexity) else None,
       eval_loss=eval_curve[-1][1] if eval_curve else None,
       train_loss=train_curve[-1][1] if train_curve else None,
-      train_curve=train_curve, eval_curve=eval_curve, note=note)
+      train_curve=train_curve, eval_curve=eval_curve, note=note,
+      group=intervals.group_key(config),
+      seeds=tuple(intervals.seeds_of(config).values()))

@@ -12,6 +12,12 @@ with its args, relative to the sweep file (``'prope_2b.py:p=0.25,data=wiki'``), 
   python -m ropex.sweep --config configs/paper_table2.py --launcher tpu \\
       --launcher_args='--name my-pod --zone us-east5-a' --workdir_root /mnt/runs/table2
 
+Seeds: ``--seeds 3`` (seeds 0, 1, 2) or ``--seeds 0,5,7``, or ``SEEDS = 3`` / ``SEEDS = (0, 5)``
+in the sweep file (the flag wins), repeats every run once per seed as ``<name>_s<seed>`` with
+``train.seed`` (initialisation, dropout) and ``data.seed`` (data order; for synthetic data,
+the examples) set to the seed. ``ropex.experiments.report`` and ``ropex.evaluate compare`` group runs that
+differ only by seed into mean ± a 95% interval.
+
 Launchers: ``local`` runs ``python -m ropex.train`` for each run, one after another;
 ``tpu`` runs the same command on every worker of a TPU VM/pod through
 ``scripts/tpu_pod.sh run`` (one run after another); ``slurm`` submits
@@ -51,16 +57,61 @@ class Run:
   workdir: str
 
 
+SEED_KEYS = ('train.seed', 'data.seed')
+
+
+def parse_seeds(value: Any, field: str = '--seeds') -> tuple[int, ...] | None:
+  """``3`` / ``'3'`` -> (0, 1, 2); ``'0,5'`` / ``(0, 5)`` -> (0, 5); None / '' -> None."""
+  if value is None or value == '':
+    return None
+  try:
+    if isinstance(value, str):
+      parts = [int(v) for v in value.split(',') if v.strip()]
+      seeds = tuple(range(parts[0])) if len(parts) == 1 and ',' not in value else tuple(parts)
+    elif isinstance(value, int) and not isinstance(value, bool):
+      seeds = tuple(range(value))
+    else:
+      seeds = tuple(int(v) for v in value)
+  except (TypeError, ValueError, IndexError):
+    seeds = ()
+  if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+    raise ConfigError(f'{field}={value!r} must be a count >= 1 (seeds 0..N-1) or distinct '
+                      'seeds >= 0, comma-separated')
+  return seeds
+
+
+def with_seeds(entries, seeds: Sequence[int] | None):
+  """Each ``(name, config, overrides)`` once per seed: ``name_s<seed>``, seed overrides set."""
+  if seeds is None:
+    return list(entries)
+  out = []
+  for name, config, overrides in entries:
+    clash = [k for k in SEED_KEYS if k in overrides]
+    if clash:
+      raise ConfigError(f'run {name!r} sets {", ".join(clash)} and the sweep has a seed axis; '
+                        'allowed: one of the two')
+    out += [(f'{name}_s{seed}', config, dict(overrides, **{k: seed for k in SEED_KEYS}))
+            for seed in seeds]
+  return out
+
+
 def load_sweep(sweep: str, workdir_root: str,
-               extra_overrides: Sequence[tuple[str, Any]] = ()) -> list[Run]:
-  """The runs of sweep file ``sweep`` (``path[:args]``), each validated."""
+               extra_overrides: Sequence[tuple[str, Any]] = (),
+               seeds: Sequence[int] | None = None) -> list[Run]:
+  """The runs of sweep file ``sweep`` (``path[:args]``), each validated; ``seeds`` (default:
+  the file's ``SEEDS``, if any) repeats every run once per seed."""
   path, arg = loading.split_spec(sweep)
   module = loading.load_module(path)
   if not hasattr(module, 'get_sweep'):
     raise ConfigError(f'--config={path!r} defines no get_sweep(arg); a sweep file returns '
                       f'[(name, config, overrides), ...]')
+  if seeds is None:
+    seeds = parse_seeds(getattr(module, 'SEEDS', None), field=f'{path}: SEEDS')
+  if seeds is not None and any(k in SEED_KEYS for k, _ in extra_overrides):
+    raise ConfigError('--override sets a seed and the sweep has a seed axis; allowed: one of '
+                      'the two')
   runs, seen = [], set()
-  for name, config, overrides in module.get_sweep(arg):
+  for name, config, overrides in with_seeds(module.get_sweep(arg), seeds):
     if name in seen:
       raise ConfigError(f'sweep {path!r} names run {name!r} twice; run names must be unique')
     seen.add(name)
@@ -153,6 +204,9 @@ def define_flags():
                       "'--name my-pod --zone us-east5-a' (tpu) or '--nodes=4' (slurm)")
   flags.DEFINE_multi_string('override', [], 'key=value applied to every run, e.g. train.steps=4')
   flags.DEFINE_string('only', '', 'comma-separated run names to keep (default: all)')
+  flags.DEFINE_string('seeds', '', 'seed axis: a count N (seeds 0..N-1) or comma-separated '
+                      'seeds; every run once per seed as <name>_s<seed> (train.seed = data.seed '
+                      '= seed); default: the sweep file\'s SEEDS, or none')
 
 
 def main(argv):
@@ -163,7 +217,8 @@ def main(argv):
   stem = os.path.splitext(os.path.basename(loading.split_spec(FLAGS.config)[0]))[0]
   root = FLAGS.workdir_root or os.path.join('runs', stem)
   try:
-    runs = load_sweep(FLAGS.config, root, [overrides_lib.parse(o) for o in FLAGS.override])
+    runs = load_sweep(FLAGS.config, root, [overrides_lib.parse(o) for o in FLAGS.override],
+                      parse_seeds(FLAGS.seeds))
     if FLAGS.only:
       keep = set(FLAGS.only.split(','))
       unknown = keep - {r.name for r in runs}

@@ -68,3 +68,18 @@ def test_bad_flags_fail_with_one_sentence(tmp_path):
       'ropex.evaluate: --lengths lists 16 twice; allowed: distinct lengths']
   done = evaluate(f'--workdir={workdir}')
   assert done.returncode == 2 and 'holds no config.json' in done.stderr
+
+
+def test_ruler_suite_from_the_command_line(workdir, tmp_path):
+  out = str(tmp_path / 'ruler')
+  done = evaluate(f'--workdir={workdir}', '--suite=ruler', '--ruler=niah_single,cwe',
+                  '--lengths=40,64', '--depths=0,1', '--task_examples=2', f'--out={out}')
+  assert done.returncode == 0, done.stderr[-2000:]
+  with open(os.path.join(out, 'results.json')) as f:
+    results = json.load(f)
+  assert sorted(results['ruler']) == ['cwe', 'niah_single'] and 'perplexity' not in results
+  assert results['ruler']['niah_single']['lengths'] == [40, 64]
+  assert 'RULER average recall %: L=40:' in done.stdout
+  assert os.path.getsize(os.path.join(out, 'ruler.png')) > 1000
+  done = evaluate(f'--workdir={workdir}', '--suite=rular')
+  assert done.returncode == 2 and '--suite names \'rular\'' in done.stderr

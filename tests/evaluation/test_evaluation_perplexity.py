@@ -107,3 +107,64 @@ def test_eval_split_rows_from_documents_and_stream():
   np.testing.assert_array_equal(stream['weights'][0], want_w[1:11])
   with pytest.raises(ConfigError):
     rows_lib.from_source(docs, 10, 2, 'pages')
+
+
+def test_same_documents_at_every_length():
+  sizes = (5, 31, 12, 50, 41, 8, 33)
+  docs = [_doc(1000 * i + np.arange(n)) for i, n in enumerate(sizes)]
+  chosen = rows_lib.same_documents(docs, 31, 3, max_documents=len(docs))
+  assert chosen['ids'] == ['1', '3', '4'] and chosen['scanned'] == 5   # >= 31 tokens, first 3
+  rows = {L: rows_lib.prefixes(chosen, L) for L in (4, 17, 30)}
+  for L, r in rows.items():
+    assert r['doc_ids'] == ['1', '3', '4'] and r['inputs'].shape == (3, L)
+    np.testing.assert_array_equal(r['inputs'], [1000 * i + np.arange(L) for i in (1, 3, 4)])
+    np.testing.assert_array_equal(r['targets'], [1000 * i + 1 + np.arange(L) for i in (1, 3, 4)])
+  sweep = perplexity.length_sweep(SpyScorer(), lambda L: rows[L], [30, 4, 17], bucket=8)
+  assert sweep['document_ids'] == {'30': ['1', '3', '4'], '4': ['1', '3', '4'],
+                                   '17': ['1', '3', '4']}
+  assert sweep['rows'] == [3, 3, 3]
+  with pytest.raises(ValueError, match='needs documents of 32 tokens'):
+    rows_lib.prefixes(chosen, 31)
+
+
+def test_text_perplexity_reads_the_same_documents_from_any_source(micro_rope, tmp_path):
+  from ropex.evaluation import suite   # pylint: disable=g-import-not-at-top
+  config, params = micro_rope
+  rng = np.random.default_rng(0)
+  sizes = [int(n) for n in rng.integers(60, 400, size=12)]
+  for i, n in enumerate(sizes):
+    (tmp_path / f'd{i:02d}.txt').write_text(''.join(chr(97 + int(c)) for c in
+                                                    rng.integers(0, 26, n)))
+  spec = f'text:{tmp_path}/*.txt'
+  opts = dict(lengths=[64, 200, 128], examples=4, tasks=(), retrieval='none', depths=[0.5],
+              data=spec)
+  out = suite.evaluate(config, params, suite.Options(**opts))   # a synthetic run, text data
+  p = out['perplexity']
+  assert p['data'] == spec and p['text_mode'] == 'documents'
+  ids = p['document_ids']['200']
+  assert ids == p['document_ids']['64'] == p['document_ids']['128'] and len(ids) == 4
+  # bos + text >= 201 tokens: documents of >= 200 characters, and there are at least 4
+  assert p['documents'] == {'count': 4, 'min_tokens': 201, 'scanned': p['documents']['scanned']}
+  assert sum(n >= 200 for n in sizes) >= 4 and p['rows'] == [4, 4, 4]
+  for bad, why in (('csv:x', "names the source 'csv'"), ('tfds:wiki', 'needs both'),
+                   ('text:', 'is not a known source'), ('synthetic', 'needs a run trained')):
+    c = config if bad != 'synthetic' else copy_as_text(config, tmp_path)
+    with pytest.raises(ConfigError, match=r"--data=.*" + why + '.*allowed: auto, synthetic, '
+                       r'eval, text:GLOB\[:FIELD\] or tfds:NAME:SPLIT'):
+      suite.resolve(c, suite.Options(**dict(opts, data=bad)))
+
+
+def copy_as_text(config, root):
+  c = config.copy_and_resolve_references()
+  c.data.update(source='text', text_glob=str(root / '*.txt'), eval_fraction=1.0)
+  return c
+
+
+def test_data_spec_forms():
+  from ropex.evaluation import data_spec   # pylint: disable=g-import-not-at-top
+  assert data_spec.parse('text:data/*.jsonl:inputs,targets') == {
+      'kind': 'text', 'glob': 'data/*.jsonl', 'field': 'inputs,targets'}
+  assert data_spec.parse('text:gs://b/x/*.jsonl') == {'kind': 'text', 'glob': 'gs://b/x/*.jsonl',
+                                                       'field': 'text'}
+  assert data_spec.parse('tfds:wikipedia/20230601.en:train[:1%]') == {
+      'kind': 'tfds', 'name': 'wikipedia/20230601.en', 'split': 'train[:1%]'}

@@ -134,3 +134,30 @@ def test_text_run_uses_its_eval_split_and_the_passkey(micro_rope, tmp_path):
   assert out['run']['train_positions'] == config.train.seq_len
   assert sorted(out['retrieval']) == ['passkey'] and out['tasks'] == {}
   assert out['retrieval']['passkey']['examples'] == [[2, 2], [2, 2]]
+
+
+def test_ruler_suite_in_results_figures_and_comparison(micro_rope, tmp_path):
+  config, params = micro_rope
+  quick = dict(lengths=[40, 64], depths=[0.0, 1.0], task_examples=2, examples=2)
+  only = suite.evaluate(config, params, suite.Options(suite='ruler', **quick))
+  assert 'perplexity' not in only and only['retrieval'] == {} and only['tasks'] == {}
+  assert list(only['ruler']) == list(suite.ruler_lib.TASKS)
+  assert only['ruler']['cwe']['depths'] == [None]
+  assert only['ruler']['vt']['depths'] == [0.0, 1.0]
+  assert only['ruler']['niah_single']['lexicon'] == {'style': 'symbol', 'haystack': 'noise'}
+  assert only['settings']['suite'] == ['ruler']
+  two = suite.evaluate(config, params, suite.Options(suite='perplexity,ruler',
+                                                     ruler='niah_single,fwe', **quick))
+  assert list(two['ruler']) == ['niah_single', 'fwe'] and two['perplexity']['lengths'] == [40, 64]
+  written = suite.write(only, str(tmp_path / 'only'))
+  assert sorted(os.path.basename(p) for p in written) == ['accuracy.png', 'results.json',
+                                                          'ruler.png']
+  text, _ = compare.compare([two, only], str(tmp_path / 'cmp'))
+  assert 'RULER average' in text and 'Perplexity by context length' in text
+  assert text.count('RULER (') == 2 and '| average |' in text
+  with pytest.raises(ConfigError, match='--suite names'):
+    suite.resolve(config, suite.Options(suite='ruler,nope', **quick))
+  with pytest.raises(ConfigError, match='--ruler names'):
+    suite.resolve(config, suite.Options(suite='ruler', ruler='niah', **quick))
+  with pytest.raises(ConfigError, match='haystack=eval needs a text run'):
+    suite.resolve(config, suite.Options(suite='ruler', haystack='eval', **quick))

@@ -140,3 +140,44 @@ def test_cli(runs, tmp_path):
   bad = subprocess.run([sys.executable, '-m', 'ropex.report', str(tmp_path)],
                        capture_output=True, text=True, timeout=300)
   assert bad.returncode == 1 and 'has no config.json: not a ropex run directory' in bad.stderr
+
+
+def _reseed(workdir, seed):
+  path = os.path.join(workdir, 'config.json')
+  with open(path) as f:
+    cfg = json.load(f)
+  cfg['train']['seed'] = cfg['data']['seed'] = seed
+  cfg['name'] = f'{cfg.get("name")}_s{seed}'
+  with open(path, 'w') as f:
+    json.dump(cfg, f)
+  return workdir
+
+
+def test_seeds_are_one_cell_with_an_interval_and_noise_marks(tmp_path):
+  finals = {'RoPE θ=10k': (1.50, 1.52, 1.49), '0.75-RoPE': (1.51, 1.50, 1.53),
+            'NoPE': (1.90, 1.91, 1.89)}
+  dirs = [_reseed(make_run(tmp_path, f'{row}_{s}', SPECS[row], 'wiki', curve(f)), s)
+          for row, values in finals.items() for s, f in enumerate(values)]
+  out = report.report(dirs, str(tmp_path / 'out'))
+  _, body, notes = report.table(out['runs'])
+  rows = {r[0]: r[1] for r in body}
+  assert notes == []
+  for row, values in finals.items():
+    ppls = [ppl(f) for f in values]
+    mean = sum(ppls) / 3
+    s = math.sqrt(sum((p - mean) ** 2 for p in ppls) / 2)
+    half = 4.302652729911275 * s / math.sqrt(3)           # t_{0.975, 2} from a t table
+    want = f'{mean:.4f} ± {half:.4f} (n=3)'
+    assert rows[row].startswith(want), (rows[row], want)
+  # RoPE θ=10k has the lowest mean; 0.75-RoPE is within noise of it, NoPE is not
+  assert rows['0.75-RoPE'].endswith('≈') and not rows['NoPE'].endswith('≈')
+  assert not rows['RoPE θ=10k'].endswith('≈')
+  assert 'Student-t' in out['markdown'] and "Welch's t-test" in out['markdown']
+  with open(out['runs_csv']) as f:
+    assert sorted(r['train_seed'] for r in csv.DictReader(f)) == ['0'] * 3 + ['1'] * 3 + ['2'] * 3
+  # the same seed twice is a duplicate, not another seed
+  again = make_run(tmp_path, 'again', SPECS['NoPE'], 'wiki', curve(3.0, 5))
+  _reseed(again, 0)
+  _, body, notes = report.table(report.report(dirs + [again], str(tmp_path / 'o2'))['runs'])
+  assert notes == [f'NoPE / wiki: {again} ignored (duplicate of {dirs[6]})']
+  assert {r[0]: r[1] for r in body}['NoPE'] == rows['NoPE']

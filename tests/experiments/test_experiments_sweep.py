@@ -177,3 +177,28 @@ def test_end_to_end_full_runlocal_table(tmp_path):
   assert len(workdirs) == 7
   assert sorted(r.row for r in result['runs']) == sorted(paper.PAPER_TABLE2)
   assert all(r.status == 'finished' and r.eval_perplexity > 1 for r in result['runs'])
+
+
+def test_seed_axis_repeats_every_run_with_its_seed(tmp_path):
+  runs = sweep.load_sweep(TABLE2 + ':runlocal', '/r', seeds=sweep.parse_seeds('3'))
+  assert [r.name for r in runs[:3]] == ['nope_local_s0', 'nope_local_s1', 'nope_local_s2']
+  assert len(runs) == 3 * len(STEMS)
+  for r in runs[:3]:
+    seed = int(r.name[-1])
+    assert dict(r.overrides) == {'train.seed': seed, 'data.seed': seed}
+    cfg = sweep.validate(r)
+    assert (cfg.train.seed, cfg.data.seed) == (seed, seed)
+    assert sweep.train_command(r)[-2:] == [f'--config.train.seed={seed}',
+                                           f'--config.data.seed={seed}']
+  assert sweep.parse_seeds('0,5,7') == (0, 5, 7) and sweep.parse_seeds(2) == (0, 1)
+  assert sweep.parse_seeds('') is None
+  for bad in ('0', '1,1', '-1,2', 'x'):
+    with pytest.raises(ConfigError, match='--seeds'):
+      sweep.parse_seeds(bad)
+  nope = os.path.join(ROOT, 'configs', 'nope_2b.py')
+  seeded = tmp_path / 'seeded.py'
+  seeded.write_text(f'SEEDS = (4, 9)\ndef get_sweep(arg):\n  return [("a", {nope!r}, {{}})]\n')
+  assert [r.name for r in sweep.load_sweep(str(seeded), 'r')] == ['a_s4', 'a_s9']
+  assert [r.name for r in sweep.load_sweep(str(seeded), 'r', seeds=(1,))] == ['a_s1']
+  with pytest.raises(ConfigError, match='seed axis'):
+    sweep.load_sweep(str(seeded), 'r', [('train.seed', '3')])

@@ -278,7 +278,7 @@ def test_splash_attention_lowers_to_tpu_kernels_for_v5e():
 
 IMPORTS = r'''
 import os, sys
-import ropex, ropex.compile, ropex.tools.fit_check, ropex.train, ropex.training.loop
+import ropex, ropex.tools.fit_check, ropex.tools.fit_check, ropex.train, ropex.training.loop
 import ropex.evaluation.suite, ropex.analysis.pipeline, ropex.data.pipeline
 import jax
 print(sorted(m for m in sys.modules if m.split('.')[0] == 'tensorflow'),
