@@ -31,7 +31,7 @@ _DISTRIBUTED = flags.DEFINE_enum('distributed', 'auto', ['auto', 'on', 'off'],
                                  'processes are configured or detected (TPU pod, SLURM).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
-EXIT_CONFIG, EXIT_NONFINITE = 2, 3
+EXIT_CONFIG, EXIT_NONFINITE, EXIT_SAVE = 2, 3, 4
 
 
 def _fail(message: str, status: int):
@@ -59,6 +59,8 @@ def main(argv):
     _fail(str(e), EXIT_CONFIG)
   except loop.NonFiniteLossError as e:
     _fail(str(e), EXIT_NONFINITE)
+  except loop.CheckpointSaveError as e:
+    _fail(str(e), EXIT_SAVE)
 
 
 def _parse_flags(argv):
