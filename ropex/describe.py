@@ -14,6 +14,7 @@ from ml_collections import config_flags
 
 from ropex.model.config import ModelConfig
 from ropex.tools.describe import describe, format_table
+from ropex.config import loading
 from ropex.errors import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
@@ -29,12 +30,11 @@ def main(argv):
   try:
     model_cfg = ModelConfig.from_config(config.model)
   except ConfigError as err:
-    print(f'error: {err}', file=sys.stderr)
-    return 2
+    loading.fail('ropex.describe', str(err))
   d = describe(model_cfg, config.get('name', ''))
   print(json.dumps(d, indent=1) if _JSON.value else format_table(d))
   return 0
 
 
 if __name__ == '__main__':
-  app.run(main)
+  loading.run(main, 'ropex.describe')

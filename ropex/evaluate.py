@@ -54,6 +54,7 @@ _LOSS_CHUNK = flags.DEFINE_integer('loss_chunk', 512, 'Positions per logits bloc
 _TOKENS_PER_BATCH = flags.DEFINE_integer('tokens_per_batch', 16_384, 'Tokens per forward pass.')
 _POSITION_BUCKET = flags.DEFINE_integer('position_bucket', 0, 'Width of the loss-by-position '
                                         'buckets (0: a quarter of the trained positions).')
+MAX_LENGTH = 1 << 20  # tokens: far beyond any run here, and still a sane allocation
 _REUSE = flags.DEFINE_bool('reuse', True, 'compare: use a workdir\'s existing eval/results.json '
                            'instead of evaluating it again.')
 
@@ -68,6 +69,9 @@ def _options():
     raise ConfigError('--lengths must be integers and --depths numbers in [0, 1]') from None
   if lengths is not None:
     perplexity.check_lengths(lengths)
+    if max(lengths) > MAX_LENGTH:
+      raise ConfigError(f'--lengths has {max(lengths)}; allowed: lengths up to {MAX_LENGTH} '
+                        'tokens')
   tasks = None if _TASKS.value == 'auto' else tuple(
       t for t in _TASKS.value.split(',') if t and t != 'none')
   return suite.Options(
@@ -125,7 +129,11 @@ def compare_paths(paths, out: str) -> str:
     try:
       if not _REUSE.value and os.path.isfile(os.path.join(path, 'config.json')):
         raise FileNotFoundError(path)
-      loaded = suite.load(path)
+      try:
+        loaded = suite.load(path)
+      except (ValueError, AttributeError) as e:  # not JSON, or JSON that is not an object
+        raise ConfigError(f'compare: {path!r} is not a readable results.json '
+                          f'({type(e).__name__}: {str(e)[:120]})') from None
       print(f'{path}: using {loaded["run"]["name"]} step {loaded["run"]["step"]} '
             '(existing results)', flush=True)
     except FileNotFoundError:
@@ -161,4 +169,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  from ropex.config import loading  # pylint: disable=g-import-not-at-top
+  loading.run(main, 'ropex.evaluate', config_flag=None)
