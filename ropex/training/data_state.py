@@ -19,7 +19,10 @@ ROW_FIELDS = ('doc_index', 'doc_offset')
 
 
 def gather(local: dict[str, Any]) -> dict[str, Any]:
-  """The global state from every process's local state (a collective: all processes call it)."""
+  """The global state from every process's local state (a collective: all processes call it).
+  A state without per-row fields (an iterator of another kind) is saved as given."""
+  if not all(key in local for key in ROW_FIELDS):
+    return dict(local)
   out = dict(local, first_stream=0, num_streams=int(local['global_batch']))
   for key in ROW_FIELDS:
     rows = np.asarray(local[key], np.int64)
@@ -34,6 +37,8 @@ def gather(local: dict[str, Any]) -> dict[str, Any]:
 
 def local(saved: dict[str, Any], first_stream: int, num_streams: int) -> dict[str, Any]:
   """This process's rows ``[first_stream, first_stream + num_streams)`` of a global state."""
+  if not all(key in saved for key in ROW_FIELDS):
+    return dict(saved)
   rows = slice(first_stream - int(saved['first_stream']),
                first_stream - int(saved['first_stream']) + num_streams)
   out = dict(saved, first_stream=first_stream, num_streams=num_streams)

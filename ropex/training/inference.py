@@ -28,8 +28,8 @@ def load_for_inference(workdir: str, step: int | None = None):
   config = load_config(workdir)
   steps = saved_steps(workdir)
   if not steps:
-    raise ConfigError(f'--workdir {workdir} has no checkpoint in {checkpoint_dir(workdir)}; '
-                      'give the workdir of a run that saved one')
+    raise ConfigError(f'--workdir {workdir} has no checkpoints (none in '
+                      f'{checkpoint_dir(workdir)}); give the workdir of a run that saved one')
   step = max(steps) if step is None else int(step)
   if step not in steps:
     raise ConfigError(f'--step {step} has no checkpoint in {checkpoint_dir(workdir)}; '
