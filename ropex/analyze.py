@@ -18,6 +18,7 @@ from absl import app, flags, logging
 import ml_collections
 from ml_collections import config_flags
 
+from ropex.config import loading
 from ropex.errors import ConfigError
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir to analyse (latest or --step '
@@ -39,11 +40,15 @@ _PROMPTS = flags.DEFINE_string(
     'else "text".')
 _OUT = flags.DEFINE_string('out', None, 'Output folder (default: WORKDIR/analysis; required '
                            'for --gemma, --config and theory).')
-_MAX_LEN = flags.DEFINE_integer('max_len', 256, 'Tokens per prompt (BOS included).')
-_BATCH = flags.DEFINE_integer('batch_size', 4, 'Prompts per forward pass.')
-_TOP = flags.DEFINE_integer('top_heads', 4, 'Positional heads to ablate (0: no ablation).')
+_MAX_LEN = flags.DEFINE_integer('max_len', 256, 'Tokens per prompt (BOS included).',
+                                 lower_bound=2, upper_bound=1 << 20)
+_BATCH = flags.DEFINE_integer('batch_size', 4, 'Prompts per forward pass.', lower_bound=1,
+                               upper_bound=4096)
+_TOP = flags.DEFINE_integer('top_heads', 4, 'Positional heads to ablate (0: no ablation).',
+                             lower_bound=0)
 _FRACTION = flags.DEFINE_float('ablate_fraction', 0.25, 'Fraction of a head\'s frequency chunks '
-                               'removed per ablation band.')
+                               'removed per ablation band.', lower_bound=0.0,
+                               upper_bound=1.0)
 _HTML = flags.DEFINE_bool('html', True, 'Also write report.html.')
 
 
@@ -166,9 +171,9 @@ def main(argv):
     raise app.UsageError(f'unknown command {" ".join(commands)!r}; allowed: theory (or none)')
   try:
     theory_main() if commands else analyze_main()
-  except (ConfigError, FileNotFoundError) as e:
-    sys.exit(f'error: {e}')
+  except FileNotFoundError as e:
+    raise ConfigError(str(e)) from None
 
 
 if __name__ == '__main__':
-  app.run(main)
+  loading.run(main, 'ropex.analyze')

@@ -1,9 +1,9 @@
 """``python -m ropex.compile``: TPU fit check (ahead-of-time compile for a topology) from a CPU host (see :mod:`ropex.tools.fit_check`)."""
 
-from absl import app
+from ropex.config import loading
 
 from ropex.tools import fit_check
 
 if __name__ == '__main__':
   fit_check.define_flags()
-  app.run(fit_check.main)
+  loading.run(fit_check.main, 'ropex.compile')

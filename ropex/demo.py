@@ -65,4 +65,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  loading.run(main, 'ropex.demo', config_flag=None)

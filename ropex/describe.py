@@ -19,6 +19,7 @@ from ml_collections import config_flags
 
 from ropex.model.config import ModelConfig
 from ropex.tools.describe import describe, format_table
+from ropex.config import loading
 from ropex.errors import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
@@ -36,8 +37,7 @@ def main(argv):
   try:
     model_cfg = ModelConfig.from_config(config.model)
   except ConfigError as err:
-    print(f'error: {err}', file=sys.stderr)
-    return 2
+    loading.fail('ropex.describe', str(err))
   seq_len = _SEQ_LEN.value
   if seq_len is None and config.get('train') is not None:
     seq_len = int(config.train.seq_len)
@@ -47,4 +47,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  loading.run(main, 'ropex.describe')

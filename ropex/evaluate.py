@@ -64,6 +64,7 @@ _RULER = flags.DEFINE_string('ruler', 'all', 'RULER tasks when --suite has ruler
                              'niah_multiquery, vt, cwe, fwe.')
 _HAYSTACK = flags.DEFINE_string('haystack', 'noise', 'RULER haystack for text runs: noise '
                                 '(repeated filler sentences) or eval (the run\'s eval text).')
+MAX_LENGTH = 1 << 20  # tokens: far beyond any run here, and still a sane allocation
 _REUSE = flags.DEFINE_bool('reuse', True, 'compare: use a workdir\'s existing eval/results.json '
                            'instead of evaluating it again.')
 
@@ -79,6 +80,9 @@ def _options():
     raise ConfigError('--lengths must be integers and --depths numbers in [0, 1]') from None
   if lengths is not None:
     perplexity.check_lengths(lengths)
+    if max(lengths) > MAX_LENGTH:
+      raise ConfigError(f'--lengths has {max(lengths)}; allowed: lengths up to {MAX_LENGTH} '
+                        'tokens')
   data_spec.parse(_DATA.value)
   tasks = None if _TASKS.value == 'auto' else tuple(
       t for t in _TASKS.value.split(',') if t and t != 'none')
@@ -147,7 +151,11 @@ def compare_paths(paths, out: str) -> str:
     try:
       if not _REUSE.value and os.path.isfile(os.path.join(path, 'config.json')):
         raise FileNotFoundError(path)
-      loaded = suite.load(path)
+      try:
+        loaded = suite.load(path)
+      except (ValueError, AttributeError) as e:  # not JSON, or JSON that is not an object
+        raise ConfigError(f'compare: {path!r} is not a readable results.json '
+                          f'({type(e).__name__}: {str(e)[:120]})') from None
       print(f'{path}: using {loaded["run"]["name"]} step {loaded["run"]["step"]} '
             '(existing results)', flush=True)
     except FileNotFoundError:
@@ -183,4 +191,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  from ropex.config import loading  # pylint: disable=g-import-not-at-top
+  loading.run(main, 'ropex.evaluate', config_flag=None)

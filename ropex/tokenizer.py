@@ -15,11 +15,13 @@ from typing import Sequence
 from absl import app
 from absl import flags
 
+from ropex.config import loading
 from ropex.tools.tokenizer_training import train
 
 _INPUT = flags.DEFINE_string('input', None, 'Glob of .txt / .jsonl files (** recurses).',
                             required=True)
-_VOCAB = flags.DEFINE_integer('vocab_size', 8000, 'Number of pieces, special ids included.')
+_VOCAB = flags.DEFINE_integer('vocab_size', 8000, 'Number of pieces, special ids included.',
+                            lower_bound=16, upper_bound=1 << 20)
 _OUTPUT = flags.DEFINE_string('output', None, 'Output path ending in .model (a .vocab file is '
                               'written next to it).', required=True)
 _MODEL_TYPE = flags.DEFINE_enum('model_type', 'unigram', ['unigram', 'bpe', 'char', 'word'],
@@ -42,4 +44,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  loading.run(main, 'ropex.tokenizer', config_flag=None)

@@ -11,12 +11,12 @@ Multi-host: ``--coordinator_address=HOST:PORT --num_processes=N --process_id=I``
 
 from __future__ import annotations
 
-import re
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from ropex.config import loading
 from ropex.errors import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file '
@@ -31,7 +31,7 @@ _DISTRIBUTED = flags.DEFINE_enum('distributed', 'auto', ['auto', 'on', 'off'],
                                  'processes are configured or detected (TPU pod, SLURM).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
-EXIT_CONFIG, EXIT_NONFINITE = 2, 3
+EXIT_CONFIG, EXIT_NONFINITE, EXIT_SAVE = 2, 3, 4
 
 
 def _fail(message: str, status: int):
@@ -59,28 +59,12 @@ def main(argv):
     _fail(str(e), EXIT_CONFIG)
   except loop.NonFiniteLossError as e:
     _fail(str(e), EXIT_NONFINITE)
-
-
-def _parse_flags(argv):
-  """absl flag parsing, with config-file and override errors as one line (no traceback)."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    err = e
-    while err is not None:  # a ConfigError raised inside the config file's get_config
-      if isinstance(err, ConfigError):
-        _fail(str(err).strip().splitlines()[-1].split('ConfigError: ', 1)[-1], EXIT_CONFIG)
-      err = err.__cause__ or err.__context__
-    _fail(' '.join(str(e).split()), EXIT_CONFIG)
-  except (AttributeError, KeyError) as e:  # --config.<field> that does not exist
-    hint = re.search(r'Did you mean "(\w+)" instead of "(\w+)"', str(e))
-    detail = f'{hint[2]!r}; did you mean {hint[1]!r}?' if hint else str(e).splitlines()[0]
-    _fail(f'a --config.<field> override names a field that does not exist: {detail}',
-          EXIT_CONFIG)
+  except loop.CheckpointSaveError as e:
+    _fail(str(e), EXIT_SAVE)
 
 
 def run():
-  app.run(main, flags_parser=_parse_flags)
+  loading.run(main, 'ropex.train')
 
 
 if __name__ == '__main__':

@@ -12,6 +12,8 @@ from __future__ import annotations
 import ast
 import importlib.util
 import os
+import re
+import sys
 import types
 
 import ml_collections
@@ -83,3 +85,61 @@ def load(spec: str, flag: str = '--config') -> ml_collections.ConfigDict:
     raise ConfigError(f'{flag}: get_config of {path!r} returned a {type(config).__name__}; it '
                       f'must return an ml_collections.ConfigDict')
   return config
+
+
+def _config_spec(argv, flag: str) -> str | None:
+  """The value of ``--config`` (``--config=X`` or ``--config X``) in ``argv``, if given."""
+  for i, arg in enumerate(argv):
+    if arg.startswith(flag + '='):
+      return arg.split('=', 1)[1]
+    if arg == flag and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def fail(prog: str, message: str, status: int = 2):
+  """Prints ``prog: message`` as one line on stderr and exits with ``status``."""
+  print(f'{prog}: {" ".join(str(message).split())}', file=sys.stderr, flush=True)
+  sys.exit(status)
+
+
+def parse_flags(argv, prog: str, config_flag: str | None = '--config'):
+  """absl flag parsing where every bad input is one line and exit status 2: the config file is
+  loaded with :func:`load` first (missing, syntax error, no ``get_config``, wrong type, bad
+  string args), then absl parses (an unknown ``--config.<field>``, a bad value, a flag out of
+  its bounds)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  spec = _config_spec(argv[1:], config_flag) if config_flag else None
+  if spec is not None:
+    try:
+      load(spec, config_flag)
+    except ConfigError as e:
+      fail(prog, str(e))
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    err = e
+    while err is not None:  # a ConfigError raised inside the config file's get_config
+      if isinstance(err, ConfigError):
+        fail(prog, str(err).strip().splitlines()[-1].split('ConfigError: ', 1)[-1])
+      err = err.__cause__ or err.__context__
+    fail(prog, str(e))
+  except (AttributeError, KeyError) as e:  # --config.<field> that does not exist
+    hint = re.search(r'Did you mean "(\w+)" instead of "(\w+)"', str(e))
+    detail = f'{hint[2]!r}; did you mean {hint[1]!r}?' if hint else str(e).splitlines()[0]
+    fail(prog, f'a --config.<field> override names a field that does not exist: {detail}')
+
+
+def run(main, prog: str, config_flag: str | None = '--config') -> None:
+  """``absl.app.run(main)`` for an entry point: bad flags and config files (see
+  :func:`parse_flags`) and every :class:`ConfigError` raised by ``main`` become one line on
+  stderr and exit status 2, without a traceback."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+
+  def checked_main(argv):
+    try:
+      return main(argv)
+    except ConfigError as e:
+      fail(prog, str(e))
+
+  app.run(checked_main, flags_parser=lambda argv: parse_flags(argv, prog, config_flag))

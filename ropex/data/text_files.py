@@ -31,16 +31,45 @@ _BLANK_LINES = re.compile(rb'\n[ \t\r]*\n[ \t\r\n]*')
 _CHUNK = 1 << 26
 
 
-def matching_files(pattern: str) -> list[str]:
+def matching_files(pattern: str, flag: str = 'data.text_glob') -> list[str]:
   files = sorted(f for f in glob_lib.glob(pattern, recursive=True) if os.path.isfile(f))
   if not files:
-    raise ConfigError(f'data.text_glob={pattern!r} matches no files; give a glob of .txt or '
+    raise ConfigError(f'{flag}={pattern!r} matches no files; give a glob of .txt or '
                       '.jsonl files')
   bad = [f for f in files if not f.endswith(EXTENSIONS)]
   if bad:
-    raise ConfigError(f'data.text_glob={pattern!r} matches {bad[0]!r}; allowed extensions: '
+    raise ConfigError(f'{flag}={pattern!r} matches {bad[0]!r}; allowed extensions: '
                       f'{", ".join(EXTENSIONS)}')
   return files
+
+
+def check_corpus(files, fields, glob_flag: str = 'data.text_glob',
+                 field_flag: str = 'data.text_field') -> None:
+  """Reads every file once, before anything is written: each .jsonl line must be a JSON object
+  with every field in ``fields``, and the corpus must hold some non-blank text. A ConfigError
+  names the file and line."""
+  text_found = False
+  for path in files:
+    with open(path, 'rb') as f:
+      if not path.endswith('.jsonl'):
+        text_found = text_found or any(chunk.strip() for chunk in iter(lambda: f.read(1 << 20), b''))
+        continue
+      for number, raw in enumerate(f, 1):
+        if not raw.strip():
+          continue
+        try:
+          record = json.loads(raw)
+        except ValueError:
+          raise ConfigError(f'{path} line {number} is not a JSON object; every non-blank line '
+                            f'of a .jsonl file in {glob_flag} must be one') from None
+        missing = [k for k in fields if not isinstance(record, dict) or k not in record]
+        if missing:
+          raise ConfigError(f'{path} line {number} has no field {missing[0]!r}; set '
+                            f'{field_flag} to fields every record has')
+        text_found = text_found or any(str(record[k]).strip() for k in fields)
+  if not text_found:
+    raise ConfigError(f'{glob_flag} matches only empty files ({", ".join(files[:3])}); give a '
+                      'corpus with text')
 
 
 def _line_spans(path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -81,6 +110,7 @@ class TextFiles:
                split_blank_lines: bool = False):
     self.files = matching_files(pattern)
     self.fields = fields
+    check_corpus(self.files, fields)  # problems surface before the workdir is touched
     file_ids, starts, ends = [], [], []
     for i, path in enumerate(self.files):
       if path.endswith('.jsonl'):

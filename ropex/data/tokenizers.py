@@ -43,7 +43,11 @@ class SentencePieceTokenizer:
       raise ConfigError(f'data.tokenizer_path={path!r} is not a file; set it to a SentencePiece '
                         '.model file (e.g. Gemma tokenizer.model or one from python -m '
                         'ropex.tokenizer)')
-    self._sp = spm.SentencePieceProcessor(model_file=path)
+    try:
+      self._sp = spm.SentencePieceProcessor(model_file=path)
+    except (RuntimeError, OSError) as e:
+      raise ConfigError(f'data.tokenizer_path={path!r} is not a SentencePiece model '
+                        f'({str(e).splitlines()[0][:120]}); give a .model file') from None
     self.vocab_size = int(self._sp.get_piece_size())
     self.pad_id, self.bos_id, self.eos_id = (int(self._sp.pad_id()), int(self._sp.bos_id()),
                                              int(self._sp.eos_id()))

@@ -27,6 +27,7 @@ from typing import Sequence
 from absl import app, flags
 
 from ropex.evaluation import intervals
+from ropex.errors import ConfigError
 from ropex.experiments.paper import DATASET_TITLES, PAPER_TABLE2
 from ropex.experiments.run_summary import RunSummary, summarize
 
@@ -250,7 +251,7 @@ def main(argv):
   try:
     result = report(workdirs, FLAGS.out, FLAGS.diverge_margin)
   except FileNotFoundError as e:
-    sys.exit(f'error: {e}')
+    raise ConfigError(str(e)) from None
   print(result['markdown'])
   print(f'wrote {result["table_md"]}, {result["table_csv"]}, {result["runs_csv"]}, '
         f'{result["png"]}')

@@ -11,11 +11,11 @@ import json
 import os
 from typing import Iterator, Sequence
 
-from absl import app
 from absl import logging
 import sentencepiece as spm
 
 from ropex.data import text_files
+from ropex.errors import ConfigError
 
 
 def lines(files: Sequence[str], fields: Sequence[str]) -> Iterator[str]:
@@ -33,14 +33,30 @@ def lines(files: Sequence[str], fields: Sequence[str]) -> Iterator[str]:
             yield line
 
 
+def _ancestors(path: str):
+  while True:
+    yield path
+    parent = os.path.dirname(path)
+    if parent == path:
+      return
+    path = parent
+
+
 def train(pattern: str, vocab_size: int, output: str, model_type: str = 'unigram',
           text_field: str = 'text', character_coverage: float = 0.9995,
           max_sentences: int = 2_000_000, seed: int = 0) -> str:
   """Trains and writes ``output`` (must end in .model); returns its path."""
   if not output.endswith('.model'):
-    raise app.UsageError(f'--output={output!r} must end in .model')
-  files = text_files.matching_files(pattern)
+    raise ConfigError(f'--output={output!r} must end in .model')
+  parent = os.path.dirname(os.path.abspath(output))
+  blocking = next((p for p in _ancestors(parent) if os.path.exists(p) and not os.path.isdir(p)),
+                  None)
+  if blocking:
+    raise ConfigError(f'--output={output!r} lies under {blocking!r}, which is a file; give a '
+                      'path in a directory')
+  files = text_files.matching_files(pattern, '--input')
   fields = [f.strip() for f in text_field.split(',') if f.strip()]
+  text_files.check_corpus(files, fields, '--input', '--text_field')
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
   spm.set_random_generator_seed(seed)
   spm.SentencePieceTrainer.train(

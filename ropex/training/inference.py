@@ -2,40 +2,57 @@
 
 from __future__ import annotations
 
-import os
+import logging
 
+from etils import epath
 import flax.linen as nn
 import jax
 import orbax.checkpoint as ocp
 
 from ropex import model as model_lib
+from ropex.errors import ConfigError
 from ropex.model.config import ModelConfig
-from ropex.training.checkpoint import checkpoint_dir
+from ropex.training import integrity
+from ropex.training.checkpoint import checkpoint_dir, resolve, saved_steps
 from ropex.training.workdir import load_config
+
+log = logging.getLogger('ropex')
 
 
 def load_for_inference(workdir: str, step: int | None = None):
   """``(config, params, step)`` from a training workdir: the ConfigDict the run used, float32
   params as an unboxed dict in the model's (scanned) layout on the default device, and the step
-  (default: the latest). The optimizer state is not read."""
+  (default: the latest). The step's checksums are verified first (a mismatch: ConfigError); the
+  optimizer state is not read."""
+  workdir = resolve(workdir)
   config = load_config(workdir)
-  steps = ocp.utils.checkpoint_steps(checkpoint_dir(workdir))
+  steps = saved_steps(workdir)
   if not steps:
-    raise FileNotFoundError(f'no checkpoints in {checkpoint_dir(workdir)}')
+    raise ConfigError(f'--workdir {workdir} has no checkpoints (none in '
+                      f'{checkpoint_dir(workdir)}); give the workdir of a run that saved one')
   step = max(steps) if step is None else int(step)
   if step not in steps:
-    raise FileNotFoundError(f'no checkpoint for step {step} in {checkpoint_dir(workdir)}; '
-                            f'available: {sorted(steps)}')
+    raise ConfigError(f'--step {step} has no checkpoint in {checkpoint_dir(workdir)}; '
+                      f'allowed: {", ".join(map(str, steps))}')
+  step_dir = epath.Path(checkpoint_dir(workdir)) / str(step)
+  try:
+    problem = integrity.retry(lambda: integrity.verify(step_dir), f'verifying checkpoint {step}')
+  except integrity.Unverified:
+    log.warning('checkpoint %s has no checksums (its run stopped before they were written); '
+                'loading it unverified', step_dir)
+    problem = None
+  if problem:
+    raise ConfigError(f'checkpoint {step_dir} is unreadable: {problem}; give another --step '
+                      f'(available: {", ".join(map(str, steps))})')
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   abstract = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
       nn.unbox(model_lib.abstract_params(ModelConfig.from_config(config.model))))
   item = {'params': abstract}
   restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=device), item)
-  path = os.path.join(checkpoint_dir(workdir), str(step), 'state')
   with ocp.PyTreeCheckpointer() as ckptr:
-    restored = ckptr.restore(path, args=ocp.args.PyTreeRestore(
-        item=item, restore_args=restore_args, partial_restore=True))
+    restored = integrity.retry(lambda: ckptr.restore(step_dir / 'state', args=ocp.args.PyTreeRestore(
+        item=item, restore_args=restore_args, partial_restore=True)), f'reading {step_dir}')
   return config, restored['params'], step
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import signal
 import time
 from typing import Any
@@ -24,8 +23,10 @@ from typing import Any
 import jax
 
 from ropex import data
-from ropex.training import (checkpoint, init_from, metrics, optim, sharding, step, validation,
-                            workdir as workdir_lib)
+from ropex.training import (checkpoint, data_state, init_from, metrics, optim, sharding, step,
+                            validation)
+from ropex.training import workdir as workdir_lib
+from ropex.training.checkpoint import CheckpointSaveError
 from ropex.training.evaluator import Evaluator
 from ropex.training.metrics import NonFiniteLossError
 from ropex.training.signals import StopRequest
@@ -91,21 +92,23 @@ def _start(config, workdir: str) -> _Run:
   """Validates, builds the step and the data, writes ``config.json``, restores or initialises."""
   process_index, process_count = jax.process_index(), jax.process_count()
   primary = process_index == 0
-  workdir = os.path.abspath(workdir)
+  workdir = checkpoint.resolve(workdir)
   validation.validate(config, jax.device_count(), process_count)
+  workdir_lib.check_resumable(config, workdir)  # reads only: a refused resume writes nothing
   setup = step.make_setup(config, sharding.make_mesh(config))
   train_step = step.make_train_step(setup)
   evaluator = Evaluator(config, setup, process_index, process_count)
   it = data.make_iterator(config, 'train', process_index, process_count)
   pretrained = None if checkpoint.has_checkpoints(workdir) else init_from.load(config, setup)
-  workdir_lib.prepare(config, workdir, primary)  # the first write into the workdir
   ckpt = checkpoint.Checkpointer(workdir, config.checkpoint)
   restored = ckpt.restore_latest(setup.abstract_state)
   if restored:
-    state, data_state, start = restored
-    it.set_state(data_state)
+    state, saved_data, start = restored
+    mine = it.get_state()
+    it.set_state(data_state.local(saved_data, mine['first_stream'], mine['num_streams']))
   else:
     state, start = init_from.initial_state(setup, pretrained, workdir), 0
+  workdir_lib.write_config(config, workdir, primary)
   writer = metrics.MetricsWriter(workdir, primary)
   progress = metrics.Progress(start, int(config.train.steps), primary,
                               desc=config.get('name', 'train'))
@@ -133,6 +136,7 @@ def _run_steps(run: _Run) -> tuple[int, str | None]:
                                     step.BATCH_DTYPES)
       run.state, m = run.train_step(run.state, batch)
       step_i += 1
+      run.ckpt.poll()  # a failed background save stops the run here
       if pending:
         consume(*pending)
       pending = (step_i, m)

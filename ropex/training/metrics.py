@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from typing import Mapping
 
@@ -16,23 +15,41 @@ import tqdm
 
 
 class MetricsWriter:
+  """Appends to ``metrics.jsonl``; a torn last line left by a crash is ended first, so every
+  record starts on a fresh line. A URL workdir (``gs://``: objects cannot be appended to) is
+  rewritten whole at each write — the file is small (one short line per logged step)."""
 
   def __init__(self, workdir: str, enabled: bool = True):
     self.enabled = enabled
     self._jsonl = self._tb = None
     if enabled:
-      os.makedirs(workdir, exist_ok=True)
-      self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
+      root = epath.Path(workdir)
+      root.mkdir(parents=True, exist_ok=True)
+      self._path = root / 'metrics.jsonl'
+      self._remote = '://' in str(workdir)
+      text = self._path.read_text() if self._path.exists() else ''
+      torn = bool(text) and not text.endswith('\n')
+      if self._remote:
+        self._text = text + ('\n' if torn else '')
+      else:
+        self._jsonl = open(self._path, 'a')
+        if torn:
+          self._jsonl.write('\n')
       import tensorboardX  # pylint: disable=g-import-not-at-top  (slow import)
-      self._tb = tensorboardX.SummaryWriter(os.path.join(workdir, 'tb'))
+      self._tb = tensorboardX.SummaryWriter(str(root / 'tb'))
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     if not self.enabled or not scalars:
       return
     record = {'step': int(step)}
     record.update({k: _plain(v) for k, v in scalars.items()})
-    self._jsonl.write(json.dumps(record) + '\n')
-    self._jsonl.flush()
+    line = json.dumps(record) + '\n'
+    if self._remote:
+      self._text += line
+      self._path.write_text(self._text)
+    else:
+      self._jsonl.write(line)
+      self._jsonl.flush()
     for key, value in record.items():
       if key != 'step' and value is not None:
         self._tb.add_scalar(key, value, int(step))
@@ -40,7 +57,8 @@ class MetricsWriter:
 
   def close(self) -> None:
     if self.enabled:
-      self._jsonl.close()
+      if self._jsonl is not None:
+        self._jsonl.close()
       self._tb.close()
 
 

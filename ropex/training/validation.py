@@ -19,10 +19,13 @@ from ropex.fields import boolean as _bool, check, choice as _choice, integer as 
 BLOCKS = ('model', 'data', 'train', 'mesh', 'checkpoint', 'eval')
 
 
+_MAX_STEP = 2**31 - 1     # the int32 step counter of the train state
+_MAX_TOKENS = 1 << 20     # rows and row lengths beyond this cannot be allocated sanely
 TRAIN_FIELDS = {
-    'steps': _int(1), 'batch_size': _int(1), 'seq_len': _int(2), 'seed': _int(0),
+    'steps': _int(1, _MAX_STEP), 'batch_size': _int(1, _MAX_TOKENS),
+    'seq_len': _int(2, _MAX_TOKENS), 'seed': _int(0, 2**32 - 1),
     'learning_rate': _number(0, low_open=True), 'schedule': _choice(*optim.SCHEDULES),
-    'warmup_steps': _int(0), 'end_learning_rate_fraction': _number(0, 1),
+    'warmup_steps': _int(0, _MAX_STEP), 'end_learning_rate_fraction': _number(0, 1),
     'b1': _number(0, 1, high_open=True), 'b2': _number(0, 1, high_open=True),
     'eps': _number(0, low_open=True), 'weight_decay': _number(0),
     'decay_norms_and_embeddings': _bool, 'grad_clip_norm': _number(0),

@@ -4,34 +4,58 @@ tool, and the summary printed at the end of a run."""
 from __future__ import annotations
 
 import json
-import os
 
+from etils import epath
 import ml_collections
 
 from ropex.errors import ConfigError
+from ropex.training import resume
 
 
-def prepare(config, workdir: str, primary: bool) -> None:
-  """Refuses a workdir whose run has another model; writes ``config.json``."""
-  path = os.path.join(workdir, 'config.json')
-  current = json.loads(config.to_json())
-  if os.path.exists(path):
-    with open(path) as f:
-      previous = json.load(f)
-    if previous.get('model') != current['model']:
-      raise ConfigError(f'--workdir {workdir} holds a run with a different model block; '
-                        f'allowed: the same model config (to resume) or a new --workdir')
-  if primary:
-    os.makedirs(workdir, exist_ok=True)
-    with open(path + '.tmp', 'w') as f:
-      f.write(config.to_json(indent=2))
-    os.replace(path + '.tmp', path)
+def check_resumable(config, workdir: str) -> None:
+  """Refuses (ConfigError, nothing written) a workdir whose run differs from ``config`` in a
+  field that cannot change on resume (see :mod:`ropex.training.resume`), or that is not a
+  directory."""
+  root = epath.Path(workdir)
+  if root.exists() and not root.is_dir():
+    raise ConfigError(f'--workdir {workdir} is a file, not a directory; give a directory (it is '
+                      'created if missing)')
+  path = root / 'config.json'
+  if not path.exists():
+    return
+  try:
+    previous = json.loads(path.read_text())
+  except ValueError as e:
+    raise ConfigError(f'{path} is not valid JSON ({e}); restore it from the run, or use a new '
+                      '--workdir') from None
+  resume.check_config(previous, json.loads(config.to_json()), workdir)
+
+
+def write_config(config, workdir: str, primary: bool) -> None:
+  """Writes ``config.json`` (process 0; atomically through a temporary file)."""
+  if not primary:
+    return
+  root = epath.Path(workdir)
+  root.mkdir(parents=True, exist_ok=True)
+  text = config.to_json(indent=2)
+  path = root / 'config.json'
+  if path.exists() and path.read_text() == text:
+    return
+  tmp = root / 'config.json.tmp'
+  tmp.write_text(text)
+  tmp.replace(path)
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   """The run's ``config.json`` as a ConfigDict (JSON lists back to tuples)."""
-  with open(os.path.join(workdir, 'config.json')) as f:
-    return ml_collections.ConfigDict(_tuples(json.load(f)))
+  path = epath.Path(workdir) / 'config.json'
+  if not path.exists():
+    raise ConfigError(f'{workdir} has no config.json; give the --workdir of a ropex.train run')
+  try:
+    return ml_collections.ConfigDict(_tuples(json.loads(path.read_text())))
+  except ValueError as e:
+    raise ConfigError(f'{path} is not valid JSON ({e}); give the --workdir of a ropex.train '
+                      'run') from None
 
 
 def _tuples(value):

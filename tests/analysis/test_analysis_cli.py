@@ -94,7 +94,7 @@ def test_missing_checkpoint_and_bad_arguments_fail_with_one_sentence(tmp_path):
   assert proc.returncode != 0 and 'no checkpoints' in proc.stderr.splitlines()[-1]
   proc = run_cli(f'--workdir={tmp_path}', f'--gemma={tmp_path}')
   assert proc.returncode != 0
-  assert proc.stderr.strip().splitlines()[-1].startswith('error: give exactly one of')
+  assert proc.stderr.strip().splitlines()[-1].startswith('ropex.analyze: give exactly one of')
 
 
 @pytest.mark.slow

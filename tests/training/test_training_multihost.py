@@ -9,8 +9,9 @@ import numpy as np
 import cli_runs
 from ropex.training import metrics, inference
 
-FLAGS = ('--config.train.steps=4', '--config.eval.steps=1', '--config.eval.every_steps=0',
-         *cli_runs.SMALL)
+# After SMALL, so that these win over its eval.steps=0: evaluation runs at the last step.
+FLAGS = (*cli_runs.SMALL, '--config.train.steps=4', '--config.eval.steps=1',
+         '--config.eval.every_steps=0')
 
 
 def test_two_processes_match_one_process(tmp_path):
@@ -33,9 +34,13 @@ def test_two_processes_match_one_process(tmp_path):
 
   got, want = metrics.read_metrics(multi), metrics.read_metrics(single)
   assert [m['step'] for m in got] == [m['step'] for m in want] == [1, 2, 3, 4]
-  for key in ('train/loss', 'train/grad_norm', 'eval/loss'):
-    np.testing.assert_allclose([m.get(key, 0.0) for m in got], [m.get(key, 0.0) for m in want],
-                               rtol=1e-5)
+  for key in ('train/loss', 'train/grad_norm'):
+    np.testing.assert_allclose([m[key] for m in got], [m[key] for m in want], rtol=1e-5)
+  # Evaluation really ran in both (only at the last step) and gave a real, finite value.
+  assert [m['step'] for m in got if 'eval/loss' in m] == [4]
+  assert [m['step'] for m in want if 'eval/loss' in m] == [4]
+  assert np.isfinite(got[-1]['eval/loss']) and got[-1]['eval/loss'] > 0
+  np.testing.assert_allclose(got[-1]['eval/loss'], want[-1]['eval/loss'], rtol=1e-5)
   with open(os.path.join(multi, 'metrics.jsonl')) as f:
     assert len(f.readlines()) == 4  # one writer
   assert sorted(os.listdir(multi)) == ['checkpoints', 'config.json', 'metrics.jsonl', 'tb']
@@ -64,3 +69,37 @@ def test_auto_detection_of_multi_process_environments(monkeypatch):
   assert not distributed.auto_detected()
   monkeypatch.setenv('SLURM_NTASKS', '4')
   assert distributed.auto_detected()
+
+
+def _two_processes(workdir, *flags):
+  address = f'127.0.0.1:{cli_runs.free_port()}'
+  procs = [cli_runs.start(workdir, *flags, f'--coordinator_address={address}',
+                          '--num_processes=2', f'--process_id={i}', devices=1)
+           for i in range(2)]
+  try:
+    outs = [p.communicate(timeout=600) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+
+
+def test_a_two_process_checkpoint_resumes_on_one_process(tmp_path):
+  """Elastic resume: the data state is global (one entry per batch row), so a checkpoint of a
+  2-process run continues on 1 process with the batches of the uninterrupted run."""
+  elastic, ref = str(tmp_path / 'elastic'), str(tmp_path / 'ref')
+  short = (*cli_runs.SMALL, '--config.train.steps=4', '--config.data.prefetch=0')
+  _two_processes(elastic, *short)
+  r = cli_runs.run(elastic, *cli_runs.SMALL, '--config.train.steps=8',
+                   '--config.data.prefetch=0', devices=1)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert 'resumed from the checkpoint at step 4' in r.stdout + r.stderr
+  r = cli_runs.run(ref, *cli_runs.SMALL, '--config.train.steps=8', '--config.data.prefetch=0')
+  assert r.returncode == 0, r.stderr[-3000:]
+  got = {m['step']: m['train/loss'] for m in metrics.read_metrics(elastic)}
+  want = {m['step']: m['train/loss'] for m in metrics.read_metrics(ref)}
+  assert sorted(got) == sorted(want) == list(range(1, 9))
+  np.testing.assert_allclose([got[s] for s in range(1, 9)], [want[s] for s in range(1, 9)],
+                             rtol=1e-5)
