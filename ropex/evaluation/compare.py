@@ -28,7 +28,8 @@ def describe_pe(results: dict) -> str:
       continue
     rotated = len(layer['rotated_chunks'])
     text = kind + ('' if rotated == half else f' {rotated}/{half}')
-    text += f' θ={layer["max_wavelength"]:g}'
+    if layer.get('max_wavelength'):  # rotary kinds; bias / learned kinds declare no θ
+      text += f' θ={layer["max_wavelength"]:g}'
     if layer.get('position_scale', 1.0) != 1.0:
       text += f' pos÷{layer["position_scale"]:g}'
     if layer.get('window'):

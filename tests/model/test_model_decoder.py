@@ -13,13 +13,7 @@ from ropex.model import positional
 from ropex.model.config import ModelConfig, model_block, pe_block
 from ropex.errors import ConfigError
 import reference
-
-
-def make_cfg(**overrides) -> ModelConfig:
-  base = dict(vocab_size=64, num_layers=2, embed_dim=32, num_heads=4, num_kv_heads=2,
-              head_dim=8, hidden_dim=48)
-  base.update(overrides)
-  return ModelConfig.from_config(model_block('tiny', **base))
+from model_testlib import make_cfg
 
 
 def init(cfg, seed=0, length=12):

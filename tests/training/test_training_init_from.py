@@ -8,6 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import cli_runs
+
 from ropex import data
 from ropex.config import defaults
 from ropex.errors import ConfigError
@@ -91,3 +93,17 @@ def test_bad_source_is_a_clear_error(spec, message, tmp_path):
   with pytest.raises(ConfigError, match=message):
     loop.train(_config(init_from=spec), str(tmp_path / 'x'))
   assert not os.path.exists(tmp_path / 'x')
+
+
+@pytest.mark.parametrize('recipe', ['theta', 'yarn', 'pi', 'drope'])
+def test_context_extension_recipes_run_from_a_source(recipe, source, tmp_path):
+  from ropex.config import loading  # pylint: disable=g-import-not-at-top
+  path = os.path.join(cli_runs.ROOT, 'configs', 'context_extension.py')
+  c = loading.load(f'{path}:src={source},recipe={recipe},base_len=64,factor=2,steps=1')
+  c.train.batch_size = 8
+  c.eval.steps = 0
+  assert c.train.seq_len == (64 if recipe == 'drope' else 128)
+  summary = loop.train(c, str(tmp_path / recipe))
+  assert summary['step'] == 1 and np.isfinite(summary['train/loss'])
+  record = json.loads(open(tmp_path / recipe / 'init_from.json').read())
+  assert record['path'] == os.path.abspath(source) and record['step'] == 4

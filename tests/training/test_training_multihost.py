@@ -16,18 +16,7 @@ FLAGS = (*cli_runs.SMALL, '--config.train.steps=4', '--config.eval.steps=1',
 
 def test_two_processes_match_one_process(tmp_path):
   multi, single = str(tmp_path / 'multi'), str(tmp_path / 'single')
-  address = f'127.0.0.1:{cli_runs.free_port()}'
-  procs = [cli_runs.start(multi, *FLAGS, f'--coordinator_address={address}',
-                          '--num_processes=2', f'--process_id={i}', devices=2)
-           for i in range(2)]
-  try:
-    outs = [p.communicate(timeout=600) for p in procs]
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
-  for p, (_, err) in zip(procs, outs):
-    assert p.returncode == 0, err[-3000:]
+  outs = _two_processes(multi, *FLAGS, devices=2)
   assert 'finished at step 4' in outs[0][0] and 'finished' not in outs[1][0]
   r = cli_runs.run(single, *FLAGS, devices=1)
   assert r.returncode == 0, r.stderr[-3000:]
@@ -71,10 +60,11 @@ def test_auto_detection_of_multi_process_environments(monkeypatch):
   assert distributed.auto_detected()
 
 
-def _two_processes(workdir, *flags):
+def _two_processes(workdir, *flags, devices=1):
+  """Runs ``ropex.train`` as two processes on loopback; returns their (stdout, stderr)."""
   address = f'127.0.0.1:{cli_runs.free_port()}'
   procs = [cli_runs.start(workdir, *flags, f'--coordinator_address={address}',
-                          '--num_processes=2', f'--process_id={i}', devices=1)
+                          '--num_processes=2', f'--process_id={i}', devices=devices)
            for i in range(2)]
   try:
     outs = [p.communicate(timeout=600) for p in procs]
@@ -84,6 +74,7 @@ def _two_processes(workdir, *flags):
         p.kill()
   for p, (_, err) in zip(procs, outs):
     assert p.returncode == 0, err[-3000:]
+  return outs
 
 
 def test_a_two_process_checkpoint_resumes_on_one_process(tmp_path):
