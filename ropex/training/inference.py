@@ -19,11 +19,9 @@ from ropex.training.workdir import load_config
 log = logging.getLogger('ropex')
 
 
-def load_for_inference(workdir: str, step: int | None = None):
-  """``(config, params, step)`` from a training workdir: the ConfigDict the run used, float32
-  params as an unboxed dict in the model's (scanned) layout on the default device, and the step
-  (default: the latest). The step's checksums are verified first (a mismatch: ConfigError); the
-  optimizer state is not read."""
+def _checked_step(workdir: str, step: int | None):
+  """``(workdir, config, step, step_dir)`` of a saved step whose checksums verify (a missing or
+  unreadable step: ConfigError naming the flag and what is available)."""
   workdir = resolve(workdir)
   config = load_config(workdir)
   steps = saved_steps(workdir)
@@ -44,16 +42,31 @@ def load_for_inference(workdir: str, step: int | None = None):
   if problem:
     raise ConfigError(f'checkpoint {step_dir} is unreadable: {problem}; give another --step '
                       f'(available: {", ".join(map(str, steps))})')
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  abstract = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-      nn.unbox(model_lib.abstract_params(ModelConfig.from_config(config.model))))
+  return workdir, config, step, step_dir
+
+
+def _restore_params(step_dir, cfg: ModelConfig, shardings):
+  """The step's parameters, each restored directly with its sharding (a tree like the params)."""
+  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                          nn.unbox(model_lib.abstract_params(cfg)), shardings)
   item = {'params': abstract}
-  restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=device), item)
+  restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), item)
   with ocp.PyTreeCheckpointer() as ckptr:
     restored = integrity.retry(lambda: ckptr.restore(step_dir / 'state', args=ocp.args.PyTreeRestore(
         item=item, restore_args=restore_args, partial_restore=True)), f'reading {step_dir}')
-  return config, restored['params'], step
+  return restored['params']
+
+
+def load_for_inference(workdir: str, step: int | None = None):
+  """``(config, params, step)`` from a training workdir: the ConfigDict the run used, float32
+  params as an unboxed dict in the model's (scanned) layout on the default device, and the step
+  (default: the latest). The step's checksums are verified first (a mismatch: ConfigError); the
+  optimizer state is not read."""
+  _, config, step, step_dir = _checked_step(workdir, step)
+  cfg = ModelConfig.from_config(config.model)
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  shardings = jax.tree.map(lambda _: device, nn.unbox(model_lib.abstract_params(cfg)))
+  return config, _restore_params(step_dir, cfg, shardings), step
 
 
 def load_sharded(workdir: str, step: int | None = None, devices=None):
@@ -61,21 +74,7 @@ def load_sharded(workdir: str, step: int | None = None, devices=None):
   parameter is restored directly into its shards on the run's mesh (the config's ``mesh``
   block and axis rules over ``devices``, default all): no device ever holds the whole model."""
   from ropex.training.placement import Placement  # pylint: disable=g-import-not-at-top
-  config = load_config(workdir)
-  steps = ocp.utils.checkpoint_steps(checkpoint_dir(workdir))
-  step = (max(steps) if steps and step is None else step)
-  if step is None or int(step) not in steps:
-    raise FileNotFoundError(f'no checkpoint for step {step} in {checkpoint_dir(workdir)}; '
-                            f'available: {sorted(steps)}')
+  _, config, step, step_dir = _checked_step(workdir, step)
   placement = Placement.from_config(config, devices)
   cfg = ModelConfig.from_config(config.model)
-  shardings = placement.param_shardings(cfg)
-  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                          nn.unbox(model_lib.abstract_params(cfg)), shardings)
-  item = {'params': abstract}
-  restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), item)
-  path = os.path.join(checkpoint_dir(workdir), str(int(step)), 'state')
-  with ocp.PyTreeCheckpointer() as ckptr:
-    restored = ckptr.restore(path, args=ocp.args.PyTreeRestore(
-        item=item, restore_args=restore_args, partial_restore=True))
-  return config, restored['params'], int(step), placement
+  return config, _restore_params(step_dir, cfg, placement.param_shardings(cfg)), step, placement

@@ -37,7 +37,7 @@ def saved(tmp_path_factory):
   params = nn.unbox(model_lib.Transformer(cfg).init(jax.random.key(3),
                                                     jnp.zeros((1, 8), jnp.int32))['params'])
   workdir = str(tmp_path_factory.mktemp('run'))
-  workdir_lib.prepare(config, workdir, primary=True)
+  workdir_lib.write_config(config, workdir, primary=True)
   path = os.path.join(checkpoint.checkpoint_dir(workdir), str(STEP), 'state')
   with ocp.PyTreeCheckpointer() as ckptr:
     ckptr.save(path, {'params': params, 'step': np.int32(STEP)})
