@@ -11,7 +11,7 @@ Method (stated here and in the README):
   freedom) at level 0.05; a difference with ``p >= 0.05`` is marked as within noise. Groups of
   one seed cannot be tested (``None``).
 
-The t distribution comes from ``scipy.stats`` (scipy is a dependency of jax).
+The t distribution comes from ``scipy.stats`` (declared in setup.cfg; jax needs it too).
 
 Grouping: :func:`group_key` is a run's config with the seed fields (``train.seed``,
 ``data.seed``) and its ``name`` left out; runs with the same key differ only by seed.

@@ -255,8 +255,3 @@ def main(argv):
   print(result['markdown'])
   print(f'wrote {result["table_md"]}, {result["table_csv"]}, {result["runs_csv"]}, '
         f'{result["png"]}')
-
-
-if __name__ == '__main__':
-  define_flags()
-  app.run(main)

@@ -216,26 +216,18 @@ def main(argv):
     raise app.UsageError('--config is required')
   stem = os.path.splitext(os.path.basename(loading.split_spec(FLAGS.config)[0]))[0]
   root = FLAGS.workdir_root or os.path.join('runs', stem)
-  try:
-    runs = load_sweep(FLAGS.config, root, [overrides_lib.parse(o) for o in FLAGS.override],
-                      parse_seeds(FLAGS.seeds))
-    if FLAGS.only:
-      keep = set(FLAGS.only.split(','))
-      unknown = keep - {r.name for r in runs}
-      if unknown:
-        raise ConfigError(f'--only names unknown run(s) {", ".join(sorted(unknown))}; '
-                          f'allowed: {", ".join(r.name for r in runs)}')
-      runs = [r for r in runs if r.name in keep]
-  except ConfigError as e:
-    sys.exit(f'error: {e}')
+  runs = load_sweep(FLAGS.config, root, [overrides_lib.parse(o) for o in FLAGS.override],
+                    parse_seeds(FLAGS.seeds))
+  if FLAGS.only:
+    keep = set(FLAGS.only.split(','))
+    unknown = keep - {r.name for r in runs}
+    if unknown:
+      raise ConfigError(f'--only names unknown run(s) {", ".join(sorted(unknown))}; '
+                        f'allowed: {", ".join(r.name for r in runs)}')
+    runs = [r for r in runs if r.name in keep]
   if FLAGS.launcher == 'tpu' and not os.path.isabs(root):
     print(f'note: --workdir_root={root} is relative to ~/ropex on every TPU worker; multi-host '
           f'runs need one directory all workers share (e.g. a gcsfuse mount)', file=sys.stderr)
   failed = execute(runs, FLAGS.launcher, shlex.split(FLAGS.launcher_args), FLAGS.dry_run)
   if failed:
     sys.exit(f'{len(failed)} of {len(runs)} runs failed: {", ".join(failed)}')
-
-
-if __name__ == '__main__':
-  define_flags()
-  app.run(main)

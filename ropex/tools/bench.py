@@ -36,7 +36,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from ropex.config import defaults as config_base
 from ropex import data
@@ -334,15 +334,7 @@ def main(argv):
     _reexec_with_malloc_tunables(sys.argv)
   del argv
   emit = (lambda r: print(json.dumps(r), flush=True)) if f.json else (lambda r: None)
-  try:
-    results = run(f.configs, f.dtypes, f.steps, f.warmup, f.pe_rounds, f.pe_steps,
-                  f.pipeline_seconds, emit)
-  except ConfigError as e:
-    raise app.UsageError(str(e)) from None
+  results = run(f.configs, f.dtypes, f.steps, f.warmup, f.pe_rounds, f.pe_steps,
+                f.pipeline_seconds, emit)
   if not f.json:
     _print_table(results)
-
-
-if __name__ == '__main__':
-  define_flags()
-  app.run(main)

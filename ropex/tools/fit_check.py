@@ -242,8 +242,3 @@ def main(argv):
     sys.exit(EXIT_CONFIG)
   print(json.dumps(result) if FLAGS.json else format_result(result), flush=True)
   sys.exit(EXIT_FITS if result['fits'] else EXIT_DOES_NOT_FIT)
-
-
-if __name__ == '__main__':
-  define_flags()
-  app.run(main)

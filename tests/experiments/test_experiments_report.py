@@ -139,7 +139,7 @@ def test_cli(runs, tmp_path):
                                                   'table.md']
   bad = subprocess.run([sys.executable, '-m', 'ropex.report', str(tmp_path)],
                        capture_output=True, text=True, timeout=300)
-  assert bad.returncode == 1 and 'has no config.json: not a ropex run directory' in bad.stderr
+  assert bad.returncode == 2 and 'has no config.json: not a ropex run directory' in bad.stderr
 
 
 def _reseed(workdir, seed):

@@ -139,7 +139,7 @@ def test_cli_dry_run_lists_runs_and_runs_nothing(tmp_path):
   assert list(tmp_path.iterdir()) == []
   bad = subprocess.run([sys.executable, '-m', 'ropex.sweep', '--config', TABLE2, '--dry_run',
                         '--only', 'nope'], capture_output=True, text=True, timeout=300)
-  assert bad.returncode == 1 and '--only names unknown run(s) nope' in bad.stderr
+  assert bad.returncode == 2 and '--only names unknown run(s) nope' in bad.stderr
 
 
 def _end_to_end(tmp_path, only):

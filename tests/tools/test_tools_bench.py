@@ -62,5 +62,5 @@ def test_unknown_config_is_a_clear_error():
     bench.experiment_config('huge')
   out = subprocess.run([sys.executable, '-m', 'ropex.bench', '--configs=huge', '--json'],
                        capture_output=True, text=True, timeout=120)
-  assert out.returncode != 0 and 'is not a benchmark config' in out.stderr
+  assert out.returncode == 2 and 'is not a benchmark config' in out.stderr
   assert 'Traceback' not in out.stderr

@@ -27,7 +27,7 @@ def test_default_config_is_valid():
 @pytest.mark.parametrize('path, value, message', [
     ('train.schedule', 'linear', "train.schedule='linear' is not allowed; it must be one of "
                                  'cosine, rsqrt, constant'),
-    ('train.steps', 0, 'train.steps=0 is not allowed; it must be an integer >= 1'),
+    ('train.steps', 0, 'train.steps=0 is not allowed; it must be an integer in [1, 2147483647]'),
     ('train.learning_rate', -1.0, 'train.learning_rate=-1.0 is not allowed'),
     ('train.b2', 1.0, 'train.b2=1.0 is not allowed; it must be a number in [0, 1)'),
     ('train.decay_norms_and_embeddings', 'yes', 'must be True or False'),
