@@ -59,9 +59,10 @@ def _load_workdir():
     raise ConfigError('--workdir needs ropex.training.checkpoint (the training package), which is not '
                       'installed') from e
   from ropex.model.config import ModelConfig  # pylint: disable=g-import-not-at-top
-  config, params, step = inference.load_for_inference(_WORKDIR.value, step=_STEP.value)
+  # parameters restored directly into their shards on the run's mesh (config.mesh, all devices)
+  config, params, step, placement = inference.load_sharded(_WORKDIR.value, step=_STEP.value)
   meta = {'run': config.get('name', ''), 'workdir': _WORKDIR.value, 'step': step}
-  return ModelConfig.from_config(config.model), params, config.data, meta
+  return ModelConfig.from_config(config.model), params, config.data, meta, placement
 
 
 def _prompts(data_cfg, tokenizer, vocab_size: int):
@@ -84,6 +85,7 @@ def _prompts(data_cfg, tokenizer, vocab_size: int):
 
 def _load_gemma():
   from ropex.analysis import gemma_import  # pylint: disable=g-import-not-at-top
+  from ropex.config import defaults  # pylint: disable=g-import-not-at-top
   imported = gemma_import.load(_GEMMA.value, dtype=_GEMMA_DTYPE.value,
                                tokenizer_path=_TOKENIZER.value)
   if not imported.tokenizer_path:
@@ -93,7 +95,9 @@ def _load_gemma():
           'tokenizer': imported.tokenizer_path}
   data_cfg = ml_collections.ConfigDict({'source': 'text', 'tokenizer': 'sentencepiece',
                                         'tokenizer_path': imported.tokenizer_path})
-  return imported.cfg, imported.params, data_cfg, meta
+  # the library's default mesh block (data parallel over all devices, parameters replicated);
+  # the host arrays are placed on it once
+  return imported.cfg, imported.params, data_cfg, meta, _placement(defaults.base_config())
 
 
 def _load_config():
@@ -107,7 +111,13 @@ def _load_config():
   init = jax.jit(model_lib.Transformer(cfg).init)
   params = nn.unbox(init(jax.random.key(_INIT_SEED.value), jnp.zeros((1, 8), jnp.int32))['params'])
   meta = {'run': config.get('name', ''), 'weights': f'random init (seed {_INIT_SEED.value})'}
-  return cfg, params, config.data, meta
+  return cfg, params, config.data, meta, _placement(config)
+
+
+def _placement(config):
+  """The config's ``mesh`` block and axis rules over all devices (as training lays them out)."""
+  from ropex.training.placement import Placement  # pylint: disable=g-import-not-at-top
+  return Placement.from_config(config)
 
 
 def _token_label(tokenizer, token: int, as_text: bool) -> str:
@@ -126,18 +136,19 @@ def analyze_main() -> str:
     raise ConfigError('give exactly one of --workdir, --gemma or --config (or the command '
                       '"theory")')
   if _WORKDIR.value:
-    cfg, params, data_cfg, meta = _load_workdir()
+    cfg, params, data_cfg, meta, placement = _load_workdir()
     out = _OUT.value or os.path.join(_WORKDIR.value, 'analysis')
   else:
     if not _OUT.value:
       raise ConfigError('--out is required with --gemma or --config')
-    cfg, params, data_cfg, meta = _load_gemma() if _GEMMA.value else _load_config()
+    cfg, params, data_cfg, meta, placement = _load_gemma() if _GEMMA.value else _load_config()
     out = _OUT.value
   counts = model_lib.count_params(cfg)
   meta.update(layers=cfg.num_layers, d_model=cfg.embed_dim,
               heads=f'{cfg.num_heads} query / {cfg.num_kv_heads} KV, head dim {cfg.head_dim}',
               params=f"{counts['params_total']:,} ({counts['params_non_embedding']:,} "
-                     'non-embedding)')
+                     'non-embedding)',
+              mesh=' x '.join(f'{k}={v}' for k, v in placement.mesh.shape.items()))
   tokenizer = tokenizers.make_tokenizer(data_cfg)
   batch = _prompts(data_cfg, tokenizer, cfg.vocab_size)
   labels = [_token_label(tokenizer, int(t), batch.scored_PT is None)
@@ -145,7 +156,8 @@ def analyze_main() -> str:
   result = pipeline.analyze(cfg, params, batch, out, title=f"ropex analysis: "
                             f"{meta.get('run') or meta.get('weights') or 'model'}", meta=meta,
                             top_heads=_TOP.value, ablate_fraction=_FRACTION.value,
-                            batch_size=_BATCH.value, token_labels=labels, html=_HTML.value)
+                            batch_size=_BATCH.value, token_labels=labels, html=_HTML.value,
+                            placement=placement)
   print(f'{len(batch.texts)} prompts ({batch.description}): loss {result.loss:.4f}')
   for row in result.head_scores.top(3):
     print(f"  L{row['layer']}H{row['head']}: {row['kind']} {row['positional']:.3f}")

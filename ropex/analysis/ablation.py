@@ -136,24 +136,28 @@ def band(cfg: ModelConfig, layer: int, which: str, fraction: float) -> list[int]
   raise ConfigError(f'ablation band={which!r} is not allowed; allowed: high, low')
 
 
-def measure(cfg, params, prompts, batch_size) -> tuple[HeadScores, float]:
-  """Head pattern scores and mean next-token loss of a model on the prompts."""
+def measure(cfg, params, prompts, batch_size, placement=None) -> tuple[HeadScores, float]:
+  """Head pattern scores and mean next-token loss of a model on the prompts (on the
+  placement's mesh if given, see ``capture.run``)."""
   scores, loss = HeadScoreAccumulator(cfg), capture_lib.LossAccumulator()
-  capture_lib.run(cfg, params, prompts, batch_size, [scores, loss])
+  capture_lib.run(cfg, params, prompts, batch_size, [scores, loss], placement)
   return scores.result(), loss.result()
 
 
 def run_ablations(cfg: ModelConfig, params: dict, prompts, heads: list[dict],
                   fraction: float = 0.25, batch_size: int = 8,
-                  baseline: tuple[HeadScores, float] | None = None) -> list[dict]:
+                  baseline: tuple[HeadScores, float] | None = None,
+                  placement=None) -> list[dict]:
   """For each head (rows of ``HeadScores.top``: ``layer``, ``head``, ``kind``) alone, and for
   all of them together, removes the high band then the low band; returns one row per
   experiment with the ablated heads' scores before/after (``pattern`` = each head's own kind,
   averaged over the heads) and the loss before/after.
 
-  ``cfg``/``params`` must come from ``capture.for_analysis``."""
+  ``cfg``/``params`` must come from ``capture.for_analysis``; with a ``placement``
+  (:class:`~ropex.training.placement.Placement`) every measurement runs on its mesh. Each
+  ablated model compiles once, for all its batches."""
   if baseline is None:
-    baseline = measure(cfg, params, prompts, batch_size)
+    baseline = measure(cfg, params, prompts, batch_size, placement)
   base_scores, base_loss = baseline
   targets = [[h] for h in heads]
   if len(heads) > 1:
@@ -166,7 +170,8 @@ def run_ablations(cfg: ModelConfig, params: dict, prompts, heads: list[dict],
         chunks, hs = ablations.setdefault(h['layer'], (set(), set()))
         chunks.update(band(cfg, h['layer'], which, fraction))
         hs.add(h['head'])
-      scores, loss = measure(ablated_config(cfg, ablations), params, prompts, batch_size)
+      scores, loss = measure(ablated_config(cfg, ablations), params, prompts, batch_size,
+                             placement)
       rows.append(_row(target, which, ablations, base_scores, scores, base_loss, loss))
   return rows
 

@@ -14,6 +14,7 @@ import json
 import os
 from typing import Any
 
+import jax
 import numpy as np
 
 from ropex.model import pe_interface
@@ -48,20 +49,29 @@ class _FirstPromptMaps:
 def analyze(cfg: ModelConfig, params: dict, prompts: Prompts, out_dir: str | None = None, *,
             title: str = 'ropex analysis', meta: dict | None = None, top_heads: int = 4,
             ablate_fraction: float = 0.25, batch_size: int = 8, map_tokens: int = 32,
-            token_labels: list[str] | None = None, html: bool = True) -> Analysis:
+            token_labels: list[str] | None = None, html: bool = True,
+            placement=None) -> Analysis:
   """Frequency usage, positional heads and frequency ablation of ``(cfg, params)`` (either
-  layer layout) on ``prompts``; with ``out_dir``, writes the report, figures and arrays."""
+  layer layout) on ``prompts``; with ``out_dir``, writes the report, figures and arrays.
+
+  With a ``placement`` (:class:`~ropex.training.placement.Placement`) the parameters are placed
+  on its mesh once and every forward pass (the capture and each ablation) runs there, batches
+  split over the batch axes; without, on the default device (host arrays, e.g. imported Gemma
+  weights, are still put on it once)."""
   flat_cfg, flat_params = capture.for_analysis(cfg, params)
+  flat_params = (placement.place(flat_params, flat_cfg) if placement is not None
+                 else jax.device_put(flat_params))
   usage = frequency.FrequencyAccumulator(flat_cfg)
   scores = heads.HeadScoreAccumulator(flat_cfg)
   loss = capture.LossAccumulator()
   maps = _FirstPromptMaps(map_tokens)
-  capture.run(flat_cfg, flat_params, prompts, batch_size, [usage, scores, loss, maps])
+  capture.run(flat_cfg, flat_params, prompts, batch_size, [usage, scores, loss, maps],
+              placement)
   result = Analysis(usage.result(), scores.result(), loss.result(), [], maps.maps)
   if top_heads > 0:
     result.ablations = ablation.run_ablations(
         flat_cfg, flat_params, prompts, result.head_scores.top(top_heads), ablate_fraction,
-        batch_size, baseline=(result.head_scores, result.loss))
+        batch_size, baseline=(result.head_scores, result.loss), placement=placement)
   if out_dir:
     _write(result, flat_cfg, prompts, out_dir, title, dict(meta or {}), top_heads,
            ablate_fraction, token_labels, html)

@@ -2,7 +2,10 @@
 directly into their shards, or placed once; sharded scoring and capture give the numbers of one
 device; float32 logits in scoring whatever the compute dtype."""
 import dataclasses
+import json
 import os
+import subprocess
+import sys
 
 import flax.linen as nn
 import jax
@@ -12,7 +15,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from ropex import model as model_lib
-from ropex.analysis import capture
+from ropex.analysis import capture, pipeline
+from ropex.analysis.prompts import Prompts
 from ropex.evaluation import scoring
 from ropex.config import loading
 from ropex.model.config import ModelConfig
@@ -94,6 +98,64 @@ def test_sharded_capture_equals_one_device(saved):
   np.testing.assert_allclose(mesh.nll_BT, one.nll_BT, rtol=2e-5, atol=2e-5)
   for a, b in zip(mesh.probs + mesh.q, one.probs + one.q):
     np.testing.assert_allclose(a, b, atol=2e-5)
+
+
+def _prompts(n=5, T=20, vocab=512):
+  """Rows of different lengths (BOS=1 first), so the padded batch rows and the padding inside
+  rows are both exercised."""
+  rng = np.random.default_rng(4)
+  lengths = np.array([T, T - 3, T - 7, T, 9][:n])
+  tokens = np.zeros((n, T), np.int32)
+  for i, L in enumerate(lengths):
+    tokens[i, :L] = np.concatenate([[1], rng.integers(3, vocab, L - 1)])
+  return Prompts([f'row {i}' for i in range(n)], tokens, lengths, description='random rows')
+
+
+def test_sharded_analysis_equals_one_device(saved):
+  """The whole analysis (capture, head scores, frequency usage, every ablation) on the run's
+  2 x 4 mesh gives the numbers of one device."""
+  _, config, cfg, params = saved
+  kw = dict(top_heads=2, ablate_fraction=0.25, batch_size=3)
+  one = pipeline.analyze(cfg, params, _prompts(), **kw)
+  mesh = pipeline.analyze(cfg, params, _prompts(), placement=Placement.from_config(config), **kw)
+  assert one.loss > 1.0 and len(one.ablations) == 6   # 2 heads alone + together, x 2 bands
+  assert any(abs(r['loss_after'] - r['loss_before']) > 1e-4 for r in one.ablations)
+  np.testing.assert_allclose(mesh.loss, one.loss, rtol=1e-5)
+  np.testing.assert_allclose(mesh.maps_LNTS, one.maps_LNTS, atol=2e-5)
+  assert mesh.head_scores.queries == one.head_scores.queries > 0
+  assert mesh.usage.tokens == one.usage.tokens == int(_prompts().lengths_P.sum())
+  np.testing.assert_allclose(mesh.usage.q_LNC, one.usage.q_LNC, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(mesh.usage.k_LKC, one.usage.k_LKC, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(mesh.head_scores.scores_LNS, one.head_scores.scores_LNS, atol=2e-5)
+  np.testing.assert_allclose(mesh.head_scores.offsets_LNO, one.head_scores.offsets_LNO,
+                             atol=2e-5)
+  assert [(r['heads'], r['band']) for r in mesh.ablations] == [
+      (r['heads'], r['band']) for r in one.ablations]
+  for a, b in zip(mesh.ablations, one.ablations):
+    np.testing.assert_allclose([a['loss_after'], a['pattern_after']],
+                               [b['loss_after'], b['pattern_after']], rtol=1e-4, atol=2e-5)
+
+
+def test_analyze_cli_restores_sharded_and_matches_one_device(saved, tmp_path):
+  """``ropex.analyze --workdir`` (8 devices: the run's data=2 x fsdp=4 mesh) writes the summary
+  of the same analysis run in-process on one device."""
+  workdir, config, cfg, params = saved
+  out = subprocess.run([sys.executable, '-m', 'ropex.analyze', '--workdir', workdir, '--out',
+                        str(tmp_path / 'a'), '--prompts', 'text', '--max_len', '24',
+                        '--top_heads', '1', '--batch_size', '2', '--nohtml'],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+  assert out.returncode == 0, out.stderr[-3000:]
+  summary = json.loads((tmp_path / 'a' / 'summary.json').read_text())
+  assert summary['mesh'] == 'data=2 x fsdp=4 x tensor=1' and summary['step'] == STEP
+  from ropex.analysis import prompts as prompts_lib  # pylint: disable=g-import-not-at-top
+  from ropex.data import tokenizers  # pylint: disable=g-import-not-at-top
+  batch = prompts_lib.tokenize(prompts_lib.DEFAULT_PROMPTS,
+                               tokenizers.make_tokenizer(config.data), 24, cfg.vocab_size)
+  one = pipeline.analyze(cfg, params, batch, top_heads=1, batch_size=2)
+  assert summary['prompts'] == len(batch.texts) and one.loss > 1.0
+  np.testing.assert_allclose(summary['loss'], one.loss, rtol=1e-5)
+  np.testing.assert_allclose([r['loss_after'] for r in summary['ablations']],
+                             [r['loss_after'] for r in one.ablations], rtol=1e-4)
 
 
 def test_scoring_logits_are_float32_with_bfloat16_compute(saved):
