@@ -69,10 +69,7 @@ def from_config(cfg: Mapping[str, Any], head_dim: int, field: str = 'model.pe'):
   if scaling is not None and not _scaling_active(scaling):
     cfg['scaling'] = None     # an all-default block (type none) is the same as no block
   fields = _Fields(cfg, field)
-  try:
-    encoding = _REGISTRY[kind](fields, int(head_dim))
-  except rope_scaling.ScalingError as err:
-    raise ConfigError(str(err)) from None
+  encoding = _REGISTRY[kind](fields, int(head_dim))   # bad scaling blocks raise ConfigError
   if cfg.get('scaling') is not None and 'scaling' not in fields.used:
     raise ConfigError(f'{field}.scaling.type={dict(cfg["scaling"]).get("type")!r} is not used '
                       f'by kind {kind!r} (RoPE scalings apply to rotary kinds); set '

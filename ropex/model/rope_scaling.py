@@ -40,6 +40,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ropex import fields
+from ropex.errors import ConfigError
+
 TYPES = ('none', 'linear', 'ntk', 'dynamic_ntk', 'yarn', 'llama3', 'longrope')
 FIELDS = ('factor', 'original_max_position', 'beta_fast', 'beta_slow', 'attention_factor',
           'low_freq_factor', 'high_freq_factor', 'long_factor', 'short_factor', 'truncate')
@@ -63,9 +66,8 @@ LLAMA3_DEFAULTS = {'factor': 8.0, 'low_freq_factor': 1.0, 'high_freq_factor': 4.
                    'original_max_position': 8192}
 
 
-class ScalingError(ValueError):
-  """Raised with one sentence naming the field; :mod:`ropex.model.positional` re-raises it as a
-  ConfigError."""
+class ScalingError(ConfigError):
+  """One sentence naming the scaling field (a :class:`~ropex.errors.ConfigError`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,11 +175,27 @@ def dynamic_ntk_base(base, factor, original_max_position, seq_len, dim, xp=np):
 NONE = Scaling()
 
 
+_REQUIRED = {'linear': ('factor',), 'ntk': ('factor',),
+             'dynamic_ntk': ('factor', 'original_max_position'),
+             'yarn': ('factor', 'original_max_position'),
+             'longrope': ('factor', 'original_max_position', 'long_factor', 'short_factor')}
+_POSITIVE = ('factor', 'beta_fast', 'beta_slow', 'attention_factor', 'low_freq_factor',
+             'high_freq_factor')
+
+
 def from_config(block: Mapping[str, Any] | None, field: str, rotary_dim: int) -> Scaling:
-  """Validates a ``scaling`` block for a rotary block of ``rotary_dim`` dims."""
+  """Validates a ``scaling`` block for a rotary block of ``rotary_dim`` dims (one
+  :class:`~ropex.errors.ConfigError` sentence naming ``field.<name>`` for any problem)."""
   if block is None:
     return NONE
-  block = dict(block)
+  kind, values = _kind_and_values(dict(block), field)
+  _check_values(kind, values, field, rotary_dim)
+  return Scaling(type=kind, **_normalized(values))
+
+
+def _kind_and_values(block: dict, field: str) -> tuple[str, dict]:
+  """The scaling type and the values of the fields it uses (llama3 defaults filled in);
+  unknown fields, and set fields the type does not use, are errors."""
   unknown = sorted(set(block) - set(FIELD_TYPES))
   if unknown:
     raise ScalingError(f'{field}.{unknown[0]} is not a scaling field; allowed: '
@@ -194,52 +212,51 @@ def from_config(block: Mapping[str, Any] | None, field: str, rotary_dim: int) ->
   values = {name: block.get(name) for name in uses}
   if kind == 'llama3':
     values = {k: (LLAMA3_DEFAULTS[k] if v is None else v) for k, v in values.items()}
-  required = {'linear': ('factor',), 'ntk': ('factor',),
-              'dynamic_ntk': ('factor', 'original_max_position'),
-              'yarn': ('factor', 'original_max_position'),
-              'longrope': ('factor', 'original_max_position', 'long_factor', 'short_factor')}
-  for name in required.get(kind, ()):
+  for name in _REQUIRED.get(kind, ()):
     if values.get(name) is None:
       raise ScalingError(f'{field}.{name} is required for scaling type {kind!r} '
                          f'(fields of {kind!r}: {", ".join(uses)})')
-  for name in ('factor', 'beta_fast', 'beta_slow', 'attention_factor', 'low_freq_factor',
-               'high_freq_factor'):
-    value = values.get(name)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                              or not value > 0):
-      raise ScalingError(f'{field}.{name}={value!r} must be a number > 0')
-  L0 = values.get('original_max_position')
-  if L0 is not None and (isinstance(L0, bool) or not isinstance(L0, (int, np.integer))
-                         or L0 < 2):
-    raise ScalingError(f'{field}.original_max_position={L0!r} must be an integer >= 2 '
-                       f'(the trained context length)')
+  return kind, values
+
+
+def _check_values(kind: str, values: dict, field: str, rotary_dim: int) -> None:
+  """Each set value within its bounds (the shared rules of :mod:`ropex.fields`), and the
+  relations between them."""
+  for name in _POSITIVE:
+    if values.get(name) is not None:
+      fields.check(values[name], f'{field}.{name}', fields.number(0, low_open=True))
+  if values.get('original_max_position') is not None:   # the trained context length
+    fields.check(values['original_max_position'], f'{field}.original_max_position',
+                 fields.integer(2))
+  if values.get('truncate') is not None:
+    fields.check(values['truncate'], f'{field}.truncate', fields.boolean)
   if kind == 'yarn' and (values['beta_fast'] or 32.0) <= (values['beta_slow'] or 1.0):
     raise ScalingError(f'{field}.beta_fast must be greater than {field}.beta_slow (defaults '
                        f'32 and 1)')
   if kind == 'llama3' and values['high_freq_factor'] <= values['low_freq_factor']:
     raise ScalingError(f'{field}.high_freq_factor={values["high_freq_factor"]!r} must be '
                        f'greater than low_freq_factor={values["low_freq_factor"]!r}')
-  if values.get('truncate') is not None and not isinstance(values['truncate'], bool):
-    raise ScalingError(f'{field}.truncate={values["truncate"]!r} must be True or False')
-  if kind == 'ntk' or kind == 'dynamic_ntk':
-    if rotary_dim <= 2:
-      raise ScalingError(f'{field}.type={kind!r} needs a rotary block of more than 2 dims')
+  if kind in ('ntk', 'dynamic_ntk') and rotary_dim <= 2:
+    raise ScalingError(f'{field}.type={kind!r} needs a rotary block of more than 2 dims')
   for name in ('long_factor', 'short_factor'):
     value = values.get(name)
-    if value is None:
-      continue
-    value = tuple(value)
-    if len(value) != rotary_dim // 2 or any(
-        isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 for v in value):
+    if value is not None and (len(tuple(value)) != rotary_dim // 2 or not all(
+        fields.number(0, low_open=True)(v)[0] for v in value)):
       raise ScalingError(f'{field}.{name} must be {rotary_dim // 2} numbers > 0 (one per '
-                         f'chunk of the rotary block); got {len(value)} values')
-    values[name] = tuple(float(v) for v in value)
-  for name in ('factor', 'beta_fast', 'beta_slow', 'attention_factor', 'low_freq_factor',
-               'high_freq_factor'):
-    if values.get(name) is not None:
-      values[name] = float(values[name])
-  if 'attention_factor' in values:
-    values['attention_factor_'] = values.pop('attention_factor')
-  if values.get('original_max_position') is not None:
-    values['original_max_position'] = int(values['original_max_position'])
-  return Scaling(type=kind, **values)
+                         f'chunk of the rotary block); got {len(tuple(value))} values')
+
+
+def _normalized(values: dict) -> dict:
+  """Checked values as the :class:`Scaling` fields: floats, ints and tuples."""
+  out = dict(values)
+  for name in ('long_factor', 'short_factor'):
+    if out.get(name) is not None:
+      out[name] = tuple(float(v) for v in out[name])
+  for name in _POSITIVE:
+    if out.get(name) is not None:
+      out[name] = float(out[name])
+  if 'attention_factor' in out:
+    out['attention_factor_'] = out.pop('attention_factor')
+  if out.get('original_max_position') is not None:
+    out['original_max_position'] = int(out['original_max_position'])
+  return out

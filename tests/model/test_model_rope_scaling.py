@@ -270,7 +270,7 @@ def test_position_scale_is_an_alias_of_linear():
     ({'type': 'yarn', 'factor': 4.0}, 'original_max_position is required'),
     ({'type': 'linear', 'factor': 4.0, 'beta_fast': 8.0}, 'beta_fast=8.0 is not used by scaling'),
     ({'type': 'none', 'factor': 2.0}, "factor=2.0 is not used by scaling type 'none'"),
-    ({'type': 'ntk', 'factor': -1.0}, 'factor=-1.0 must be a number > 0'),
+    ({'type': 'ntk', 'factor': -1.0}, 'factor=-1.0 is not allowed; it must be a number > 0'),
     ({'type': 'llama3', 'low_freq_factor': 4.0, 'high_freq_factor': 2.0}, 'high_freq_factor'),
     ({'type': 'longrope', 'factor': 4.0, 'original_max_position': 64, 'long_factor': (1.0,),
       'short_factor': (1.0,) * 8}, 'long_factor must be 8 numbers > 0'),
