@@ -154,35 +154,45 @@ def evaluate(config: ml_collections.ConfigDict, params: dict, options: Options,
   trained = train_positions(config)
   o = resolve(config, options, trained)
   cfg = overrides_lib.model_config(config, o.overrides, params)
-  applied = overrides_lib.apply(config, o.overrides)
   scorer = scoring.Scorer(cfg, params, o.attention_chunk, o.loss_chunk, o.tokens_per_batch,
                           placement=placement)
   tokenizer = data.make_tokenizer(config.data)
   bos = tokenizer.bos_id if config.data.get('add_bos', True) else None
-  cells = len(o.lengths) * (('perplexity' in o.suite) + len(o.retrieval) * len(o.depths) + sum(
-      len(o.depths) if tasks_lib.supports_depth(t) else 1 for t in o.tasks) + sum(
-          len(o.depths) if ruler_tasks.has_depth(t) else 1 for t in o.ruler))
-  bar = tqdm.tqdm(total=cells, desc=f'evaluate {config.get("name", "run")}', disable=not progress,
-                  leave=False)
+  bar = tqdm.tqdm(total=_cells(o), desc=f'evaluate {config.get("name", "run")}',
+                  disable=not progress, leave=False)
 
   def log(msg: str) -> None:
     logging.info('%s', msg)
     bar.update(1)
     bar.set_postfix_str(msg, refresh=False)
 
-  if o.data == 'synthetic':
-    all_tokens = config.data.get('synthetic_loss', 'answers') != 'answers'
-    rows_fn = lambda L: rows_lib.synthetic(tuple(config.data.tasks), L, o.examples,
-                                           (o.seed, 1), bos, all_tokens=all_tokens,
-                                           **task_kwargs(config))
-  elif o.text_mode == 'documents' and 'perplexity' in o.suite:
-    docs = sources.documents(data_spec.config_for(config, o.data), 'eval', tokenizer)
-    chosen = rows_lib.same_documents(docs, max(o.lengths) + 1, o.examples)
-    rows_fn = lambda L: rows_lib.prefixes(chosen, L)
-  else:
-    rows_fn = lambda L: rows_lib.eval_split(data_spec.config_for(config, o.data), L, o.examples,
-                                            o.text_mode)
-  results = {
+  results = _header(config, cfg, o, step, workdir, trained)
+  if 'perplexity' in o.suite:
+    results['perplexity'] = _perplexity(config, o, scorer, tokenizer, bos, log)
+  results['retrieval'] = retrieval.retrieval_sweep(
+      scorer, o.retrieval, o.lengths, o.depths, o.task_examples, o.seed, bos, tokenizer,
+      progress=log, **task_kwargs(config))
+  results['tasks'] = tasks_lib.task_sweep(scorer, o.tasks, o.lengths, o.depths,
+                                          o.task_examples, o.seed, bos, log, **task_kwargs(config))
+  if o.ruler:
+    results['ruler'] = ruler_lib.sweep(scorer, words.for_run(config, o.haystack), o.ruler,
+                                       o.lengths, o.depths, o.task_examples, o.seed, bos, log)
+  bar.close()
+  results['seconds'] = round(time.time() - start, 2)
+  return results
+
+
+def _cells(o: Options) -> int:
+  """(length, depth) cells the evaluation scores: the progress bar's total."""
+  return len(o.lengths) * (('perplexity' in o.suite) + len(o.retrieval) * len(o.depths) + sum(
+      len(o.depths) if tasks_lib.supports_depth(t) else 1 for t in o.tasks) + sum(
+          len(o.depths) if ruler_tasks.has_depth(t) else 1 for t in o.ruler))
+
+
+def _header(config, cfg, o: Options, step, workdir, trained) -> dict:
+  """What was evaluated: the run, its per-layer encodings, the overrides and the settings."""
+  applied = overrides_lib.apply(config, o.overrides)
+  return {
       'format': FORMAT,
       'run': {'name': str(config.get('name', 'run')), 'workdir': workdir, 'step': step,
               'data_source': config.data.source, 'tokenizer': config.data.tokenizer,
@@ -197,26 +207,30 @@ def evaluate(config: ml_collections.ConfigDict, params: dict, options: Options,
       'settings': {k: (list(v) if isinstance(v, tuple) else v)
                    for k, v in dataclasses.asdict(o).items() if k != 'overrides'},
   }
-  if 'perplexity' in o.suite:
-    results['perplexity'] = dict(perplexity.length_sweep(scorer, rows_fn, o.lengths,
-                                                         o.position_bucket, log),
-                                 data=o.data,
-                                 text_mode=None if o.data == 'synthetic' else o.text_mode)
-    if o.data != 'synthetic' and o.text_mode == 'documents':
-      results['perplexity']['documents'] = {
-          'count': len(chosen['ids']), 'min_tokens': chosen['min_tokens'],
-          'scanned': chosen['scanned']}
-  results['retrieval'] = retrieval.retrieval_sweep(
-      scorer, o.retrieval, o.lengths, o.depths, o.task_examples, o.seed, bos, tokenizer,
-      progress=log, **task_kwargs(config))
-  results['tasks'] = tasks_lib.task_sweep(scorer, o.tasks, o.lengths, o.depths,
-                                          o.task_examples, o.seed, bos, log, **task_kwargs(config))
-  if o.ruler:
-    results['ruler'] = ruler_lib.sweep(scorer, words.for_run(config, o.haystack), o.ruler,
-                                       o.lengths, o.depths, o.task_examples, o.seed, bos, log)
-  bar.close()
-  results['seconds'] = round(time.time() - start, 2)
-  return results
+
+
+def _perplexity(config, o: Options, scorer, tokenizer, bos, log) -> dict:
+  """Perplexity by length: synthetic rows, the same documents' prefixes at every length
+  (``documents`` mode, with their count), or rows of the eval stream."""
+  chosen = None
+  if o.data == 'synthetic':
+    all_tokens = config.data.get('synthetic_loss', 'answers') != 'answers'
+    rows_fn = lambda L: rows_lib.synthetic(tuple(config.data.tasks), L, o.examples,
+                                           (o.seed, 1), bos, all_tokens=all_tokens,
+                                           **task_kwargs(config))
+  elif o.text_mode == 'documents':
+    docs = sources.documents(data_spec.config_for(config, o.data), 'eval', tokenizer)
+    chosen = rows_lib.same_documents(docs, max(o.lengths) + 1, o.examples)
+    rows_fn = lambda L: rows_lib.prefixes(chosen, L)
+  else:
+    rows_fn = lambda L: rows_lib.eval_split(data_spec.config_for(config, o.data), L, o.examples,
+                                            o.text_mode)
+  out = dict(perplexity.length_sweep(scorer, rows_fn, o.lengths, o.position_bucket, log),
+             data=o.data, text_mode=None if o.data == 'synthetic' else o.text_mode)
+  if chosen is not None:
+    out['documents'] = {'count': len(chosen['ids']), 'min_tokens': chosen['min_tokens'],
+                        'scanned': chosen['scanned']}
+  return out
 
 
 def label(results: dict) -> str:

@@ -99,6 +99,34 @@ def parse_oom(message: str) -> dict:
   return out
 
 
+def _out_of_memory(result: dict, message: str, seconds: float) -> dict:
+  """``result`` for a step that does not fit: the bytes XLA asked for and its largest buffers."""
+  oom = parse_oom(message)
+  arguments = sum(result[f'{k}_bytes_per_chip'] for k in ('parameter', 'optimizer', 'batch'))
+  needed = None if oom['required_bytes'] is None else oom['required_bytes'] + arguments
+  result.update(fits=False, compile_seconds=seconds,
+                per_chip_bytes=needed, xla_temporaries_bytes=oom['required_bytes'],
+                xla_message=message.splitlines()[0],
+                xla_available_bytes=oom['available_bytes'],
+                largest_allocations=oom['allocations'][:10], memory=None)
+  return result
+
+
+def _memory(compiled, hbm_bytes: int) -> dict:
+  """Per-chip memory and FLOPs of a compiled step (XLA's memory and cost analyses)."""
+  mem = compiled.memory_analysis()
+  memory = {'arguments': mem.argument_size_in_bytes, 'outputs': mem.output_size_in_bytes,
+            'aliased': mem.alias_size_in_bytes, 'temporaries': mem.temp_size_in_bytes,
+            'generated_code': mem.generated_code_size_in_bytes}
+  per_chip = (memory['arguments'] + memory['outputs'] - memory['aliased'] +
+              memory['temporaries'] + memory['generated_code'])
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return dict(memory=memory, per_chip_bytes=per_chip, fits=per_chip <= hbm_bytes,
+              xla_flops_per_chip=float((cost or {}).get('flops', float('nan'))),
+              largest_allocations=[])
+
+
 def fit_check(config, topology: tpu_topology.Topology, mfu: float = 0.4,
               devices=None) -> dict:
   """Compiles ``config``'s train step for ``topology`` and returns the figures (see module
@@ -138,27 +166,9 @@ def fit_check(config, topology: tpu_topology.Topology, mfu: float = 0.4,
   except Exception as e:  # pylint: disable=broad-except
     if 'RESOURCE_EXHAUSTED' not in str(e):
       raise
-    oom = parse_oom(str(e))
-    arguments = sum(result[f'{k}_bytes_per_chip'] for k in ('parameter', 'optimizer', 'batch'))
-    needed = None if oom['required_bytes'] is None else oom['required_bytes'] + arguments
-    result.update(fits=False, compile_seconds=time.perf_counter() - started,
-                  per_chip_bytes=needed, xla_temporaries_bytes=oom['required_bytes'],
-                  xla_message=str(e).splitlines()[0],
-                  xla_available_bytes=oom['available_bytes'],
-                  largest_allocations=oom['allocations'][:10], memory=None)
-    return result
+    return _out_of_memory(result, str(e), time.perf_counter() - started)
   result['compile_seconds'] = time.perf_counter() - started
-  mem = compiled.memory_analysis()
-  memory = {'arguments': mem.argument_size_in_bytes, 'outputs': mem.output_size_in_bytes,
-            'aliased': mem.alias_size_in_bytes, 'temporaries': mem.temp_size_in_bytes,
-            'generated_code': mem.generated_code_size_in_bytes}
-  per_chip = (memory['arguments'] + memory['outputs'] - memory['aliased'] +
-              memory['temporaries'] + memory['generated_code'])
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  result.update(memory=memory, per_chip_bytes=per_chip, fits=per_chip <= chip.hbm_bytes,
-                xla_flops_per_chip=float((cost or {}).get('flops', float('nan'))),
-                largest_allocations=[])
+  result.update(_memory(compiled, chip.hbm_bytes))
   return result
 
 
