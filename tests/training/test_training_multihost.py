@@ -175,9 +175,11 @@ def test_kill_9_of_both_processes_and_restart_reproduces_the_uninterrupted_run(t
     _finish(procs)
   assert [p.returncode for p in procs] == [-signal.SIGKILL] * 2
   saved, logged = checkpoint.saved_steps(killed), cli_runs.logged_steps(killed)
-  assert saved and saved[-1] >= 8 and max(logged) >= 9
+  # A checkpoint is complete, and steps after it were trained (they are re-done on restart);
+  # the save at step 8 may have been cut short by the kill.
+  assert saved and saved[-1] >= 4 and max(logged) > saved[-1], (saved, logged)
 
-  end = saved[-1] + 4
+  end = max(logged) + 3
   outs = _two_processes(killed, *cli_runs.SMALL, f'--config.train.steps={end}')
   resumed = re.search(r'resumed from the checkpoint at step (\d+) ', outs[0][0] + outs[0][1])
   assert resumed and int(resumed[1]) in saved, outs[0]
@@ -228,5 +230,5 @@ def test_a_one_process_checkpoint_resumes_on_two_processes(tmp_path):
   saved, wanted = _saved_data_state(elastic, 8), _saved_data_state(ref, 8)
   assert saved['step'] == wanted['step'] == 8
   assert saved['iterator'] == wanted['iterator']
-  assert len(set(map(tuple, zip(saved['iterator']['doc_index'],
-                                saved['iterator']['doc_offset'])))) > 1  # real positions
+  rows = saved['iterator']['doc_index']
+  assert len(rows) == 8 and min(rows) > 0  # one position per global row, all moved on
