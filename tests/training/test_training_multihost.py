@@ -232,3 +232,25 @@ def test_a_one_process_checkpoint_resumes_on_two_processes(tmp_path):
   assert saved['iterator'] == wanted['iterator']
   rows = saved['iterator']['doc_index']
   assert len(rows) == 8 and min(rows) > 0  # one position per global row, all moved on
+
+
+def test_ctrl_c_on_the_coordinator_stops_both_processes_at_one_step(tmp_path):
+  """SIGINT is forwarded to JAX's preemption notifier as a SIGTERM: both processes save at the
+  same step and exit 0 (process 0 names SIGINT, process 1 the notice it received)."""
+  workdir = str(tmp_path / 'interrupted')
+  procs = _start_two(workdir, *LONG)
+  try:
+    assert cli_runs.wait_for_step(procs[0], workdir, 2), procs[0].communicate()[1][-3000:]
+  finally:
+    procs[0].send_signal(signal.SIGINT)
+    outs = _finish(procs)
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  k = max(cli_runs.logged_steps(workdir))
+  assert f'stopped by SIGINT at step {k}' in outs[0][0]
+  assert f'process 0 of 2 saved a checkpoint and stops at step {k}, stopped by SIGINT' in outs[0][1]
+  assert (f'process 1 of 2 saved a checkpoint and stops at step {k}, stopped by '
+          f'{signals.PEER_NOTICE}') in outs[1][1]
+  assert checkpoint.saved_steps(workdir)[-1] == k
+  _, _, restored = inference.load_for_inference(workdir)
+  assert restored == k
