@@ -22,8 +22,8 @@ from typing import Any
 import jax
 
 from ropex import data
-from ropex.training import (checkpoint, data_state, init_from, metrics, optim, sharding, step,
-                            validation)
+from ropex.training import (checkpoint, data_state, init_from, metrics, optim, sharding, signals,
+                            step, validation)
 from ropex.training import workdir as workdir_lib
 from ropex.training.checkpoint import CheckpointSaveError
 from ropex.training.evaluator import Evaluator
@@ -93,6 +93,8 @@ def _start(config, workdir: str) -> _Run:
   primary = process_index == 0
   workdir = checkpoint.resolve(workdir)
   validation.validate(config, jax.device_count(), process_count)
+  if process_count > 1:
+    signals.require_preemption_service()  # before anything is compiled or written
   workdir_lib.check_resumable(config, workdir)  # reads only: a refused resume writes nothing
   setup = step.make_setup(config, sharding.make_mesh(config))
   train_step = step.make_train_step(setup)

@@ -41,7 +41,7 @@ class StopRequest:
     self._several = jax.process_count() > 1
     self._reached = reached_preemption
     if self._several:
-      _require_preemption_service()
+      require_preemption_service()
 
   def __enter__(self):
     # With several processes SIGTERM stays with JAX's notifier (a Python handler would
@@ -78,7 +78,7 @@ class StopRequest:
       signal.signal(sig, handler)
 
 
-def _require_preemption_service() -> None:
+def require_preemption_service() -> None:
   """Several processes without JAX's preemption service would ignore a SIGTERM on one host
   (orbax then reports no preemption, silently): refuse to start instead."""
   try:

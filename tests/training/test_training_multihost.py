@@ -254,3 +254,17 @@ def test_ctrl_c_on_the_coordinator_stops_both_processes_at_one_step(tmp_path):
   assert checkpoint.saved_steps(workdir)[-1] == k
   _, _, restored = inference.load_for_inference(workdir)
   assert restored == k
+
+
+def test_several_processes_without_the_preemption_service_refuse_to_start(tmp_path,
+                                                                          monkeypatch):
+  """Without JAX's preemption service orbax would silently report no preemption, so a SIGTERM
+  on one host would lose the steps since the last checkpoint: the run stops first."""
+  workdir = tmp_path / 'refused'
+  monkeypatch.setenv('JAX_ENABLE_PREEMPTION_SERVICE', 'false')
+  procs = _start_two(str(workdir), *cli_runs.SMALL, '--config.train.steps=4')
+  outs = _finish(procs)
+  assert [p.returncode for p in procs] == [2, 2], outs[0][1][-3000:]
+  for _, err in outs:
+    assert "needs JAX's preemption service" in err and 'Traceback' not in err, err[-3000:]
+  assert not workdir.exists()
