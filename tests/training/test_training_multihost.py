@@ -268,3 +268,22 @@ def test_several_processes_without_the_preemption_service_refuse_to_start(tmp_pa
   for _, err in outs:
     assert "needs JAX's preemption service" in err and 'Traceback' not in err, err[-3000:]
   assert not workdir.exists()
+
+
+def test_the_multi_process_stop_check_is_local_and_counts_this_process_steps(monkeypatch):
+  """Per step: one call of orbax's reached_preemption with the steps this process has run
+  (1, 2, ...), and no collective."""
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+  def no_collective(*args, **kwargs):
+    raise AssertionError('a collective in the per-step stop check')
+
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  monkeypatch.setattr(multihost_utils, 'reached_preemption_sync_point', lambda step: False)
+  monkeypatch.setattr(multihost_utils, 'process_allgather', no_collective)
+  monkeypatch.setattr(multihost_utils, 'sync_global_devices', no_collective)
+  calls = []
+  stop = signals.StopRequest(lambda i: calls.append(i) or i == 3)
+  assert [stop.requested(i) for i in (1, 2, 3)] == [False, False, True]
+  assert calls == [1, 2, 3]
+  assert stop.stopped_by() == signals.PEER_NOTICE
