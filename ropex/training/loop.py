@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import signal
 import time
 from typing import Any
 
 import jax
 
 from ropex import data
-from ropex.training import (checkpoint, data_state, init_from, metrics, optim, sharding, step,
-                            validation)
+from ropex.training import (checkpoint, data_state, init_from, metrics, optim, sharding, signals,
+                            step, validation)
 from ropex.training import workdir as workdir_lib
 from ropex.training.checkpoint import CheckpointSaveError
 from ropex.training.evaluator import Evaluator
@@ -94,6 +93,8 @@ def _start(config, workdir: str) -> _Run:
   primary = process_index == 0
   workdir = checkpoint.resolve(workdir)
   validation.validate(config, jax.device_count(), process_count)
+  if process_count > 1:
+    signals.require_preemption_service()  # before anything is compiled or written
   workdir_lib.check_resumable(config, workdir)  # reads only: a refused resume writes nothing
   setup = step.make_setup(config, sharding.make_mesh(config))
   train_step = step.make_train_step(setup)
@@ -130,7 +131,7 @@ def _run_steps(run: _Run) -> tuple[int, str | None]:
     run.progress.update(1, loss=window.loss_sum / window.loss_n, tok_s=window.tokens_per_s())
 
   step_i, pending = run.start, None
-  with StopRequest() as stop:
+  with StopRequest(run.ckpt.manager.reached_preemption) as stop:
     while step_i < steps:
       batch = sharding.global_batch(next(run.it), run.setup.batch_sharding, rows,
                                     step.BATCH_DTYPES)
@@ -140,7 +141,7 @@ def _run_steps(run: _Run) -> tuple[int, str | None]:
       if pending:
         consume(*pending)
       pending = (step_i, m)
-      stopping = stop.requested()
+      stopping = stop.requested(step_i - run.start)
       log_due = step_i % int(tc.log_every_steps) == 0 or step_i == steps or stopping
       eval_due = run.evaluator.steps and (step_i == steps or (
           config.eval.every_steps and step_i % int(config.eval.every_steps) == 0))
@@ -158,8 +159,17 @@ def _run_steps(run: _Run) -> tuple[int, str | None]:
       run.ckpt.save(step_i, run.state, run.it.get_state(), force=stopping or step_i == steps)
       window.restart_timer()
       if stopping:
-        return step_i, signal.Signals(stop.signum).name if stop.signum else 'a peer process'
+        _log_stop(step_i, stop.stopped_by())
+        return step_i, stop.stopped_by()
   return step_i, None
+
+
+def _log_stop(step_i: int, why: str) -> None:
+  """With several processes each one says where it stopped (process 0 also prints the
+  summary)."""
+  if jax.process_count() > 1:
+    log.warning('ropex: process %d of %d saved a checkpoint and stops at step %d, stopped by %s',
+                jax.process_index(), jax.process_count(), step_i, why)
 
 
 def _diverged(run: _Run, e: NonFiniteLossError) -> NonFiniteLossError:

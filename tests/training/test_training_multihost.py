@@ -1,13 +1,19 @@
-"""Two processes on loopback (gloo CPU collectives), 2 devices each, train a few steps and
-match a single-process, single-device run; only process 0 writes logs."""
+"""Several processes on loopback (gloo CPU collectives): two processes match one; only process
+0 writes logs; a SIGTERM to one process stops both at one step (JAX's preemption sync point);
+kill -9 of both and a restart reproduce the uninterrupted run bitwise; checkpoints resume
+elastically (2 -> 1 and 1 -> 2 processes)."""
 
+import json
 import os
+import re
+import signal
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 
 import cli_runs
-from ropex.training import metrics, inference
+from ropex.training import checkpoint, inference, metrics, signals
 
 # After SMALL, so that these win over its eval.steps=0: evaluation runs at the last step.
 FLAGS = (*cli_runs.SMALL, '--config.train.steps=4', '--config.eval.steps=1',
@@ -60,18 +66,28 @@ def test_auto_detection_of_multi_process_environments(monkeypatch):
   assert distributed.auto_detected()
 
 
-def _two_processes(workdir, *flags, devices=1):
-  """Runs ``ropex.train`` as two processes on loopback; returns their (stdout, stderr)."""
+def _start_two(workdir, *flags, devices=1) -> list:
+  """Starts ``ropex.train`` as two processes on loopback."""
   address = f'127.0.0.1:{cli_runs.free_port()}'
-  procs = [cli_runs.start(workdir, *flags, f'--coordinator_address={address}',
-                          '--num_processes=2', f'--process_id={i}', devices=devices)
-           for i in range(2)]
+  return [cli_runs.start(workdir, *flags, f'--coordinator_address={address}',
+                         '--num_processes=2', f'--process_id={i}', devices=devices)
+          for i in range(2)]
+
+
+def _finish(procs) -> list:
+  """Waits for ``procs``; returns their (stdout, stderr); kills what is still running."""
   try:
-    outs = [p.communicate(timeout=600) for p in procs]
+    return [p.communicate(timeout=600) for p in procs]
   finally:
     for p in procs:
       if p.poll() is None:
         p.kill()
+
+
+def _two_processes(workdir, *flags, devices=1):
+  """Runs ``ropex.train`` as two processes on loopback; returns their (stdout, stderr)."""
+  procs = _start_two(workdir, *flags, devices=devices)
+  outs = _finish(procs)
   for p, (_, err) in zip(procs, outs):
     assert p.returncode == 0, err[-3000:]
   return outs
@@ -94,3 +110,180 @@ def test_a_two_process_checkpoint_resumes_on_one_process(tmp_path):
   assert sorted(got) == sorted(want) == list(range(1, 9))
   np.testing.assert_allclose([got[s] for s in range(1, 9)], [want[s] for s in range(1, 9)],
                              rtol=1e-5)
+
+
+# A long run (constant schedule: the horizon does not change the learning rates), stopped or
+# killed by the test; checkpoints every 4 steps.
+LONG = (*cli_runs.SMALL, '--config.train.steps=100000')
+
+
+def _losses(workdir) -> dict:
+  return {m['step']: m['train/loss'] for m in metrics.read_metrics(workdir)}
+
+
+def _every_logged_loss(workdir) -> list:
+  """(step, loss) of every line of metrics.jsonl, steps re-done after a restart included."""
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [(r['step'], r['train/loss']) for r in map(json.loads, f)]
+
+
+def _assert_real_losses(losses: dict) -> None:
+  """Computed, not defaults: finite, positive, and different at every step (it trains)."""
+  values = list(losses.values())
+  assert all(np.isfinite(v) and v > 0 for v in values)
+  assert len(set(values)) == len(values)
+
+
+def test_sigterm_to_one_of_two_processes_stops_both_at_one_step(tmp_path):
+  """JAX's preemption sync point (via orbax's reached_preemption): a SIGTERM to process 1
+  alone makes both processes save at the same step and exit 0; the restart continues from that
+  step with bitwise the losses of the uninterrupted 2-process run."""
+  stopped, ref = str(tmp_path / 'stopped'), str(tmp_path / 'ref')
+  procs = _start_two(stopped, *LONG)
+  try:
+    assert cli_runs.wait_for_step(procs[0], stopped, 2), procs[0].communicate()[1][-3000:]
+  finally:
+    procs[1].send_signal(signal.SIGTERM)  # the coordinator (process 0) is not signalled
+    outs = _finish(procs)
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  k = max(cli_runs.logged_steps(stopped))
+  assert f'stopped by {signals.PEER_NOTICE} at step {k}' in outs[0][0]
+  for i, (_, err) in enumerate(outs):  # each process says where it stopped
+    assert f'process {i} of 2 saved a checkpoint and stops at step {k},' in err, err[-3000:]
+  assert checkpoint.saved_steps(stopped)[-1] == k
+
+  end = k + 3
+  outs = _two_processes(stopped, *cli_runs.SMALL, f'--config.train.steps={end}')
+  assert f'resumed from the checkpoint at step {k} ' in outs[0][0] + outs[0][1]
+  assert cli_runs.logged_steps(stopped) == list(range(1, end + 1))  # nothing re-done
+  _two_processes(ref, *cli_runs.SMALL, f'--config.train.steps={end}')
+  got, want = _losses(stopped), _losses(ref)
+  assert sorted(got) == sorted(want) == list(range(1, end + 1))
+  _assert_real_losses(want)
+  assert got == want
+
+
+def test_kill_9_of_both_processes_and_restart_reproduces_the_uninterrupted_run(tmp_path):
+  killed, ref = str(tmp_path / 'killed'), str(tmp_path / 'ref')
+  procs = _start_two(killed, *LONG)
+  try:
+    assert cli_runs.wait_for_step(procs[0], killed, 9), procs[0].communicate()[1][-3000:]
+  finally:
+    for p in procs:
+      p.send_signal(signal.SIGKILL)
+    _finish(procs)
+  assert [p.returncode for p in procs] == [-signal.SIGKILL] * 2
+  saved, logged = checkpoint.saved_steps(killed), cli_runs.logged_steps(killed)
+  # A checkpoint is complete, and steps after it were trained (they are re-done on restart);
+  # the save at step 8 may have been cut short by the kill.
+  assert saved and saved[-1] >= 4 and max(logged) > saved[-1], (saved, logged)
+
+  end = max(logged) + 3
+  outs = _two_processes(killed, *cli_runs.SMALL, f'--config.train.steps={end}')
+  resumed = re.search(r'resumed from the checkpoint at step (\d+) ', outs[0][0] + outs[0][1])
+  assert resumed and int(resumed[1]) in saved, outs[0]
+  restart = int(resumed[1])
+  assert cli_runs.logged_steps(killed)[len(logged):] == list(range(restart + 1, end + 1))
+  _two_processes(ref, *cli_runs.SMALL, f'--config.train.steps={end}')
+  want = _losses(ref)
+  assert sorted(want) == list(range(1, end + 1))
+  _assert_real_losses(want)
+  # Bitwise: every logged loss of both lives of the killed run, re-done steps included.
+  assert [loss for _, loss in _every_logged_loss(killed)] == [
+      want[s] for s, _ in _every_logged_loss(killed)]
+  assert sorted(_losses(killed)) == sorted(want)
+  _, params_ref, _ = inference.load_for_inference(ref, end)
+  _, params_killed, _ = inference.load_for_inference(killed, end)
+  jax.tree.map(np.testing.assert_array_equal, params_killed, params_ref)
+
+
+def _saved_data_state(workdir, step) -> dict:
+  manager = ocp.CheckpointManager(checkpoint.checkpoint_dir(workdir),
+                                  item_handlers={'data': ocp.JsonCheckpointHandler()})
+  try:
+    return manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))['data']
+  finally:
+    manager.close()
+
+
+def test_a_one_process_checkpoint_resumes_on_two_processes(tmp_path):
+  """Elastic resume, 1 -> 2: the second process takes its rows of the global data state, so
+  the run continues with exactly the batches (the saved stream positions at step 8 are equal)
+  and the losses of the uninterrupted run."""
+  elastic, ref = str(tmp_path / 'elastic'), str(tmp_path / 'ref')
+  short = (*cli_runs.SMALL, '--config.data.prefetch=0')
+  r = cli_runs.run(elastic, *short, '--config.train.steps=4', devices=1)
+  assert r.returncode == 0, r.stderr[-3000:]
+  outs = _two_processes(elastic, *short, '--config.train.steps=8')
+  assert 'resumed from the checkpoint at step 4 ' in outs[0][0] + outs[0][1]
+  assert cli_runs.logged_steps(elastic) == list(range(1, 9))
+  r = cli_runs.run(ref, *short, '--config.train.steps=8', devices=1)
+  assert r.returncode == 0, r.stderr[-3000:]
+  got, want = _losses(elastic), _losses(ref)
+  assert sorted(got) == sorted(want) == list(range(1, 9))
+  _assert_real_losses(want)
+  assert [got[s] for s in range(1, 5)] == [want[s] for s in range(1, 5)]  # the same process
+  # Steps 5-8 ran on two processes (another reduction order): equal up to float rounding.
+  np.testing.assert_allclose([got[s] for s in range(5, 9)], [want[s] for s in range(5, 9)],
+                             rtol=1e-5)
+  saved, wanted = _saved_data_state(elastic, 8), _saved_data_state(ref, 8)
+  assert saved['step'] == wanted['step'] == 8
+  assert saved['iterator'] == wanted['iterator']
+  rows = saved['iterator']['doc_index']
+  assert len(rows) == 8 and min(rows) > 0  # one position per global row, all moved on
+
+
+def test_ctrl_c_on_the_coordinator_stops_both_processes_at_one_step(tmp_path):
+  """SIGINT is forwarded to JAX's preemption notifier as a SIGTERM: both processes save at the
+  same step and exit 0 (process 0 names SIGINT, process 1 the notice it received)."""
+  workdir = str(tmp_path / 'interrupted')
+  procs = _start_two(workdir, *LONG)
+  try:
+    assert cli_runs.wait_for_step(procs[0], workdir, 2), procs[0].communicate()[1][-3000:]
+  finally:
+    procs[0].send_signal(signal.SIGINT)
+    outs = _finish(procs)
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  k = max(cli_runs.logged_steps(workdir))
+  assert f'stopped by SIGINT at step {k}' in outs[0][0]
+  assert f'process 0 of 2 saved a checkpoint and stops at step {k}, stopped by SIGINT' in outs[0][1]
+  assert (f'process 1 of 2 saved a checkpoint and stops at step {k}, stopped by '
+          f'{signals.PEER_NOTICE}') in outs[1][1]
+  assert checkpoint.saved_steps(workdir)[-1] == k
+  _, _, restored = inference.load_for_inference(workdir)
+  assert restored == k
+
+
+def test_several_processes_without_the_preemption_service_refuse_to_start(tmp_path,
+                                                                          monkeypatch):
+  """Without JAX's preemption service orbax would silently report no preemption, so a SIGTERM
+  on one host would lose the steps since the last checkpoint: the run stops first."""
+  workdir = tmp_path / 'refused'
+  monkeypatch.setenv('JAX_ENABLE_PREEMPTION_SERVICE', 'false')
+  procs = _start_two(str(workdir), *cli_runs.SMALL, '--config.train.steps=4')
+  outs = _finish(procs)
+  assert [p.returncode for p in procs] == [2, 2], outs[0][1][-3000:]
+  for _, err in outs:
+    assert "needs JAX's preemption service" in err and 'Traceback' not in err, err[-3000:]
+  assert not workdir.exists()
+
+
+def test_the_multi_process_stop_check_is_local_and_counts_this_process_steps(monkeypatch):
+  """Per step: one call of orbax's reached_preemption with the steps this process has run
+  (1, 2, ...), and no collective."""
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+  def no_collective(*args, **kwargs):
+    raise AssertionError('a collective in the per-step stop check')
+
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  monkeypatch.setattr(multihost_utils, 'reached_preemption_sync_point', lambda step: False)
+  monkeypatch.setattr(multihost_utils, 'process_allgather', no_collective)
+  monkeypatch.setattr(multihost_utils, 'sync_global_devices', no_collective)
+  calls = []
+  stop = signals.StopRequest(lambda i: calls.append(i) or i == 3)
+  assert [stop.requested(i) for i in (1, 2, 3)] == [False, False, True]
+  assert calls == [1, 2, 3]
+  assert stop.stopped_by() == signals.PEER_NOTICE
