@@ -17,6 +17,7 @@ import time
 from absl import flags, logging
 
 from ropex.config import loading
+from ropex.errors import ConfigError
 from ropex.experiments import sweep as sweep_lib
 
 _SWEEP = flags.DEFINE_string('sweep', 'configs/demo.py', 'Sweep file of the demo runs (with '
@@ -52,6 +53,10 @@ def comparison_table(rows: list[tuple[str, dict]]) -> str:
 def demo_runs(sweep: str, workdir: str, seeds=None, steps: int = 0):
   """``[(run, config)]`` of the sweep file, seeds applied, each config validated and named
   after its run; ``steps`` > 0 overrides ``train.steps`` (and caps the warm-up)."""
+  path = loading.split_spec(sweep)[0]
+  if not os.path.isfile(path):
+    raise ConfigError(f'--sweep={path!r} is not a file; give a sweep file such as '
+                      'configs/demo.py')
   out = []
   for run in sweep_lib.load_sweep(sweep, workdir.rstrip('/'), seeds=seeds):
     config = sweep_lib.validate(run)

@@ -3,8 +3,11 @@
 import os
 import textwrap
 
+import pytest
+
 from ropex import demo
 from ropex.config import loading
+from ropex.errors import ConfigError
 from ropex.evaluation import intervals
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -66,3 +69,8 @@ def test_comparison_table_has_one_row_per_run_and_every_task():
                               'copy_offset', 'acc', 'induction', 'tokens/s']
   assert lines[2].split() == ['tiny_nope', '1.23', '0.00015', '4.482', '0.500', '-', '9000']
   assert lines[3].split() == ['tiny_rope', '0.5', '-', '-', '-', '1.000', '-']
+
+
+def test_a_missing_sweep_file_names_the_sweep_flag(tmp_path):
+  with pytest.raises(ConfigError, match="--sweep='configs/missing.py' is not a file"):
+    demo.demo_runs('configs/missing.py', str(tmp_path))
