@@ -1,26 +1,34 @@
-r"""``python -m ropex.demo``: the mini ablation. Trains the offline default (``configs/tiny.py``)
-with NoPE, RoPE and p-RoPE (p = 0.75), one after the other under identical settings, then prints
-one comparison table (final train loss, eval loss / perplexity, per-task answer accuracy).
+r"""``python -m ropex.demo``: the mini ablation behind ``make demo``. Trains every run of a sweep
+file (default ``configs/demo.py``: RoPE and p-RoPE at θ = 10 on one content-retrieval task,
+3 seeds) one after the other, evaluates each with the suite settings of the file's ``EVAL``,
+then prints two tables: the training summary of every run, and the evaluation over length
+with runs that differ only by seed shown as mean ± 95% interval (:mod:`ropex.evaluation.grouped`).
 
-Each run lives in ``--workdir/<name>``; rerunning resumes (or just re-reports) finished runs —
-delete the directory to start over. ``--steps`` overrides ``train.steps`` for every run.
+Each run lives in ``--workdir/<name>``, its evaluation in ``--workdir/<name>/eval``; rerunning
+resumes (or just re-reports) finished runs — delete the directory to start over. ``--steps``
+overrides ``train.steps`` of every run, ``--seeds`` the file's ``SEEDS``.
 """
 
 from __future__ import annotations
 
 import os
-import sys
+import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from ropex.config import loading
 from ropex.errors import ConfigError
+from ropex.experiments import sweep as sweep_lib
 
-_RUNS = flags.DEFINE_multi_string(
-    'run', ['configs/tiny.py:pe=nope', 'configs/tiny.py:pe=rope',
-            'configs/tiny.py:pe=prope,p=0.75'], 'Config file[:args] of each run.')
+_SWEEP = flags.DEFINE_string('sweep', 'configs/demo.py', 'Sweep file of the demo runs (with '
+                             'get_sweep, SEEDS and EVAL).')
 _WORKDIR = flags.DEFINE_string('workdir', '/tmp/ropex-demo', 'Parent directory of the runs.')
 _STEPS = flags.DEFINE_integer('steps', 0, 'Override train.steps of every run (0: keep).')
+_SEEDS = flags.DEFINE_string('seeds', '', 'Seed axis: a count N or comma-separated seeds '
+                             "(default: the sweep file's SEEDS).")
+
+DEFAULT_EVAL = dict(lengths=None, depths=(0.0, 0.5, 1.0), task_examples=16,
+                    suite='retrieval,tasks')
 
 
 def comparison_table(rows: list[tuple[str, dict]]) -> str:
@@ -42,26 +50,88 @@ def comparison_table(rows: list[tuple[str, dict]]) -> str:
   return '\n'.join([line(head), line(['-' * w for w in widths])] + [line(r) for r in body])
 
 
+def demo_runs(sweep: str, workdir: str, seeds=None, steps: int = 0):
+  """``[(run, config)]`` of the sweep file, seeds applied, each config validated and named
+  after its run; ``steps`` > 0 overrides ``train.steps`` (and caps the warm-up)."""
+  path = loading.split_spec(sweep)[0]
+  if not os.path.isfile(path):
+    raise ConfigError(f'--sweep={path!r} is not a file; give a sweep file such as '
+                      'configs/demo.py')
+  out = []
+  for run in sweep_lib.load_sweep(sweep, workdir.rstrip('/'), seeds=seeds):
+    config = sweep_lib.validate(run)
+    config.name = run.name
+    if steps:
+      config.train.steps = steps
+      config.train.warmup_steps = min(config.train.warmup_steps, steps)
+      config.checkpoint.every_steps = min(config.checkpoint.every_steps, steps)
+      config.eval.every_steps = min(config.eval.every_steps, steps)
+    out.append((run, config))
+  return out
+
+
+def eval_options(sweep: str):
+  """The suite options of the sweep file's ``EVAL`` dict (``DEFAULT_EVAL`` where it is silent)."""
+  from ropex.evaluation import suite  # pylint: disable=g-import-not-at-top
+  module = loading.load_module(loading.split_spec(sweep)[0])
+  kw = dict(DEFAULT_EVAL, **getattr(module, 'EVAL', {}))
+  return suite.Options(**kw)
+
+
+def evaluate_run(workdir: str, options) -> dict:
+  """The run's evaluation at its latest step: reused from ``workdir/eval`` when that holds one
+  of the same step and settings, else computed and written there."""
+  from ropex.evaluation import suite  # pylint: disable=g-import-not-at-top
+  from ropex.training import inference  # pylint: disable=g-import-not-at-top
+  out = os.path.join(workdir, 'eval')
+  config, params, step = inference.load_for_inference(workdir)
+  if os.path.isfile(os.path.join(out, suite.RESULTS_FILE)):
+    old = suite.load(out)
+    if old['run']['step'] == step and _same_settings(old, options):
+      return old
+  results = suite.evaluate(config, params, options, step=step, workdir=workdir)
+  suite.write(results, out)
+  return results
+
+
+def _same_settings(results: dict, options) -> bool:
+  s = results['settings']
+  return (list(s['depths']) == [float(d) for d in options.depths] and
+          (options.lengths is None or list(s['lengths']) == list(options.lengths)) and
+          s['task_examples'] == options.task_examples)
+
+
+def interval_table(results: list[dict]) -> str:
+  """The seed-grouped evaluation tables (mean ± 95% interval, ≈ marks)."""
+  from ropex.evaluation import grouped  # pylint: disable=g-import-not-at-top
+  return grouped.markdown(results)[0]
+
+
+def run_demo(sweep: str, workdir: str, seeds=None, steps: int = 0, out=print) -> dict:
+  """Trains and evaluates every run, prints both tables; returns the rows, results and time."""
+  from ropex.training import loop  # pylint: disable=g-import-not-at-top
+  start = time.time()
+  runs = demo_runs(sweep, workdir, seeds, steps)
+  options = eval_options(sweep)
+  rows, results = [], []
+  for run, config in runs:
+    out(f'\n=== {run.name} ===')
+    rows.append((run.name, loop.train(config, run.workdir)))
+    results.append(evaluate_run(run.workdir, options))
+  minutes = (time.time() - start) / 60
+  out(f'\nropex mini ablation ({len(rows)} runs, {minutes:.1f} min; outputs in {workdir}/<run>; '
+      'acc = next-token accuracy on the answer tokens)\n')
+  out(comparison_table(rows))
+  out('\nEvaluation over length (answer-token accuracy, mean over the query depths)\n')
+  out(interval_table(results))
+  return {'rows': rows, 'results': results, 'minutes': minutes}
+
+
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  from ropex.training import loop  # pylint: disable=g-import-not-at-top
-  rows = []
-  try:
-    configs = [loading.load(spec, '--run') for spec in _RUNS.value]
-    for config in configs:
-      if _STEPS.value:
-        config.train.steps = _STEPS.value
-        config.train.warmup_steps = min(config.train.warmup_steps, _STEPS.value)
-      print(f'\n=== {config.name} ===', flush=True)
-      summary = loop.train(config, os.path.join(_WORKDIR.value, config.name))
-      rows.append((config.name, summary))
-  except ConfigError as e:
-    print(f'ropex.demo: {e}', file=sys.stderr)
-    sys.exit(2)
-  print(f'\nropex mini ablation ({len(rows)} runs, outputs in {_WORKDIR.value}/<run>; '
-        'accuracy = next-token accuracy on the answer tokens of each synthetic task)\n')
-  print(comparison_table(rows), flush=True)
+  run_demo(_SWEEP.value, _WORKDIR.value, sweep_lib.parse_seeds(_SEEDS.value), _STEPS.value,
+           out=lambda text: print(text, flush=True))
 
 
 if __name__ == '__main__':
