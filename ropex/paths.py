@@ -57,9 +57,13 @@ def join(p, *parts) -> str:
 
 
 def glob(pattern: str, what: str = 'glob') -> list[str]:
-  """Sorted files matching ``pattern`` (``**`` recursive), locally or under a URL."""
+  """Sorted files matching ``pattern``, locally (``**`` recursive) or under a URL (``*``, ``?``
+  and ``[]`` per folder level; ``**`` is a ConfigError there)."""
   if not is_url(pattern):
     return sorted(f for f in glob_lib.glob(pattern, recursive=True) if os.path.isfile(f))
+  if '**' in pattern:  # epath refuses it: one listing request per folder of a bucket
+    raise ConfigError(f'{what}={pattern!r}: ** is not supported on {scheme(pattern)}://; '
+                      'allowed: * and ? within one folder level (e.g. gs://b/corpus/*/*.txt)')
   m = _GLOB_CHARS.search(pattern)
   if m is None:
     p = path(pattern, what)

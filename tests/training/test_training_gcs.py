@@ -147,3 +147,62 @@ def _read(url, name) -> list[str]:
   path = f'/storage/v1/b/{BUCKET}/o/{urllib.parse.quote(name, safe="")}?alt=media'
   with urllib.request.urlopen(url + path, timeout=10) as r:
     return r.read().decode().splitlines(keepends=True)
+
+
+_READ_BOTH = r'''
+import json, sys
+from ropex.data import text_files, tokenizers
+local, url = sys.argv[1:]
+out = {}
+for name, root in (('local', local), ('gs', url)):
+  docs = text_files.TextFiles(root + '/data/*', 'train', 0.25, ('text',))
+  tok = tokenizers.SentencePieceTokenizer(root + '/tok/small.model')
+  out[name] = {'files': [f.rsplit('/', 1)[1] for f in docs.files],
+               'docs': [docs[i] for i in range(len(docs))],
+               'ids': tok.encode('rotary position encoding of the attention head')}
+try:
+  text_files.matching_files(url + '/data/**/*.txt')
+except ValueError as e:  # ropex.errors.ConfigError
+  out['recursive'] = str(e)
+print(json.dumps(out))
+'''
+
+
+def _upload(url, name, data: bytes):
+  req = urllib.request.Request(
+      f'{url}/upload/storage/v1/b/{BUCKET}/o?uploadType=media&name={urllib.parse.quote(name)}',
+      data=data, headers={'Content-Type': 'application/octet-stream'})
+  urllib.request.urlopen(req, timeout=10).close()
+
+
+def test_a_gs_corpus_and_tokenizer_read_as_the_same_files_locally(emulator, tmp_path):
+  corpus = tmp_path / 'corpus'  # data/**: the text, tok/: its SentencePiece model
+  (corpus / 'data').mkdir(parents=True)
+  words = 'rotary position encoding frequency attention head the of and'.split()
+  for i in range(3):
+    (corpus / 'data' / f'part{i}.txt').write_text(
+        '\n'.join(' '.join(words[(i + j + k) % 9] for k in range(8)) for j in range(100)))
+  (corpus / 'data' / 'records.jsonl').write_text(
+      ''.join(json.dumps({'text': f'record {i} ' * (2 + i)}) + '\n' for i in range(12)))
+  r = subprocess.run([sys.executable, '-m', 'ropex.tokenizer', '--input',
+                      str(corpus / 'data' / '*.txt'), '--vocab_size', '300', '--output',
+                      str(corpus / 'tok' / 'small.model')], capture_output=True, text=True,
+                     timeout=120, env=cli_runs.env())
+  assert r.returncode == 0, r.stderr[-2000:]
+  for f in corpus.rglob('*'):
+    if f.is_file():
+      _upload(emulator, f'corpus/{f.relative_to(corpus)}', f.read_bytes())
+  r = _run_code(_READ_BOTH, [str(corpus), f'gs://{BUCKET}/corpus'], emulator, tmp_path)
+  assert r.returncode == 0, r.stderr[-3000:]
+  out = json.loads(r.stdout.strip().splitlines()[-1])
+  assert out['local']['files'] == ['part0.txt', 'part1.txt', 'part2.txt', 'records.jsonl']
+  assert len(out['local']['docs']) > 3 and len(out['local']['ids']) > 3
+  assert out['gs'] == out['local']  # same files, documents, split and token ids
+  assert out['recursive'] == (f"data.text_glob='gs://{BUCKET}/corpus/data/**/*.txt': ** is not "
+                              'supported on gs://; allowed: * and ? within one folder level '
+                              '(e.g. gs://b/corpus/*/*.txt)')
+
+
+def _run_code(code, args, url, cwd):
+  return subprocess.run([sys.executable, '-c', code, *args], cwd=cwd, env=_env(url),
+                        capture_output=True, text=True, timeout=120)
