@@ -10,6 +10,7 @@ import csv
 import glob
 import json
 import os
+import struct
 import subprocess
 import sys
 import time
@@ -111,7 +112,10 @@ def test_a_gs_workdir_trains_resumes_evaluates_and_reports(emulator, tmp_path):
   first = _objects(emulator)
   assert 'run/config.json' in first and 'run/metrics.jsonl' in first
   assert any(n.startswith('run/checkpoints/8/state/') for n in first), first
-  assert any(n.startswith('run/tb/events.out.tfevents.') for n in first), first
+  events = [n for n in first if n.startswith('run/tb/events.out.tfevents.')]
+  assert len(events) == 1, first
+  records = _tfrecords(_read_bytes(emulator, events[0]))
+  assert sum(b'train/loss' in r for r in records) == 8  # one scalar per logged step, all flushed
 
   r = _train(12, emulator, cwd)  # extends the run: resumes from the checkpoint at step 8
   assert r.returncode == 0, r.stderr[-3000:]
@@ -143,10 +147,25 @@ def test_a_gs_workdir_trains_resumes_evaluates_and_reports(emulator, tmp_path):
   assert os.listdir(cwd) == []  # nothing written locally at all
 
 
-def _read(url, name) -> list[str]:
+def _read_bytes(url, name) -> bytes:
   path = f'/storage/v1/b/{BUCKET}/o/{urllib.parse.quote(name, safe="")}?alt=media'
   with urllib.request.urlopen(url + path, timeout=10) as r:
-    return r.read().decode().splitlines(keepends=True)
+    return r.read()
+
+
+def _read(url, name) -> list[str]:
+  return _read_bytes(url, name).decode().splitlines(keepends=True)
+
+
+def _tfrecords(data: bytes) -> list[bytes]:
+  """The records of a TFRecord (event) file: u64 length, u32 crc, data, u32 crc each."""
+  records, at = [], 0
+  while at < len(data):
+    (n,) = struct.unpack('<Q', data[at:at + 8])
+    records.append(data[at + 12:at + 12 + n])
+    at += 12 + n + 4
+  assert at == len(data)  # whole records only: nothing torn or left unflushed
+  return records
 
 
 _READ_BOTH = r'''
