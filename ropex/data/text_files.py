@@ -1,7 +1,7 @@
 """Text corpora (local, or ``gs://`` and any other ``etils.epath`` URL) as a random-access
 source of documents.
 
-``data.text_glob`` matches ``.txt`` and/or ``.jsonl`` files (``**`` recurses):
+``data.text_glob`` matches ``.txt`` and/or ``.jsonl`` files (``**`` recurses, locally only):
 
 - ``.txt``: one document per file; with ``data.text_split_blank_lines=True`` each file is split
   into documents at blank lines (for corpora stored as one big file).

@@ -203,14 +203,14 @@ def test_a_gs_corpus_and_tokenizer_read_as_the_same_files_locally(emulator, tmp_
         '\n'.join(' '.join(words[(i + j + k) % 9] for k in range(8)) for j in range(100)))
   (corpus / 'data' / 'records.jsonl').write_text(
       ''.join(json.dumps({'text': f'record {i} ' * (2 + i)}) + '\n' for i in range(12)))
-  r = subprocess.run([sys.executable, '-m', 'ropex.tokenizer', '--input',
-                      str(corpus / 'data' / '*.txt'), '--vocab_size', '300', '--output',
-                      str(corpus / 'tok' / 'small.model')], capture_output=True, text=True,
-                     timeout=120, env=cli_runs.env())
+  r = _run('ropex.tokenizer', ['--input', str(corpus / 'data' / '*.txt'), '--vocab_size', '300',
+                               '--output', f'gs://{BUCKET}/corpus/tok/small.model'],
+           emulator, tmp_path)  # trained here, written to the bucket
   assert r.returncode == 0, r.stderr[-2000:]
-  for f in corpus.rglob('*'):
-    if f.is_file():
-      _upload(emulator, f'corpus/{f.relative_to(corpus)}', f.read_bytes())
+  (corpus / 'tok').mkdir()
+  (corpus / 'tok' / 'small.model').write_bytes(_read_bytes(emulator, 'corpus/tok/small.model'))
+  for f in (corpus / 'data').iterdir():
+    _upload(emulator, f'corpus/data/{f.name}', f.read_bytes())
   r = _run_code(_READ_BOTH, [str(corpus), f'gs://{BUCKET}/corpus'], emulator, tmp_path)
   assert r.returncode == 0, r.stderr[-3000:]
   out = json.loads(r.stdout.strip().splitlines()[-1])
