@@ -103,7 +103,7 @@ def _train(steps, url, cwd):
                               f'--config.train.steps={steps}'], url, cwd)
 
 
-def test_a_gs_workdir_trains_resumes_evaluates_and_reports(emulator, tmp_path):
+def test_a_gs_workdir_trains_resumes_evaluates_analyzes_and_reports(emulator, tmp_path):
   cwd = tmp_path / 'cwd'
   cwd.mkdir()
   r = _train(8, emulator, cwd)
@@ -132,10 +132,17 @@ def test_a_gs_workdir_trains_resumes_evaluates_and_reports(emulator, tmp_path):
   row = dict(zip(header, row))
   assert (row['status'], row['step'], row['workdir']) == ('finished', '12', WORKDIR)
 
+  r = _run('ropex.analyze', [f'--workdir={WORKDIR}', '--top_heads=1'], emulator, cwd)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert json.loads(''.join(_read(emulator, 'run/analysis/summary.json')))['step'] == 12
+  report = ''.join(_read(emulator, 'run/analysis/report.md'))
+  assert '](figures/frequency_overview.png)' in report  # links relative to the report
+
   names = _objects(emulator)
   for name in ('run/config.json', 'run/metrics.jsonl', 'run/eval/results.json',
                'run/eval/perplexity.png', 'report/table.md', 'report/table.csv',
-               'report/runs.csv', 'report/loss_curves.png'):
+               'report/runs.csv', 'report/loss_curves.png', 'run/analysis/report.html',
+               'run/analysis/arrays.npz', 'run/analysis/figures/frequency_overview.png'):
     assert name in names, (name, names)
   assert any(n.startswith('run/checkpoints/12/state/') for n in names), names
   steps = sorted({int(json.loads(line)['step']) for line in _read(emulator, 'run/metrics.jsonl')})
