@@ -17,12 +17,12 @@ evaluation folder or a ``results.json``::
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 
 from absl import app, flags, logging
 
+from ropex import paths
 from ropex.errors import ConfigError
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir (config.json + checkpoints).')
@@ -97,17 +97,17 @@ def _options():
 
 def default_out(workdir: str, override_texts) -> str:
   if not override_texts:
-    return os.path.join(workdir, 'eval')
+    return paths.join(workdir, 'eval')
   slug = re.sub(r'[^A-Za-z0-9_.=+-]+', '_', '_'.join(t.removeprefix('model.')
                                                      for t in override_texts))
-  return os.path.join(workdir, f'eval_{slug}')
+  return paths.join(workdir, f'eval_{slug}')
 
 
 def evaluate_workdir(workdir: str, out: str | None) -> tuple[dict, list[str]]:
   from ropex.training import inference, workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   from ropex.evaluation import suite  # pylint: disable=g-import-not-at-top
   options = _options()  # validate flags before reading the checkpoint
-  if not os.path.isfile(os.path.join(workdir, 'config.json')):
+  if not (paths.path(workdir, '--workdir') / 'config.json').is_file():
     raise ConfigError(f'--workdir={workdir!r} holds no config.json; allowed: a training workdir '
                       '(python -m ropex.train --workdir ...)')
   config = workdir_lib.load_config(workdir)
@@ -149,7 +149,7 @@ def compare_paths(paths, out: str) -> str:
   results = []
   for path in paths:
     try:
-      if not _REUSE.value and os.path.isfile(os.path.join(path, 'config.json')):
+      if not _REUSE.value and (paths.path(path, 'compare') / 'config.json').is_file():
         raise FileNotFoundError(path)
       try:
         loaded = suite.load(path)
@@ -159,7 +159,7 @@ def compare_paths(paths, out: str) -> str:
       print(f'{path}: using {loaded["run"]["name"]} step {loaded["run"]["step"]} '
             '(existing results)', flush=True)
     except FileNotFoundError:
-      if not os.path.isfile(os.path.join(path, 'config.json')):
+      if not (paths.path(path, 'compare') / 'config.json').is_file():
         raise ConfigError(f'compare: {path!r} is neither a workdir (config.json) nor an '
                           'evaluation (results.json)') from None
       loaded, _ = evaluate_workdir(path, None)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import matplotlib
+
+from ropex import paths
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -13,10 +13,13 @@ __all__ = ['plt', 'save']
 
 
 def save(fig, path: str, dpi: int = 110, tight: bool = True) -> str:
-  """Writes a PNG (creating its folder) and closes the figure; returns ``path``."""
-  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+  """Writes a PNG (creating its folder; a local path or a URL, through epath) and closes the
+  figure; returns ``path``."""
+  target = paths.path(path)
+  target.parent.mkdir(parents=True, exist_ok=True)
   if tight:
     fig.tight_layout()
-  fig.savefig(path, dpi=dpi)
+  with target.open('wb') as f:
+    fig.savefig(f, format='png', dpi=dpi)
   plt.close(fig)
   return path

@@ -9,6 +9,8 @@ from __future__ import annotations
 import html
 import os
 
+from ropex import paths as paths_lib
+
 
 class Doc:
   """Headings, paragraphs, tables, images and code blocks, in order."""
@@ -100,14 +102,12 @@ class Doc:
 
   def write(self, out_dir: str, stem: str = 'report', html_too: bool = True) -> list[str]:
     """Writes ``stem.md`` (and ``stem.html``) into ``out_dir``; returns the paths."""
-    os.makedirs(out_dir, exist_ok=True)
-    paths = [os.path.join(out_dir, f'{stem}.md')]
-    with open(paths[0], 'w', encoding='utf-8') as f:
-      f.write(self.markdown())
+    paths_lib.path(out_dir, '--out').mkdir(parents=True, exist_ok=True)
+    paths = [paths_lib.join(out_dir, f'{stem}.md')]
+    paths_lib.path(paths[0]).write_text(self.markdown(), encoding='utf-8')
     if html_too:
-      paths.append(os.path.join(out_dir, f'{stem}.html'))
-      with open(paths[1], 'w', encoding='utf-8') as f:
-        f.write(self.html())
+      paths.append(paths_lib.join(out_dir, f'{stem}.html'))
+      paths_lib.path(paths[1]).write_text(self.html(), encoding='utf-8')
     return paths
 
 

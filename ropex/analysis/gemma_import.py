@@ -32,6 +32,7 @@ import ml_collections
 import numpy as np
 
 from ropex import model as model_lib
+from ropex import paths
 from ropex.model.config import ModelConfig, model_block, pe_block
 from ropex.errors import ConfigError
 
@@ -51,6 +52,9 @@ class ImportedGemma:
 def detect_format(path: str) -> str:
   """``'hf'`` for safetensors (a file or a folder holding them), ``'flax'`` for an orbax
   checkpoint folder."""
+  if paths.is_url(path):
+    raise ConfigError(f'--gemma={path!r}: a Gemma checkpoint is read from a local folder; '
+                      'copy it first (gcloud storage cp -r)')
   if path.endswith('.safetensors') and os.path.isfile(path):
     return 'hf'
   if os.path.isdir(path):

@@ -10,6 +10,7 @@ writes ``out/report.md`` (+ ``report.html``), ``out/figures/*.png``, ``out/array
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from ropex import paths
 from ropex.model import pe_interface
 from ropex.analysis import ablation, capture, frequency, heads
 from ropex.analysis.prompts import Prompts
@@ -159,17 +161,19 @@ def _write(result: Analysis, cfg, prompts, out_dir, title, meta, top_heads, frac
 def _write_arrays(r: _Report) -> dict:
   usage, scores, prompts = r.result.usage, r.result.head_scores, r.prompts
   path = os.path.join(r.out_dir, 'arrays.npz')
-  os.makedirs(r.out_dir, exist_ok=True)
-  np.savez_compressed(path, q_chunk_norm_LNC=usage.q_LNC, k_chunk_norm_LKC=usage.k_LKC,
+  paths.path(r.out_dir, '--out').mkdir(parents=True, exist_ok=True)
+  data = io.BytesIO()
+  np.savez_compressed(data, q_chunk_norm_LNC=usage.q_LNC, k_chunk_norm_LKC=usage.k_LKC,
                       chunk_freqs_LC=usage.freqs_LC, head_scores_LNS=scores.scores_LNS,
                       head_offsets_LNO=scores.offsets_LNO, attention_maps_LNTS=r.result.maps_LNTS,
                       tokens_PT=prompts.tokens_PT, lengths_P=prompts.lengths_P)
+  paths.path(path).write_bytes(data.getvalue())
   return {'arrays': path}
 
 
 def _write_figures(r: _Report, token_labels) -> dict:
   fig_dir = os.path.join(r.out_dir, 'figures')
-  os.makedirs(fig_dir, exist_ok=True)
+  paths.path(fig_dir).mkdir(parents=True, exist_ok=True)
   usage, maps = r.result.usage, r.result.maps_LNTS
   labels = token_labels[:maps.shape[-1]] if token_labels else None
   return {
@@ -190,8 +194,7 @@ def _write_summary(r: _Report) -> str:
                  band_shares={k: [None if np.isnan(x) else float(x) for x in v]
                               for k, v in shares.items()})
   path = os.path.join(r.out_dir, 'summary.json')
-  with open(path, 'w') as f:
-    json.dump(summary, f, indent=1)
+  paths.path(path).write_text(json.dumps(summary, indent=1))
   return path
 
 

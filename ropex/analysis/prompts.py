@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 
 import numpy as np
 
+from ropex import paths
 from ropex.errors import ConfigError
 
 DEFAULT_PROMPTS = (
@@ -68,11 +68,10 @@ class Prompts:
 
 def read_prompts(path: str) -> list[str]:
   """Prompts from a ``.jsonl`` (field ``text``) or a plain-text file (blank-line separated)."""
-  if not os.path.isfile(path):
+  if not paths.path(path, '--prompts').is_file():
     raise ConfigError(f'--prompts={path!r} is not a file; give a .txt (prompts separated by '
                       f'blank lines) or .jsonl (field "text") file')
-  with open(path, encoding='utf-8') as f:
-    content = f.read()
+  content = paths.path(path).read_text(encoding='utf-8')
   if path.endswith('.jsonl'):
     texts = [json.loads(line)['text'] for line in content.splitlines() if line.strip()]
   else:

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ropex import model as model_lib
+from ropex import paths
 from ropex.model import positional
 from ropex.analysis import chunks as chunks_lib
 from ropex.analysis import figures
@@ -322,8 +323,7 @@ def run_all(out_dir: str, html: bool = True, checks=CHECKS) -> list[TheoryResult
     doc.bullets(summary_lines(result))
     doc.image(rel(path, out_dir), result.title)
     numbers[result.name] = result.numbers
-  with open(os.path.join(out_dir, 'theory.json'), 'w') as f:
-    json.dump(numbers, f, indent=1)
+  paths.path(os.path.join(out_dir, 'theory.json')).write_text(json.dumps(numbers, indent=1))
   doc.write(out_dir, 'theory', html_too=html)
   return results
 

@@ -1,6 +1,7 @@
-"""Local text corpora as a random-access source of documents.
+"""Text corpora (local, or ``gs://`` and any other ``etils.epath`` URL) as a random-access
+source of documents.
 
-``data.text_glob`` matches ``.txt`` and/or ``.jsonl`` files (``**`` recurses):
+``data.text_glob`` matches ``.txt`` and/or ``.jsonl`` files (``**`` recurses, locally only):
 
 - ``.txt``: one document per file; with ``data.text_split_blank_lines=True`` each file is split
   into documents at blank lines (for corpora stored as one big file).
@@ -16,7 +17,6 @@ from disk on access.
 
 from __future__ import annotations
 
-import glob as glob_lib
 import hashlib
 import json
 import os
@@ -24,6 +24,7 @@ import re
 
 import numpy as np
 
+from ropex import paths
 from ropex.errors import ConfigError
 
 EXTENSIONS = ('.txt', '.jsonl')
@@ -32,7 +33,7 @@ _CHUNK = 1 << 26
 
 
 def matching_files(pattern: str, flag: str = 'data.text_glob') -> list[str]:
-  files = sorted(f for f in glob_lib.glob(pattern, recursive=True) if os.path.isfile(f))
+  files = paths.glob(pattern, flag)
   if not files:
     raise ConfigError(f'{flag}={pattern!r} matches no files; give a glob of .txt or '
                       '.jsonl files')
@@ -50,7 +51,7 @@ def check_corpus(files, fields, glob_flag: str = 'data.text_glob',
   names the file and line."""
   text_found = False
   for path in files:
-    with open(path, 'rb') as f:
+    with _open(path) as f:
       if not path.endswith('.jsonl'):
         text_found = text_found or any(chunk.strip() for chunk in iter(lambda: f.read(1 << 20), b''))
         continue
@@ -74,8 +75,8 @@ def check_corpus(files, fields, glob_flag: str = 'data.text_glob',
 
 def _line_spans(path: str) -> tuple[np.ndarray, np.ndarray]:
   """(start, end) byte offsets of the non-blank lines of a file, read in chunks."""
-  newlines, size = [], os.path.getsize(path)
-  with open(path, 'rb') as f:
+  newlines, size = [], _size(path)
+  with _open(path) as f:
     offset = 0
     while chunk := f.read(_CHUNK):
       newlines.append(offset + np.flatnonzero(np.frombuffer(chunk, np.uint8) == 10))
@@ -87,7 +88,7 @@ def _line_spans(path: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _paragraph_spans(path: str) -> tuple[np.ndarray, np.ndarray]:
-  with open(path, 'rb') as f:
+  with _open(path) as f:
     data = f.read()
   bounds = [0]
   for m in _BLANK_LINES.finditer(data):
@@ -96,6 +97,14 @@ def _paragraph_spans(path: str) -> tuple[np.ndarray, np.ndarray]:
   spans = [(s, e) for s, e in zip(bounds[::2], bounds[1::2]) if data[s:e].strip()]
   arr = np.array(spans, np.int64).reshape(-1, 2)
   return arr[:, 0], arr[:, 1]
+
+
+def _open(path: str):
+  return paths.path(path).open('rb')
+
+
+def _size(path: str) -> int:
+  return int(paths.path(path).stat().length)
 
 
 def in_eval_split(key: str, eval_fraction: float) -> bool:
@@ -118,7 +127,7 @@ class TextFiles:
       elif split_blank_lines:
         s, e = _paragraph_spans(path)
       else:
-        s, e = np.array([0], np.int64), np.array([os.path.getsize(path)], np.int64)
+        s, e = np.array([0], np.int64), np.array([_size(path)], np.int64)
       name = os.path.basename(path)
       held_out = np.array([in_eval_split(f'{name}:{j}', eval_fraction) for j in range(len(s))],
                           bool)
@@ -135,7 +144,7 @@ class TextFiles:
 
   def __getitem__(self, i: int):
     path = self.files[self._file[i]]
-    with open(path, 'rb') as f:
+    with _open(path) as f:
       f.seek(int(self._start[i]))
       raw = f.read(int(self._end[i] - self._start[i]))
     if not path.endswith('.jsonl'):

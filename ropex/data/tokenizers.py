@@ -6,10 +6,9 @@ Both expose ``vocab_size``, ``encode(str) -> list[int]``, ``encode_array(str) ->
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
+from ropex import paths
 from ropex.errors import ConfigError
 
 TOKENIZERS = ('byte', 'sentencepiece')
@@ -39,12 +38,12 @@ class SentencePieceTokenizer:
 
   def __init__(self, path: str):
     import sentencepiece as spm  # pylint: disable=g-import-not-at-top
-    if not path or not os.path.isfile(path):
+    if not path or not paths.path(path, 'data.tokenizer_path').is_file():
       raise ConfigError(f'data.tokenizer_path={path!r} is not a file; set it to a SentencePiece '
                         '.model file (e.g. Gemma tokenizer.model or one from python -m '
                         'ropex.tokenizer)')
-    try:
-      self._sp = spm.SentencePieceProcessor(model_file=path)
+    try:  # the model's bytes read through epath: local paths and gs:// alike
+      self._sp = spm.SentencePieceProcessor(model_proto=paths.path(path).read_bytes())
     except (RuntimeError, OSError) as e:
       raise ConfigError(f'data.tokenizer_path={path!r} is not a SentencePiece model '
                         f'({str(e).splitlines()[0][:120]}); give a .model file') from None

@@ -8,11 +8,11 @@ files and the heatmaps).
 
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import numpy as np
 
+from ropex import paths
 from ropex.evaluation import figures, ruler, suite
 
 
@@ -107,8 +107,9 @@ def compare(results: Sequence[dict], out_dir: str) -> tuple[str, list[str]]:
   runs that differ only by seed are aggregated (:mod:`ropex.evaluation.grouped`): their tables
   show mean ± 95% interval and their figures the seed mean with a band."""
   from ropex.evaluation import grouped  # pylint: disable=g-import-not-at-top
-  os.makedirs(out_dir, exist_ok=True)
-  path = os.path.join(out_dir, 'comparison.md')
+  root = paths.path(out_dir, '--out')
+  root.mkdir(parents=True, exist_ok=True)
+  path = root / 'comparison.md'
   if all(len(g) == 1 for g in grouped.group_indices(results)):
     labels = unique_labels(results)
     text = markdown(results, labels)
@@ -117,9 +118,8 @@ def compare(results: Sequence[dict], out_dir: str) -> tuple[str, list[str]]:
     text, groups, labels = grouped.markdown(results)
     written = figures.all_figures([grouped.mean_result(g) for g in groups], labels, out_dir,
                                   grouped.bands(groups))
-  with open(path, 'w') as f:
-    f.write(text)
-  return text, [path] + written
+  path.write_text(text)
+  return text, [str(path)] + written
 
 
 def unique_labels(results: Sequence[dict]) -> list[str]:

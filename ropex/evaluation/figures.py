@@ -7,11 +7,11 @@ lines mark the positions seen in training. Figures of parts a result lacks are n
 
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import numpy as np
 
+from ropex import paths as paths_lib
 from ropex.plotting import plt, save
 
 
@@ -143,13 +143,13 @@ def all_figures(results: Sequence[dict], labels: Sequence[str], out_dir: str,
   """Every figure; ``bands`` (see :func:`ropex.evaluation.grouped.bands`): 95% intervals over
   seeds, one entry per result, shaded around the perplexity and RULER curves."""
   bands = bands or {}
-  paths = [accuracy_heatmaps(results, labels, os.path.join(out_dir, 'accuracy.png')),
-           ruler_average(results, labels, os.path.join(out_dir, 'ruler.png'),
+  paths = [accuracy_heatmaps(results, labels, paths_lib.join(out_dir, 'accuracy.png')),
+           ruler_average(results, labels, paths_lib.join(out_dir, 'ruler.png'),
                          bands.get('ruler'))]
   keep = [i for i, r in enumerate(results) if 'perplexity' in r]
   if keep:
     rs, ns = [results[i] for i in keep], [labels[i] for i in keep]
     ppl_bands = [bands['perplexity'][i] for i in keep] if bands.get('perplexity') else None
-    paths = [perplexity_vs_length(rs, ns, os.path.join(out_dir, 'perplexity.png'), ppl_bands),
-             loss_by_position(rs, ns, os.path.join(out_dir, 'loss_by_position.png'))] + paths
+    paths = [perplexity_vs_length(rs, ns, paths_lib.join(out_dir, 'perplexity.png'), ppl_bands),
+             loss_by_position(rs, ns, paths_lib.join(out_dir, 'loss_by_position.png'))] + paths
   return [p for p in paths if p]

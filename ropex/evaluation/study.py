@@ -34,6 +34,7 @@ from typing import Sequence
 import ml_collections
 import numpy as np
 
+from ropex import paths
 from ropex.evaluation import compare, grouped, overrides as overrides_lib, suite
 from ropex.plotting import plt, save
 from ropex.errors import ConfigError
@@ -57,11 +58,19 @@ def parse_variants(text: str) -> list[tuple[str, dict]]:
 def workdirs(patterns: str) -> list[str]:
   out = []
   for pattern in (p.strip() for p in str(patterns).split(',') if p.strip()):
-    found = sorted(d for d in glob.glob(pattern) if os.path.isfile(os.path.join(d, 'config.json')))
+    found = _matching_workdirs(pattern)
     if not found:
       raise ConfigError(f'study runs: {pattern!r} matches no workdir with a config.json')
     out += [d for d in found if d not in out]
   return out
+
+
+def _matching_workdirs(pattern: str) -> list[str]:
+  """Folders matching ``pattern`` that hold a ``config.json``, locally or under a URL."""
+  if not paths.is_url(pattern):
+    return sorted(d for d in glob.glob(pattern) if os.path.isfile(os.path.join(d, 'config.json')))
+  return [f.rsplit('/', 1)[0] for f in paths.glob(paths.join(pattern, 'config.json'),
+                                                  'study runs')]
 
 
 def _ints(text, field):
@@ -95,9 +104,9 @@ def run(study: ml_collections.ConfigDict, progress=print) -> dict:
   for workdir in dirs:
     loaded = None
     for label, variant in variants:
-      name = f'{os.path.basename(os.path.normpath(workdir))}__{label}'
-      out = os.path.join(study.out, 'evals', name)
-      if study.get('reuse', True) and os.path.isfile(os.path.join(out, suite.RESULTS_FILE)):
+      name = f'{paths.path(workdir).name}__{label}'
+      out = paths.join(study.out, 'evals', name)
+      if study.get('reuse', True) and (paths.path(out) / suite.RESULTS_FILE).is_file():
         results.append(suite.load(out))
         progress(f'{name}: existing results')
       else:
@@ -158,12 +167,12 @@ def summary_heatmap(groups, labels, path: str) -> str:
 
 
 def write(study, results, dirs, variants, seconds: float, skipped=()) -> dict:
-  os.makedirs(study.out, exist_ok=True)
+  paths.path(study.out, 'study out').mkdir(parents=True, exist_ok=True)
   text, written = compare.compare(results, study.out)
   indices = grouped.group_indices(results)
   groups = [[results[i] for i in idx] for idx in indices]
   labels = [grouped.group_label(g) for g in groups]
-  heat = summary_heatmap(groups, labels, os.path.join(study.out, 'summary.png'))
+  heat = summary_heatmap(groups, labels, paths.join(study.out, 'summary.png'))
   figures = [heat] + [p for p in written if p.endswith('.png')]
   head = [f'# Study: {study.get("name", "study")}', '',
           f'{len(dirs)} runs x {len(variants)} variants, lengths {study.lengths}, depths '
@@ -179,8 +188,7 @@ def write(study, results, dirs, variants, seconds: float, skipped=()) -> dict:
         f'- {name}: {why}' for name, why in skipped] + ['']
   head += [f'![{os.path.basename(p)}]({os.path.basename(p)})' for p in figures] + ['']
   md = '\n'.join(head) + '\n' + text
-  path = os.path.join(study.out, 'study.md')
-  with open(path, 'w') as f:
-    f.write(md)
+  path = paths.join(study.out, 'study.md')
+  paths.path(path).write_text(md)
   return {'markdown': md, 'path': path, 'figures': figures, 'results': results}
 

@@ -11,7 +11,6 @@ import copy
 import dataclasses
 import json
 import logging
-import os
 import time
 from typing import Any, Sequence
 
@@ -19,7 +18,7 @@ import ml_collections
 import tqdm
 
 from ropex import data
-from ropex import fields
+from ropex import fields, paths
 from ropex.data import sources
 from ropex.errors import ConfigError
 from ropex.evaluation import (data_spec, figures, intervals, overrides as overrides_lib,
@@ -244,20 +243,18 @@ def label(results: dict) -> str:
 
 def write(results: dict, out_dir: str) -> list[str]:
   """Writes ``results.json`` and the figures into ``out_dir``; returns the paths written."""
-  os.makedirs(out_dir, exist_ok=True)
-  path = os.path.join(out_dir, RESULTS_FILE)
-  with open(path, 'w') as f:
-    json.dump(results, f, indent=1)
-  return [path] + figures.all_figures([results], [label(results)], out_dir)
+  root = paths.path(out_dir, '--out')
+  root.mkdir(parents=True, exist_ok=True)
+  (root / RESULTS_FILE).write_text(json.dumps(results, indent=1))
+  return [str(root / RESULTS_FILE)] + figures.all_figures([results], [label(results)], out_dir)
 
 
 def load(path: str) -> dict:
   """Results from a ``results.json`` file or a folder holding one (``DIR`` or ``DIR/eval``)."""
-  for candidate in (path, os.path.join(path, RESULTS_FILE),
-                    os.path.join(path, 'eval', RESULTS_FILE)):
-    if os.path.isfile(candidate):
-      with open(candidate) as f:
-        results = json.load(f)
+  root = paths.path(path)
+  for candidate in (root, root / RESULTS_FILE, root / 'eval' / RESULTS_FILE):
+    if candidate.is_file():
+      results = json.loads(candidate.read_text())
       if results.get('format') != FORMAT:
         raise ConfigError(f'{candidate} is not a ropex evaluation (format {results.get("format")!r}'
                           f'; allowed: {FORMAT})')

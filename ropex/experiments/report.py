@@ -20,12 +20,13 @@ marked ``≈``. The loss curves then show the seed mean with its 95% band. See
 from __future__ import annotations
 
 import csv
-import os
+import io
 import sys
 from typing import Sequence
 
 from absl import app, flags
 
+from ropex import paths
 from ropex.evaluation import intervals
 from ropex.errors import ConfigError
 from ropex.experiments.paper import DATASET_TITLES, PAPER_TABLE2
@@ -155,23 +156,22 @@ def markdown(runs: Sequence[RunSummary]) -> str:
 
 def write_csv(runs: Sequence[RunSummary], out_dir: str) -> tuple[str, str]:
   header, body, _ = table(runs)
-  wide = os.path.join(out_dir, 'table.csv')
-  with open(wide, 'w', newline='') as f:
-    csv.writer(f).writerows([header] + body)
-  long = os.path.join(out_dir, 'runs.csv')
-  with open(long, 'w', newline='') as f:
-    w = csv.writer(f)
-    w.writerow(['pe', 'dataset', 'status', 'step', 'steps', 'eval_perplexity', 'eval_loss',
-                'train_loss', 'paper_perplexity', 'setup', 'note', 'workdir', 'train_seed',
-                'data_seed'])
-    for r in runs:
-      paper = PAPER_TABLE2.get(r.row, {}).get(r.column)
-      w.writerow([r.row, r.column, r.status, r.step, r.steps_planned,
-                  '' if r.eval_perplexity is None else repr(r.eval_perplexity),
-                  '' if r.eval_loss is None else repr(r.eval_loss),
-                  '' if r.train_loss is None else repr(r.train_loss),
-                  '' if paper is None else paper, r.setup, r.note, r.workdir,
-                  *(('', '') if not r.seeds else r.seeds)])
+  wide, long = paths.join(out_dir, 'table.csv'), paths.join(out_dir, 'runs.csv')
+  rows = [['pe', 'dataset', 'status', 'step', 'steps', 'eval_perplexity', 'eval_loss',
+           'train_loss', 'paper_perplexity', 'setup', 'note', 'workdir', 'train_seed',
+           'data_seed']]
+  for r in runs:
+    paper = PAPER_TABLE2.get(r.row, {}).get(r.column)
+    rows.append([r.row, r.column, r.status, r.step, r.steps_planned,
+                 '' if r.eval_perplexity is None else repr(r.eval_perplexity),
+                 '' if r.eval_loss is None else repr(r.eval_loss),
+                 '' if r.train_loss is None else repr(r.train_loss),
+                 '' if paper is None else paper, r.setup, r.note, r.workdir,
+                 *(('', '') if not r.seeds else r.seeds)])
+  for path, table_rows in ((wide, [header] + body), (long, rows)):
+    f = io.StringIO()
+    csv.writer(f).writerows(table_rows)
+    paths.path(path).write_text(f.getvalue())
   return wide, long
 
 
@@ -222,13 +222,12 @@ def _band(curves):
 def report(workdirs: Sequence[str], out_dir: str, diverge_margin: float = 1.0) -> dict:
   """Writes every output into ``out_dir``; returns {'markdown': text, 'runs': [...], paths}."""
   runs = [summarize(w, diverge_margin) for w in workdirs]
-  os.makedirs(out_dir, exist_ok=True)
+  paths.path(out_dir, '--out').mkdir(parents=True, exist_ok=True)
   text = markdown(runs)
-  md_path = os.path.join(out_dir, 'table.md')
-  with open(md_path, 'w') as f:
-    f.write(text)
+  md_path = paths.join(out_dir, 'table.md')
+  paths.path(md_path).write_text(text)
   wide, long = write_csv(runs, out_dir)
-  png = plot(runs, os.path.join(out_dir, 'loss_curves.png'))
+  png = plot(runs, paths.join(out_dir, 'loss_curves.png'))
   return {'markdown': text, 'runs': runs, 'table_md': md_path, 'table_csv': wide,
           'runs_csv': long, 'png': png}
 

@@ -13,8 +13,7 @@ import json
 import math
 from typing import Any, Mapping
 
-from etils import epath
-
+from ropex import paths
 from ropex.evaluation import intervals
 from ropex.training.metrics import read_metrics
 
@@ -143,7 +142,7 @@ def summarize(workdir: str, diverge_margin: float = 1.0) -> RunSummary:
   """Reads one workdir. A run *diverged* if a logged loss is missing/NaN/Inf (the metrics
   writer stores non-finite values as null) or its last train loss is more than
   ``diverge_margin`` nats above its lowest; it is *unfinished* below ``train.steps``."""
-  path = epath.Path(workdir)
+  path = paths.path(workdir, 'workdir')
   config_path = path / 'config.json'
   if not config_path.exists():
     raise FileNotFoundError(f'{workdir} has no config.json: not a ropex run directory')

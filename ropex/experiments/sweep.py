@@ -10,7 +10,7 @@ with its args, relative to the sweep file (``'prope_2b.py:p=0.25,data=wiki'``), 
   python -m ropex.sweep --config configs/paper_table2.py:runlocal --workdir_root /tmp/t2 \\
       --override train.steps=20
   python -m ropex.sweep --config configs/paper_table2.py --launcher tpu \\
-      --launcher_args='--name my-pod --zone us-east5-a' --workdir_root /mnt/runs/table2
+      --launcher_args='--name my-pod --zone us-east5-a' --workdir_root gs://BUCKET/table2
 
 Seeds: ``--seeds 3`` (seeds 0, 1, 2) or ``--seeds 0,5,7``, or ``SEEDS = 3`` / ``SEEDS = (0, 5)``
 in the sweep file (the flag wins), repeats every run once per seed as ``<name>_s<seed>`` with
@@ -38,6 +38,7 @@ from typing import Any, Sequence
 from absl import app, flags
 import ml_collections
 
+from ropex import paths
 from ropex.config import defaults as config_base
 from ropex.config import loading
 from ropex.config import overrides as overrides_lib
@@ -225,9 +226,11 @@ def main(argv):
       raise ConfigError(f'--only names unknown run(s) {", ".join(sorted(unknown))}; '
                         f'allowed: {", ".join(r.name for r in runs)}')
     runs = [r for r in runs if r.name in keep]
-  if FLAGS.launcher == 'tpu' and not os.path.isabs(root):
+  if paths.is_url(root):
+    paths.path(root, '--workdir_root')  # an unusable scheme or backend stops here
+  elif FLAGS.launcher == 'tpu' and not os.path.isabs(root):
     print(f'note: --workdir_root={root} is relative to ~/ropex on every TPU worker; multi-host '
-          f'runs need one directory all workers share (e.g. a gcsfuse mount)', file=sys.stderr)
+          f'runs need one directory all workers share (e.g. gs://BUCKET/...)', file=sys.stderr)
   failed = execute(runs, FLAGS.launcher, shlex.split(FLAGS.launcher_args), FLAGS.dry_run)
   if failed:
     sys.exit(f'{len(failed)} of {len(runs)} runs failed: {", ".join(failed)}')

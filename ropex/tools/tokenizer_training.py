@@ -7,6 +7,7 @@ separated fields are joined with a newline) of every record. The model uses Gemm
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from typing import Iterator, Sequence
@@ -14,6 +15,7 @@ from typing import Iterator, Sequence
 from absl import logging
 import sentencepiece as spm
 
+from ropex import paths
 from ropex.data import text_files
 from ropex.errors import ConfigError
 
@@ -21,8 +23,8 @@ from ropex.errors import ConfigError
 def lines(files: Sequence[str], fields: Sequence[str]) -> Iterator[str]:
   """Non-empty lines of the files (records' fields for .jsonl)."""
   for path in files:
-    with open(path, encoding='utf-8', errors='replace') as f:
-      for raw in f:
+    with paths.path(path).open('rb') as f:  # local or gs://
+      for raw in (line.decode('utf-8', errors='replace') for line in f):
         if path.endswith('.jsonl'):
           if not raw.strip():
             continue
@@ -48,22 +50,32 @@ def train(pattern: str, vocab_size: int, output: str, model_type: str = 'unigram
   """Trains and writes ``output`` (must end in .model); returns its path."""
   if not output.endswith('.model'):
     raise ConfigError(f'--output={output!r} must end in .model')
-  parent = os.path.dirname(os.path.abspath(output))
-  blocking = next((p for p in _ancestors(parent) if os.path.exists(p) and not os.path.isdir(p)),
-                  None)
+  url = paths.is_url(output)
+  if url:
+    paths.path(output, '--output')  # a scheme or backend that cannot be used stops here
+  parent = None if url else os.path.dirname(os.path.abspath(output))
+  blocking = parent and next(
+      (p for p in _ancestors(parent) if os.path.exists(p) and not os.path.isdir(p)), None)
   if blocking:
     raise ConfigError(f'--output={output!r} lies under {blocking!r}, which is a file; give a '
                       'path in a directory')
   files = text_files.matching_files(pattern, '--input')
   fields = [f.strip() for f in text_field.split(',') if f.strip()]
   text_files.check_corpus(files, fields, '--input', '--text_field')
-  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
   spm.set_random_generator_seed(seed)
+  if url:  # the model is serialised in memory and written through epath (no .vocab file)
+    model = io.BytesIO()
+    destination = {'model_writer': model}
+  else:
+    os.makedirs(parent, exist_ok=True)
+    destination = {'model_prefix': output[:-len('.model')]}
   spm.SentencePieceTrainer.train(
-      sentence_iterator=lines(files, fields), model_prefix=output[:-len('.model')],
+      sentence_iterator=lines(files, fields), **destination,
       vocab_size=vocab_size, model_type=model_type, character_coverage=character_coverage,
       pad_id=0, eos_id=1, bos_id=2, unk_id=3, byte_fallback=True,
       input_sentence_size=max_sentences, shuffle_input_sentence=True,
       hard_vocab_limit=False, minloglevel=2, num_threads=os.cpu_count() or 1)
+  if url:
+    paths.path(output).write_bytes(model.getvalue())
   logging.info('wrote %s (%d files)', output, len(files))
   return output

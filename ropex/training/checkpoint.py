@@ -31,6 +31,7 @@ from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
+from ropex import paths
 from ropex.errors import ConfigError
 from ropex.training import data_state, integrity, resume
 
@@ -42,9 +43,9 @@ class CheckpointSaveError(RuntimeError):
 
 
 def resolve(workdir) -> str:
-  """A workdir as an absolute local path, or unchanged for a URL such as ``gs://b/run``."""
-  path = epath.Path(workdir)
-  return str(path if '://' in str(workdir) else path.expanduser().absolute())
+  """A workdir as an absolute local path, or unchanged for a URL such as ``gs://b/run`` (one
+  epath cannot serve raises ConfigError: it never becomes a local ``gs:`` folder)."""
+  return paths.resolve(workdir, '--workdir')
 
 
 def checkpoint_dir(workdir) -> str:
@@ -61,8 +62,8 @@ def saved_steps(workdir) -> list[int]:
 
 def has_checkpoints(workdir: str) -> bool:
   """Whether ``workdir`` holds any finished checkpoint step."""
-  path = checkpoint_dir(workdir)
-  return os.path.isdir(path) and bool(ocp.utils.checkpoint_steps(path))
+  path = epath.Path(checkpoint_dir(workdir))
+  return path.is_dir() and bool(ocp.utils.checkpoint_steps(path))
 
 
 class Checkpointer:

@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 from ropex import model as model_lib
+from ropex import paths
 from ropex.errors import ConfigError
 from ropex.model.config import ModelConfig
 from ropex.training import step as step_lib
@@ -40,15 +41,18 @@ def parse(spec: str) -> Source:
   head, sep, tail = spec.rpartition(':')
   if sep and tail.isdigit() and head:
     path, step = head, int(tail)
-  if not os.path.exists(path):
+  root = paths.path(path, 'train.init_from')
+  if not root.exists():
     raise ConfigError(f'train.init_from={spec!r}: {path!r} does not exist; allowed: a ropex '
                       f'workdir[:step] or a Gemma checkpoint folder')
-  if os.path.exists(os.path.join(path, 'config.json')) and os.path.isdir(
-      os.path.join(path, 'checkpoints')):
-    return Source(os.path.abspath(path), step, 'workdir')
+  if (root / 'config.json').exists() and (root / 'checkpoints').is_dir():
+    return Source(path if paths.is_url(path) else os.path.abspath(path), step, 'workdir')
   if step is not None:
     raise ConfigError(f'train.init_from={spec!r}: {path!r} is not a ropex workdir (no '
                       f'config.json and checkpoints/), so it takes no :step')
+  if paths.is_url(path):
+    raise ConfigError(f'train.init_from={spec!r}: a Gemma checkpoint is read from a local '
+                      'folder; allowed URLs: a ropex workdir[:step]')
   return Source(os.path.abspath(path), None, 'gemma')
 
 
@@ -119,6 +123,6 @@ def initial_state(setup: step_lib.Setup, pretrained: Pretrained | None,
   if pretrained is None:
     return step_lib.init_state(setup)
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'init_from.json'), 'w') as f:
-      json.dump(pretrained.record, f, indent=1)
+    paths.path(workdir).joinpath('init_from.json').write_text(
+        json.dumps(pretrained.record, indent=1))
   return step_lib.fresh_state(setup, pretrained.params)

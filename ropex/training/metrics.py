@@ -1,9 +1,11 @@
 """Metrics sinks: ``WORKDIR/metrics.jsonl`` (one JSON object per logged step), TensorBoard
 event files in ``WORKDIR/tb``, and a tqdm progress bar. Only the writing process (process 0)
-creates any of them; on the others every method is a no-op."""
+creates any of them; on the others every method is a no-op. A URL workdir (``gs://``) is
+written through ``etils.epath``, TensorBoard's event file included (:class:`_EpathEventFile`)."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import time
@@ -12,6 +14,8 @@ from typing import Mapping
 from absl import logging
 from etils import epath
 import tqdm
+
+from ropex import paths
 
 
 class MetricsWriter:
@@ -23,10 +27,10 @@ class MetricsWriter:
     self.enabled = enabled
     self._jsonl = self._tb = None
     if enabled:
-      root = epath.Path(workdir)
+      root = paths.path(workdir, '--workdir')
       root.mkdir(parents=True, exist_ok=True)
       self._path = root / 'metrics.jsonl'
-      self._remote = '://' in str(workdir)
+      self._remote = paths.is_url(workdir)
       text = self._path.read_text() if self._path.exists() else ''
       torn = bool(text) and not text.endswith('\n')
       if self._remote:
@@ -35,8 +39,7 @@ class MetricsWriter:
         self._jsonl = open(self._path, 'a')
         if torn:
           self._jsonl.write('\n')
-      import tensorboardX  # pylint: disable=g-import-not-at-top  (slow import)
-      self._tb = tensorboardX.SummaryWriter(str(root / 'tb'))
+      self._tb = _summary_writer(str(root / 'tb'))
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     if not self.enabled or not scalars:
@@ -60,6 +63,43 @@ class MetricsWriter:
       if self._jsonl is not None:
         self._jsonl.close()
       self._tb.close()
+
+
+def _summary_writer(logdir: str):
+  """A tensorboardX writer; for a URL its event file goes through epath (tensorboardX's own
+  ``gs://`` writer needs google-cloud-storage, and it writes other schemes locally)."""
+  import tensorboardX  # pylint: disable=g-import-not-at-top  (slow import)
+  from tensorboardX import record_writer  # pylint: disable=g-import-not-at-top
+  for s in paths.SCHEMES:
+    record_writer.register_writer_factory(s, _EpathEventFiles())
+  return tensorboardX.SummaryWriter(logdir)
+
+
+class _EpathEventFile:
+  """An event file on object storage: kept in memory, the whole object rewritten at each flush
+  (objects cannot be appended to; the file holds one small record per logged scalar)."""
+
+  def __init__(self, path: str):
+    self._path, self._buffer = epath.Path(path), io.BytesIO()
+
+  def write(self, data: bytes) -> None:
+    self._buffer.write(data)
+
+  def flush(self) -> None:
+    self._path.write_bytes(self._buffer.getvalue())
+
+  def close(self) -> None:
+    self.flush()
+
+
+class _EpathEventFiles:
+  """tensorboardX's writer factory interface (``open``, ``directory_check``) over epath."""
+
+  def open(self, path: str) -> _EpathEventFile:
+    return _EpathEventFile(path)
+
+  def directory_check(self, path: str) -> None:
+    epath.Path(path).mkdir(parents=True, exist_ok=True)
 
 
 def _plain(value) -> float | None:
