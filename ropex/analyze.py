@@ -12,7 +12,6 @@ Writes ``report.md`` and ``report.html`` (figures in ``figures/``), ``arrays.npz
 from __future__ import annotations
 
 import os
-import sys
 
 from absl import app, flags, logging
 import ml_collections

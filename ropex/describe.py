@@ -12,7 +12,6 @@ at ``--seq_len`` (default ``train.seq_len``).
 from __future__ import annotations
 
 import json
-import sys
 
 from absl import app, flags
 from ml_collections import config_flags

@@ -27,6 +27,7 @@ from ropex.analysis import chunks as chunks_lib
 from ropex.analysis import figures
 from ropex.analysis.document import Doc, rel
 from ropex.model.config import ModelConfig, model_block, pe_block
+from ropex.errors import ConfigError
 
 
 @dataclasses.dataclass

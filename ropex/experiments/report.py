@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import io
-import sys
 from typing import Sequence
 
 from absl import app, flags

@@ -19,7 +19,6 @@ import dataclasses
 from typing import Any
 
 import ml_collections
-import numpy as np
 
 from ropex import fields
 from ropex.model import pe_interface, positional, rope_scaling

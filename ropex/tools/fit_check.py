@@ -34,7 +34,6 @@ import jax
 from ml_collections import config_flags
 
 from ropex.training import loop, sharding
-from ropex import model
 from ropex.model import attention, platform
 from ropex.tools import flops as step_flops, tpu_topology
 from ropex.experiments import sweep

@@ -25,7 +25,6 @@ from ropex import data
 from ropex.training import (checkpoint, data_state, init_from, metrics, optim, sharding, signals,
                             step, validation)
 from ropex.training import workdir as workdir_lib
-from ropex.training.checkpoint import CheckpointSaveError
 from ropex.training.evaluator import Evaluator
 from ropex.training.metrics import NonFiniteLossError
 from ropex.training.signals import StopRequest

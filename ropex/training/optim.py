@@ -5,7 +5,6 @@ clipping and a weight-decay mask (norm scales and the embedding are not decayed 
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import optax
 
 SCHEDULES = ('cosine', 'rsqrt', 'constant')

@@ -13,7 +13,7 @@ from ropex.evaluation import grid, ruler, ruler_tasks, scoring, words
 from ropex.model.config import ModelConfig
 from ropex.errors import ConfigError
 
-from evaluation_testlib import init_params, micro_config
+from evaluation_testlib import micro_config
 
 BYTES = tokenizers.ByteTokenizer()
 VOCAB = 16

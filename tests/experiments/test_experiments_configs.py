@@ -5,9 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from ropex.config import defaults as config_base
 from ropex.config import loading
-from ropex.experiments import paper, run_summary, sweep
+from ropex.experiments import paper, run_summary
 from ropex.model.config import ModelConfig
 from ropex.errors import ConfigError
 

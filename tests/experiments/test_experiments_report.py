@@ -11,8 +11,7 @@ import matplotlib.pyplot as plt
 import pytest
 
 from ropex.config import loading
-from ropex.config import overrides as overrides_lib
-from ropex.experiments import paper as paper_lib, report, run_summary, sweep
+from ropex.experiments import paper as paper_lib, report, run_summary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPECS = {  # paper row -> config file with args

@@ -8,7 +8,6 @@ import sys
 
 import pytest
 
-from ropex.config import loading
 from ropex.config import overrides as overrides_lib
 from ropex.experiments import paper, report, run_summary, sweep
 from ropex.errors import ConfigError

@@ -12,7 +12,7 @@ import pytest
 from ropex.config import defaults as config_base
 from ropex import model
 from ropex.model import pe_zoo, positional
-from ropex.model.config import ModelConfig, model_block, pe_block
+from ropex.model.config import ModelConfig, pe_block
 from ropex.model.pe_interface import Dims
 from ropex.errors import ConfigError
 from model_testlib import make_cfg

@@ -1,5 +1,4 @@
 """`ropex.tools.bench`: the FLOPs formula and the harness's output (speed is never asserted)."""
-import json
 import subprocess
 import sys
 

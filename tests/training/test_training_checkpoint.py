@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from ropex.training import checkpoint, loop, metrics, sharding, step, inference
+from ropex.training import loop, metrics, sharding, inference
 from ropex.config import defaults as config_base
 from ropex import data, model
 from ropex.model.config import ModelConfig

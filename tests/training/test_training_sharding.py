@@ -1,7 +1,6 @@
 """Mesh sizing, parameter shardings from the logical rules, and process-local -> global batches
 (8 virtual CPU devices from conftest)."""
 
-import jax
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
