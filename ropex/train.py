@@ -47,7 +47,7 @@ def main(argv):
   from ropex.training import distributed  # pylint: disable=g-import-not-at-top
   distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                          _DISTRIBUTED.value)
-  from ropex.training import loop  # pylint: disable=g-import-not-at-top
+  from ropex.training import checkpoint, loop, metrics  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
   try:
     config.get('model')
@@ -57,9 +57,9 @@ def main(argv):
     loop.train(config, _WORKDIR.value)
   except ConfigError as e:
     _fail(str(e), EXIT_CONFIG)
-  except loop.NonFiniteLossError as e:
+  except metrics.NonFiniteLossError as e:
     _fail(str(e), EXIT_NONFINITE)
-  except loop.CheckpointSaveError as e:
+  except checkpoint.CheckpointSaveError as e:
     _fail(str(e), EXIT_SAVE)
 
 
