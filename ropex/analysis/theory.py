@@ -178,6 +178,13 @@ def positional_heads(eps_values=(0.1, 0.01, 0.001), length: int = 64,
                                                            head_dim=head_dim), fig)
 
 
+# The bound is exact in real arithmetic; in float32 XLA may round the keys of the two equal x
+# tokens differently (jax 0.12's CPU compiler does, by an ulp, in ~1/6 of the draws), and with
+# sharpened logits of ~1e3 that moves the self-attention to 1/2 + ~3e-5. A model leaking
+# position under NoPE exceeds 1/2 by far more (RoPE: ~25% of the heads above 0.51).
+NOPE_BOUND_SLACK = 1e-4
+
+
 def _bos_x_x_self_attention(pe_cfg, draws: int, seed: int) -> np.ndarray:
   """Self-attention of the last token of [b, x, x] in the first layer of random ropex
   models, one per draw: N(0, 1/fan_in) weights, N(0, 0.1) norm scales, query/key weights
@@ -341,7 +348,7 @@ def summary_lines(result: TheoryResult) -> list[str]:
             f"{h['min_target_attention']:.6f} (|q| = {h['norm']:.1f})" for h in n['heads']]
   if result.name == 'nope_bound':
     return [f"NoPE: max self-attention over {n['draws']} random models "
-            f"{n['nope_max_self_attention']:.6f} (<= 1/2)",
+            f"{n['nope_max_self_attention']:.6f} (<= 1/2 up to float32 rounding)",
             f"RoPE: max {n['rope_max_self_attention']:.4f}, "
             f"{100 * n['rope_fraction_above_half']:.1f}% of heads above 1/2; constructed "
             f"{n['constructed_rope_self_attention']:.4f}"]

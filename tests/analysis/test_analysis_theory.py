@@ -62,8 +62,8 @@ def test_constructed_heads_reach_one_minus_eps(kind, eps):
 def test_nope_self_attention_on_bos_x_x_never_exceeds_one_half():
   r = theory.nope_self_attention_bound(draws=600, seed=1, eps=0.01)
   n = r.numbers
-  assert n['nope_max_self_attention'] <= 0.5 + 1e-6
-  assert n['rope_max_self_attention'] > 0.5          # RoPE breaks the tie ...
+  assert n['nope_max_self_attention'] <= 0.5 + theory.NOPE_BOUND_SLACK  # float32 rounding
+  assert n['rope_max_self_attention'] > 0.5 + theory.NOPE_BOUND_SLACK  # RoPE breaks the tie ...
   assert n['rope_fraction_above_half'] > 0.0
   assert n['constructed_rope_self_attention'] >= 0.99  # ... and a built head reaches 1 - eps
 
