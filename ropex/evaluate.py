@@ -144,10 +144,10 @@ def _summary(results: dict) -> str:
   return '\n'.join(lines)
 
 
-def compare_paths(paths, out: str) -> str:
+def compare_paths(given: list[str], out: str) -> str:
   from ropex.evaluation import compare, suite  # pylint: disable=g-import-not-at-top
   results = []
-  for path in paths:
+  for path in given:
     try:
       if not _REUSE.value and (paths.path(path, 'compare') / 'config.json').is_file():
         raise FileNotFoundError(path)

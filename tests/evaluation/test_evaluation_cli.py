@@ -59,6 +59,13 @@ def test_evaluate_then_compare(workdir, tmp_path):
   assert '| tiny_rope | rope θ=10000 | 2 |' in table
   assert '| tiny_rope [pe.max_wavelength=500000.0] | rope θ=500000 | 2 |' in table
 
+  # --noreuse: a workdir is evaluated again rather than its eval/results.json read
+  done = evaluate('compare', workdir, theta_dir, '--noreuse', *QUICK, '--retrieval=none',
+                  '--tasks=none', f'--out={tmp_path / "cmp2"}')
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert f'{workdir}: using' not in done.stdout and f'{theta_dir}: using' in done.stdout
+  assert 'perplexity: L=16:' in done.stdout   # the summary of the fresh evaluation
+
 
 def test_bad_flags_fail_with_one_sentence(tmp_path):
   workdir = str(tmp_path)   # flags are checked before any checkpoint is read
