@@ -19,6 +19,7 @@ from ml_collections import config_flags
 
 from ropex.config import loading
 from ropex.errors import ConfigError
+from ropex.training import distributed
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir to analyse (latest or --step '
                                'checkpoint).')
@@ -49,6 +50,7 @@ _FRACTION = flags.DEFINE_float('ablate_fraction', 0.25, 'Fraction of a head\'s f
                                'removed per ablation band.', lower_bound=0.0,
                                upper_bound=1.0)
 _HTML = flags.DEFINE_bool('html', True, 'Also write report.html.')
+distributed.define_flags()   # --coordinator_address, --num_processes, --process_id, --distributed
 
 
 def _load_workdir():
@@ -156,7 +158,9 @@ def analyze_main() -> str:
                             f"{meta.get('run') or meta.get('weights') or 'model'}", meta=meta,
                             top_heads=_TOP.value, ablate_fraction=_FRACTION.value,
                             batch_size=_BATCH.value, token_labels=labels, html=_HTML.value,
-                            placement=placement)
+                            placement=placement, write=distributed.is_primary())
+  if not distributed.is_primary():   # every process analysed; process 0 wrote the report
+    return ''
   print(f'{len(batch.texts)} prompts ({batch.description}): loss {result.loss:.4f}')
   for row in result.head_scores.top(3):
     print(f"  L{row['layer']}H{row['head']}: {row['kind']} {row['positional']:.3f}")
@@ -177,6 +181,7 @@ def theory_main() -> str:
 
 def main(argv):
   logging.set_verbosity(logging.WARNING)  # orbax logs every file it reads at INFO
+  distributed.initialize_from_flags()
   commands = argv[1:]
   if commands not in ([], ['theory']):
     raise app.UsageError(f'unknown command {" ".join(commands)!r}; allowed: theory (or none)')

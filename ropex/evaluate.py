@@ -24,6 +24,7 @@ from absl import app, flags, logging
 
 from ropex import paths
 from ropex.errors import ConfigError
+from ropex.training import distributed
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir (config.json + checkpoints).')
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
@@ -67,6 +68,7 @@ _HAYSTACK = flags.DEFINE_string('haystack', 'noise', 'RULER haystack for text ru
 MAX_LENGTH = 1 << 20  # tokens: far beyond any run here, and still a sane allocation
 _REUSE = flags.DEFINE_bool('reuse', True, 'compare: use a workdir\'s existing eval/results.json '
                            'instead of evaluating it again.')
+distributed.define_flags()   # --coordinator_address, --num_processes, --process_id, --distributed
 
 
 def _options():
@@ -116,6 +118,8 @@ def evaluate_workdir(workdir: str, out: str | None) -> tuple[dict, list[str]]:
   config, params, step, placement = inference.load_sharded(workdir, _STEP.value)
   results = suite.evaluate(config, params, options, step=step, workdir=workdir, progress=True,
                            placement=placement)
+  if not distributed.is_primary():   # every process evaluated; process 0 writes the files
+    return results, []
   return results, suite.write(results, out or default_out(workdir, _OVERRIDE.value))
 
 
@@ -165,17 +169,22 @@ def compare_paths(given: list[str], out: str) -> str:
       loaded, _ = evaluate_workdir(path, None)
       print(_summary(loaded), flush=True)
     results.append(loaded)
+  if not distributed.is_primary():   # process 0 writes the comparison
+    return ''
   text, written = compare.compare(results, out)
   return text + '\nwrote ' + ', '.join(written)
 
 
 def main(argv):
   logging.set_verbosity(logging.WARNING)
+  distributed.initialize_from_flags()
   try:
     if len(argv) > 1 and argv[1] == 'compare':
       if len(argv) < 3 or not _OUT.value:
         raise app.UsageError('usage: python -m ropex.evaluate compare PATH [PATH ...] --out DIR')
-      print(compare_paths(argv[2:], _OUT.value))
+      text = compare_paths(argv[2:], _OUT.value)
+      if text:
+        print(text)
       return
     if len(argv) > 1:
       raise app.UsageError(f'unexpected arguments {argv[1:]}; use --workdir DIR, or compare '
@@ -183,8 +192,9 @@ def main(argv):
     if not _WORKDIR.value:
       raise app.UsageError('--workdir is required (or use: compare PATH ... --out DIR)')
     results, written = evaluate_workdir(_WORKDIR.value, _OUT.value)
-    print(_summary(results))
-    print('wrote ' + ', '.join(written))
+    if distributed.is_primary():
+      print(_summary(results))
+      print('wrote ' + ', '.join(written))
   except ConfigError as e:
     print(f'ropex.evaluate: {e}', file=sys.stderr, flush=True)
     sys.exit(2)

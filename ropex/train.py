@@ -18,17 +18,12 @@ from ml_collections import config_flags
 
 from ropex.config import loading
 from ropex.errors import ConfigError
+from ropex.training import distributed
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file '
                                           '(configs/X.py[:args]).', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics, config.')
-_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
-                                   'HOST:PORT of process 0 (multi-process runs).')
-_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processes.')
-_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process, in [0, num_processes).')
-_DISTRIBUTED = flags.DEFINE_enum('distributed', 'auto', ['auto', 'on', 'off'],
-                                 'Call jax.distributed.initialize: auto = when several '
-                                 'processes are configured or detected (TPU pod, SLURM).')
+distributed.define_flags()   # --coordinator_address, --num_processes, --process_id, --distributed
 flags.mark_flags_as_required(['config', 'workdir'])
 
 EXIT_CONFIG, EXIT_NONFINITE, EXIT_SAVE = 2, 3, 4
@@ -44,9 +39,7 @@ def main(argv):
     _fail(f'unexpected arguments {argv[1:]}; allowed: --config, --workdir, --config.<field>=v',
           EXIT_CONFIG)
   logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
-  from ropex.training import distributed  # pylint: disable=g-import-not-at-top
-  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
-                         _DISTRIBUTED.value)
+  distributed.initialize_from_flags()
   from ropex.training import checkpoint, loop, metrics  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
   try:

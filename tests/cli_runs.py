@@ -44,6 +44,17 @@ def run(workdir, *flags, devices=1, timeout=600, config='configs/tiny.py'):
                         capture_output=True, text=True, timeout=timeout)
 
 
+def run_module(module, *args, devices=1, timeout=600):
+  """``python -m module args`` (any ropex entry point) in the test environment."""
+  return subprocess.run([sys.executable, '-m', module, *args], cwd=ROOT, env=env(devices),
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def start_module(module, *args, devices=1) -> subprocess.Popen:
+  return subprocess.Popen([sys.executable, '-m', module, *args], cwd=ROOT, env=env(devices),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def start(workdir, *flags, devices=1, **kw) -> subprocess.Popen:
   return subprocess.Popen(command(workdir, *flags), cwd=ROOT, env=env(devices),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)

@@ -100,11 +100,13 @@ def capture(cfg: ModelConfig, params: dict, tokens_BT, valid_BT, scored_BT=None,
   else:
     q, k, probs, nll = _forward_fn(cfg)(nn.unbox(params), jnp.asarray(tokens_BT),
                                         jnp.asarray(valid_BT))
-  to_np = lambda xs: [np.asarray(x, np.float32) for x in xs]
+  host = placement.to_host if placement is not None else np.asarray
+  to_np = lambda xs: [np.asarray(host(x), np.float32) for x in xs]
   valid = np.asarray(valid_BT)
   scored = valid.copy() if scored_BT is None else np.asarray(scored_BT, bool) & valid
   scored[:, 0] = False
-  return Captured(to_np(q), to_np(k), to_np(probs), np.asarray(nll, np.float64), valid, scored)
+  return Captured(to_np(q), to_np(k), to_np(probs), np.asarray(host(nll), np.float64), valid,
+                  scored)
 
 
 def batches(prompts, batch_size: int):

@@ -52,7 +52,7 @@ def analyze(cfg: ModelConfig, params: dict, prompts: Prompts, out_dir: str | Non
             title: str = 'ropex analysis', meta: dict | None = None, top_heads: int = 4,
             ablate_fraction: float = 0.25, batch_size: int = 8, map_tokens: int = 32,
             token_labels: list[str] | None = None, html: bool = True,
-            placement=None) -> Analysis:
+            placement=None, write: bool = True) -> Analysis:
   """Frequency usage, positional heads and frequency ablation of ``(cfg, params)`` (either
   layer layout) on ``prompts``; with ``out_dir``, writes the report, figures and arrays.
 
@@ -74,7 +74,7 @@ def analyze(cfg: ModelConfig, params: dict, prompts: Prompts, out_dir: str | Non
     result.ablations = ablation.run_ablations(
         flat_cfg, flat_params, prompts, result.head_scores.top(top_heads), ablate_fraction,
         batch_size, baseline=(result.head_scores, result.loss), placement=placement)
-  if out_dir:
+  if out_dir and write:   # ``write=False``: the other processes of a multi-process analysis
     _write(result, flat_cfg, prompts, out_dir, title, dict(meta or {}), top_heads,
            ablate_fraction, token_labels, html)
   return result

@@ -53,3 +53,27 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   else:
     jax.distributed.initialize()
   return True
+
+
+def define_flags() -> None:
+  """The multi-process flags of every entry point that runs on a mesh (``ropex.train``,
+  ``ropex.evaluate``, ``ropex.analyze``); read by :func:`initialize_from_flags`."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_string('coordinator_address', None, 'HOST:PORT of process 0 (multi-process runs).')
+  flags.DEFINE_integer('num_processes', None, 'Number of processes.', lower_bound=1)
+  flags.DEFINE_integer('process_id', None, 'This process, in [0, num_processes).', lower_bound=0)
+  flags.DEFINE_enum('distributed', 'auto', ['auto', 'on', 'off'],
+                    'Call jax.distributed.initialize: auto = when several processes are '
+                    'configured or detected (TPU pod, SLURM).')
+
+
+def initialize_from_flags() -> bool:
+  """:func:`initialize` with the values of the flags of :func:`define_flags`."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  f = flags.FLAGS
+  return initialize(f.coordinator_address, f.num_processes, f.process_id, f.distributed)
+
+
+def is_primary() -> bool:
+  """Whether this is process 0, the one that writes shared files."""
+  return jax.process_index() == 0

@@ -17,6 +17,7 @@ from typing import Iterator
 
 import flax.linen as nn
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 
 from ropex import model as model_lib
@@ -54,10 +55,21 @@ class Placement:
     return math.ceil(rows / self.batch_shards) * self.batch_shards
 
   def batch(self, x: np.ndarray) -> jax.Array:
-    """A [B, ...] host array split over the batch axes (B a multiple of :attr:`batch_shards`)."""
+    """A [B, ...] host array split over the batch axes (B a multiple of :attr:`batch_shards`).
+    Every process passes the same ``x`` and places only the rows of its own devices."""
+    x = np.asarray(x)
     spec = sharding.batch_sharding(self.mesh, self.rules).spec
-    spec = jax.sharding.PartitionSpec(*spec[:1], *([None] * (np.ndim(x) - 1)))
-    return jax.device_put(x, jax.sharding.NamedSharding(self.mesh, spec))
+    spec = jax.sharding.PartitionSpec(*spec[:1], *([None] * (x.ndim - 1)))
+    return jax.make_array_from_callback(x.shape, jax.sharding.NamedSharding(self.mesh, spec),
+                                        lambda index: x[index])
+
+  @staticmethod
+  def to_host(x: jax.Array) -> np.ndarray:
+    """The whole value of a (possibly multi-process) array on every process: rows held by
+    other processes' devices are gathered (a collective: every process calls it)."""
+    if x.is_fully_addressable:
+      return np.asarray(x)
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
   @contextlib.contextmanager
   def rules_context(self) -> Iterator[None]:

@@ -45,6 +45,45 @@ def test_two_processes_match_one_process(tmp_path):
                params_multi, params_single)
 
 
+EVAL_FLAGS = ('--lengths=16,40', '--depths=0,1', '--examples=3', '--task_examples=3',
+              '--tasks=copy_offset,assoc_recall', '--retrieval=needle')
+
+
+def test_evaluate_on_two_processes_matches_one_process(tmp_path):
+  """``ropex.evaluate`` as two processes (one device each: the run's data=2 mesh spans both):
+  parameters restored into both processes' shards, every batch split over them, the results
+  gathered; process 0 alone writes them, and they equal a one-process evaluation."""
+  workdir = str(tmp_path / 'run')
+  r = cli_runs.run(workdir, *FLAGS)
+  assert r.returncode == 0, r.stderr[-3000:]
+  one = cli_runs.run_module('ropex.evaluate', f'--workdir={workdir}', f'--out={tmp_path}/one',
+                            *EVAL_FLAGS)
+  assert one.returncode == 0, one.stderr[-3000:]
+  address = f'127.0.0.1:{cli_runs.free_port()}'
+  procs = [cli_runs.start_module('ropex.evaluate', f'--workdir={workdir}',
+                                 f'--out={tmp_path}/two', *EVAL_FLAGS,
+                                 f'--coordinator_address={address}', '--num_processes=2',
+                                 f'--process_id={i}') for i in range(2)]
+  outs = _finish(procs)
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  assert 'perplexity: L=16:' in outs[0][0] and 'perplexity' not in outs[1][0]
+  with open(tmp_path / 'one' / 'results.json') as f:
+    want = json.load(f)
+  with open(tmp_path / 'two' / 'results.json') as f:
+    got = json.load(f)
+  assert got['run']['step'] == want['run']['step'] == 4
+  ppl = want['perplexity']['perplexity']
+  assert len(ppl) == 2 and all(np.isfinite(p) and p > 1 for p in ppl)   # really computed
+  np.testing.assert_allclose(got['perplexity']['perplexity'], ppl, rtol=1e-5)
+  np.testing.assert_allclose(got['perplexity']['loss'], want['perplexity']['loss'], rtol=1e-5)
+  assert got['perplexity']['accuracy'] == want['perplexity']['accuracy']
+  assert sorted(got['tasks']) == ['assoc_recall', 'copy_offset'] and got['retrieval']
+  assert json.dumps(got['tasks'], sort_keys=True) == json.dumps(want['tasks'], sort_keys=True)
+  assert json.dumps(got['retrieval'], sort_keys=True) == json.dumps(want['retrieval'],
+                                                                     sort_keys=True)
+
+
 def test_auto_detection_of_multi_process_environments(monkeypatch):
   from ropex.training import distributed  # pylint: disable=g-import-not-at-top
   for var in ('TPU_WORKER_HOSTNAMES', 'TPU_PROCESS_ADDRESSES', 'MEGASCALE_COORDINATOR_ADDRESS',
@@ -287,3 +326,36 @@ def test_the_multi_process_stop_check_is_local_and_counts_this_process_steps(mon
   assert [stop.requested(i) for i in (1, 2, 3)] == [False, False, True]
   assert calls == [1, 2, 3]
   assert stop.stopped_by() == signals.PEER_NOTICE
+
+
+def test_analyze_on_two_processes_matches_one_process(tmp_path):
+  """``ropex.analyze`` as two processes on the run's data=2 mesh: the capture and the ablations
+  run sharded over both, process 0 writes the report, and its numbers equal one process's."""
+  workdir = str(tmp_path / 'run')
+  r = cli_runs.run(workdir, *FLAGS)
+  assert r.returncode == 0, r.stderr[-3000:]
+  args = ('--prompts=text', '--max_len=24', '--top_heads=1', '--batch_size=2', '--nohtml')
+  one = cli_runs.run_module('ropex.analyze', f'--workdir={workdir}', f'--out={tmp_path}/one',
+                            *args)
+  assert one.returncode == 0, one.stderr[-3000:]
+  address = f'127.0.0.1:{cli_runs.free_port()}'
+  procs = [cli_runs.start_module('ropex.analyze', f'--workdir={workdir}',
+                                 f'--out={tmp_path}/two', *args,
+                                 f'--coordinator_address={address}', '--num_processes=2',
+                                 f'--process_id={i}') for i in range(2)]
+  outs = _finish(procs)
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  assert 'report:' in outs[0][0] and 'report:' not in outs[1][0]
+  with open(tmp_path / 'one' / 'summary.json') as f:
+    want = json.load(f)
+  with open(tmp_path / 'two' / 'summary.json') as f:
+    got = json.load(f)
+  assert want['mesh'] == 'data=1 x fsdp=1 x tensor=1'   # one process, one device
+  assert got['mesh'] == 'data=2 x fsdp=1 x tensor=1' and got['step'] == want['step'] == 4
+  assert want['loss'] > 1.0 and len(want['ablations']) == 2   # really computed
+  np.testing.assert_allclose(got['loss'], want['loss'], rtol=1e-5)
+  np.testing.assert_allclose([r['loss_after'] for r in got['ablations']],
+                             [r['loss_after'] for r in want['ablations']], rtol=1e-4)
+  assert [(h['layer'], h['head']) for h in got['top_heads']] == [
+      (h['layer'], h['head']) for h in want['top_heads']]
