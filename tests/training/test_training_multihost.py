@@ -45,6 +45,24 @@ def test_two_processes_match_one_process(tmp_path):
                params_multi, params_single)
 
 
+def _one_then_two_processes(module, tmp_path, *args) -> list:
+  """Trains a run, then runs ``module --workdir RUN`` once as one process (``--out`` one/) and
+  once as two processes on loopback (``--out`` two/); returns the two processes' outputs."""
+  workdir = str(tmp_path / 'run')
+  r = cli_runs.run(workdir, *FLAGS)
+  assert r.returncode == 0, r.stderr[-3000:]
+  one = cli_runs.run_module(module, f'--workdir={workdir}', f'--out={tmp_path}/one', *args)
+  assert one.returncode == 0, one.stderr[-3000:]
+  address = f'127.0.0.1:{cli_runs.free_port()}'
+  procs = [cli_runs.start_module(module, f'--workdir={workdir}', f'--out={tmp_path}/two', *args,
+                                 f'--coordinator_address={address}', '--num_processes=2',
+                                 f'--process_id={i}') for i in range(2)]
+  outs = _finish(procs)
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  return outs
+
+
 EVAL_FLAGS = ('--lengths=16,40', '--depths=0,1', '--examples=3', '--task_examples=3',
               '--tasks=copy_offset,assoc_recall', '--retrieval=needle')
 
@@ -53,20 +71,7 @@ def test_evaluate_on_two_processes_matches_one_process(tmp_path):
   """``ropex.evaluate`` as two processes (one device each: the run's data=2 mesh spans both):
   parameters restored into both processes' shards, every batch split over them, the results
   gathered; process 0 alone writes them, and they equal a one-process evaluation."""
-  workdir = str(tmp_path / 'run')
-  r = cli_runs.run(workdir, *FLAGS)
-  assert r.returncode == 0, r.stderr[-3000:]
-  one = cli_runs.run_module('ropex.evaluate', f'--workdir={workdir}', f'--out={tmp_path}/one',
-                            *EVAL_FLAGS)
-  assert one.returncode == 0, one.stderr[-3000:]
-  address = f'127.0.0.1:{cli_runs.free_port()}'
-  procs = [cli_runs.start_module('ropex.evaluate', f'--workdir={workdir}',
-                                 f'--out={tmp_path}/two', *EVAL_FLAGS,
-                                 f'--coordinator_address={address}', '--num_processes=2',
-                                 f'--process_id={i}') for i in range(2)]
-  outs = _finish(procs)
-  for p, (_, err) in zip(procs, outs):
-    assert p.returncode == 0, err[-3000:]
+  outs = _one_then_two_processes('ropex.evaluate', tmp_path, *EVAL_FLAGS)
   assert 'perplexity: L=16:' in outs[0][0] and 'perplexity' not in outs[1][0]
   with open(tmp_path / 'one' / 'results.json') as f:
     want = json.load(f)
@@ -331,21 +336,8 @@ def test_the_multi_process_stop_check_is_local_and_counts_this_process_steps(mon
 def test_analyze_on_two_processes_matches_one_process(tmp_path):
   """``ropex.analyze`` as two processes on the run's data=2 mesh: the capture and the ablations
   run sharded over both, process 0 writes the report, and its numbers equal one process's."""
-  workdir = str(tmp_path / 'run')
-  r = cli_runs.run(workdir, *FLAGS)
-  assert r.returncode == 0, r.stderr[-3000:]
-  args = ('--prompts=text', '--max_len=24', '--top_heads=1', '--batch_size=2', '--nohtml')
-  one = cli_runs.run_module('ropex.analyze', f'--workdir={workdir}', f'--out={tmp_path}/one',
-                            *args)
-  assert one.returncode == 0, one.stderr[-3000:]
-  address = f'127.0.0.1:{cli_runs.free_port()}'
-  procs = [cli_runs.start_module('ropex.analyze', f'--workdir={workdir}',
-                                 f'--out={tmp_path}/two', *args,
-                                 f'--coordinator_address={address}', '--num_processes=2',
-                                 f'--process_id={i}') for i in range(2)]
-  outs = _finish(procs)
-  for p, (_, err) in zip(procs, outs):
-    assert p.returncode == 0, err[-3000:]
+  outs = _one_then_two_processes('ropex.analyze', tmp_path, '--prompts=text', '--max_len=24',
+                                 '--top_heads=1', '--batch_size=2', '--nohtml')
   assert 'report:' in outs[0][0] and 'report:' not in outs[1][0]
   with open(tmp_path / 'one' / 'summary.json') as f:
     want = json.load(f)
