@@ -54,11 +54,7 @@ distributed.define_flags()   # --coordinator_address, --num_processes, --process
 
 
 def _load_workdir():
-  try:
-    from ropex.training import inference  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise ConfigError('--workdir needs ropex.training.checkpoint (the training package), which is not '
-                      'installed') from e
+  from ropex.training import inference  # pylint: disable=g-import-not-at-top
   from ropex.model.config import ModelConfig  # pylint: disable=g-import-not-at-top
   # parameters restored directly into their shards on the run's mesh (config.mesh, all devices)
   config, params, step, placement = inference.load_sharded(_WORKDIR.value, step=_STEP.value)

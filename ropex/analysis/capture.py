@@ -100,7 +100,7 @@ def capture(cfg: ModelConfig, params: dict, tokens_BT, valid_BT, scored_BT=None,
   else:
     q, k, probs, nll = _forward_fn(cfg)(nn.unbox(params), jnp.asarray(tokens_BT),
                                         jnp.asarray(valid_BT))
-  host = placement.to_host if placement is not None else np.asarray
+  host = Placement.to_host   # the whole batch on every process (gathered when multi-process)
   to_np = lambda xs: [np.asarray(host(x), np.float32) for x in xs]
   valid = np.asarray(valid_BT)
   scored = valid.copy() if scored_BT is None else np.asarray(scored_BT, bool) & valid

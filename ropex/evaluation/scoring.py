@@ -122,7 +122,6 @@ class Scorer:
       with self.placement.rules_context() if self.placement else contextlib.nullcontext():
         loss_BT, correct_BT = _score_batch(cfg, min(int(self.loss_chunk), padded_T),
                                            self.params, *batch)
-      to_host = self.placement.to_host if self.placement else np.asarray
-      loss_NT[start:stop] = np.asarray(to_host(loss_BT), np.float64)[:stop - start, :T]
-      correct_NT[start:stop] = to_host(correct_BT)[:stop - start, :T]
+      loss_NT[start:stop] = np.asarray(Placement.to_host(loss_BT), np.float64)[:stop - start, :T]
+      correct_NT[start:stop] = Placement.to_host(correct_BT)[:stop - start, :T]
     return loss_NT, correct_NT

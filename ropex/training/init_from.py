@@ -46,7 +46,7 @@ def parse(spec: str) -> Source:
     raise ConfigError(f'train.init_from={spec!r}: {path!r} does not exist; allowed: a ropex '
                       f'workdir[:step] or a Gemma checkpoint folder')
   if (root / 'config.json').exists() and (root / 'checkpoints').is_dir():
-    return Source(path if paths.is_url(path) else os.path.abspath(path), step, 'workdir')
+    return Source(paths.resolve(path, 'train.init_from'), step, 'workdir')
   if step is not None:
     raise ConfigError(f'train.init_from={spec!r}: {path!r} is not a ropex workdir (no '
                       f'config.json and checkpoints/), so it takes no :step')

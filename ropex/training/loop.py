@@ -158,8 +158,9 @@ def _run_steps(run: _Run) -> tuple[int, str | None]:
       run.ckpt.save(step_i, run.state, run.it.get_state(), force=stopping or step_i == steps)
       window.restart_timer()
       if stopping:
-        _log_stop(step_i, stop.stopped_by())
-        return step_i, stop.stopped_by()
+        why = stop.stopped_by()
+        _log_stop(step_i, why)
+        return step_i, why
   return step_i, None
 
 

@@ -39,9 +39,7 @@ class StopRequest:
   def __init__(self, reached_preemption: Callable[[int], bool]):
     self.signum, self._previous = None, {}
     self._several = jax.process_count() > 1
-    self._reached = reached_preemption
-    if self._several:
-      require_preemption_service()
+    self._reached = reached_preemption   # the loop checks the service at start-up
 
   def __enter__(self):
     # With several processes SIGTERM stays with JAX's notifier (a Python handler would
