@@ -11,6 +11,7 @@ Multi-host: ``--coordinator_address=HOST:PORT --num_processes=N --process_id=I``
 
 from __future__ import annotations
 
+import os
 import sys
 
 from absl import flags, logging
@@ -53,7 +54,12 @@ def main(argv):
   except metrics.NonFiniteLossError as e:
     _fail(str(e), EXIT_NONFINITE)
   except checkpoint.CheckpointSaveError as e:
-    _fail(str(e), EXIT_SAVE)
+    # The failed background write's threads may still print their own traceback at interpreter
+    # shutdown; the run has already stopped and its last complete checkpoint is intact, so it
+    # exits at once after the one line that says so.
+    print(f'ropex.train: {e}', file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(EXIT_SAVE)  # pylint: disable=protected-access
 
 
 def run():
