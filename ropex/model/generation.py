@@ -63,8 +63,6 @@ def decoding_params(params, cfg: ModelConfig, placement=None):
 def left_pad(prompts: Sequence[Sequence[int]], rows: int, pad_id: int = 0):
   """``(tokens_BP, positions_BP, segment_ids_BP)`` of prompts left-padded to the longest;
   ``rows`` >= len(prompts) (extra rows are all padding)."""
-  if not prompts or any(len(p) == 0 for p in prompts):
-    raise ConfigError('every prompt needs at least one token; an empty prompt was given')
   P = max(len(p) for p in prompts)
   tokens = np.full((rows, P), pad_id, np.int32)
   segments = np.zeros((rows, P), np.int32)
@@ -95,9 +93,9 @@ def _last_logits(module, tokens_BT, positions_BT, segment_ids_BT):
 
 
 @functools.partial(jax.jit, static_argnames=('cfg', 'steps', 'sampling'))
-def _run(params, cache, tokens_BP, positions_BP, segments_BP, *, cfg, steps, sampling):
+def _run(params, cache, tokens_BP, positions_BP, segments_BP, seed, *, cfg, steps, sampling):
   model = model_lib.Transformer(cfg)
-  key = jax.random.key(sampling.seed)
+  key = jax.random.key(seed)
 
   def apply(cache, tokens, positions, segments):
     logits, variables = model.apply({'params': params, decode.COLLECTION: cache}, tokens,
@@ -131,13 +129,16 @@ def generate(cfg: ModelConfig, params, prompts: Sequence[Sequence[int]], max_new
   batch axes (rows padded up to a multiple of them) and the parameters placed on its mesh."""
   if max_new_tokens < 1:
     raise ConfigError(f'--max_new_tokens={max_new_tokens} must be >= 1')
+  if not prompts or any(len(p) == 0 for p in prompts):
+    raise ConfigError('every prompt needs at least one token; an empty prompt was given')
   sampling.check()
   dcfg = decoding_config(cfg)
   if not prepared:
     params = decoding_params(params, cfg, placement)
   rows = placement.rows(len(prompts)) if placement is not None else len(prompts)
   arrays = left_pad(prompts, rows, pad_id)
-  run = functools.partial(_run, cfg=dcfg, steps=max_new_tokens, sampling=sampling)
+  run = functools.partial(_run, seed=np.int32(sampling.seed), cfg=dcfg, steps=max_new_tokens,
+                          sampling=dataclasses.replace(sampling, seed=0))  # seed: traced
   if placement is not None:
     arrays = [placement.batch(a) for a in arrays]
     with placement.rules_context():

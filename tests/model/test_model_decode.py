@@ -19,12 +19,11 @@ LOCAL_GLOBAL = dict(
                  'global': {'pe': {'kind': 'prope', 'fraction': 0.25,
                                    'max_wavelength': 1_000_000}}})
 
-CONFIGS = {
-    'rope_gqa': dict(),
+CONFIGS = {   # together: GQA and MHA, every window mode, scanned and not, every PE family
     'mha_softcaps': dict(num_kv_heads=4, attn_logit_softcap=5.0, final_logit_softcap=3.0),
     'sliding_window': dict(sliding_window=3),
-    'prope': dict(pe=pe_block('prope', fraction=0.25, max_wavelength=10_000)),
-    'local_global_unscanned': dict(num_layers=3, scan_layers=False, **LOCAL_GLOBAL),
+    'prope_unscanned': dict(pe=pe_block('prope', fraction=0.25, max_wavelength=10_000),
+                            scan_layers=False),
     'local_global_scanned': dict(num_layers=4, **LOCAL_GLOBAL),
     'alibi_bias': dict(pe=pe_block('alibi')),
     'chunked_local': dict(layer_pattern=('c',), layer_types={'c': {'chunk_attention': 4}}),
@@ -49,11 +48,12 @@ def _cached_logits(cfg, params, tokens_BT, positions_BT, segments_BT, prefill: i
   dparams = generation.decoding_params(params, cfg)
   model = model_lib.Transformer(dcfg)
   cache = decode.empty_cache(model, dparams, tokens_BT.shape[0], tokens_BT.shape[1])
+  apply = jax.jit(lambda c, *a: model.apply({'params': dparams, 'cache': c}, *a,
+                                            mutable=['cache']))
   out = []
   for start, stop in [(0, prefill)] + [(t, t + 1) for t in range(prefill, tokens_BT.shape[1])]:
-    logits, variables = model.apply(
-        {'params': dparams, 'cache': cache}, tokens_BT[:, start:stop],
-        positions_BT[:, start:stop], segments_BT[:, start:stop], mutable=['cache'])
+    logits, variables = apply(cache, tokens_BT[:, start:stop], positions_BT[:, start:stop],
+                              segments_BT[:, start:stop])
     cache = variables['cache']
     out.append(np.asarray(logits))
   return np.concatenate(out, axis=1)
@@ -61,53 +61,39 @@ def _cached_logits(cfg, params, tokens_BT, positions_BT, segments_BT, prefill: i
 
 @pytest.mark.parametrize('name', sorted(CONFIGS))
 def test_cached_logits_equal_the_full_forward(name):
+  """Row 0: 10 tokens; row 1: 3 pads (segment 0) then 7 tokens whose positions start at 0.
+  Prompt of 5 rows in one call, then 5 cached steps: every row's logits are those of its own
+  tokens through the full (uncached) forward pass alone."""
   cfg = make_cfg(**CONFIGS[name])
   params = _init(cfg)
   rng = np.random.default_rng(0)
-  tokens = rng.integers(3, cfg.vocab_size, (2, 11)).astype(np.int32)
-  positions = np.broadcast_to(np.arange(11), (2, 11)).astype(np.int32)
-  segments = np.ones((2, 11), np.int32)
-  full = np.asarray(model_lib.Transformer(cfg).apply({'params': params}, tokens, positions,
-                                                     segments))
-  cached = _cached_logits(cfg, params, tokens, positions, segments, prefill=4)
-  np.testing.assert_allclose(cached, full, atol=2e-5, rtol=2e-5)
+  tokens = rng.integers(3, cfg.vocab_size, (2, 10)).astype(np.int32)
+  tokens[1, :3] = 0
+  positions = np.stack([np.arange(10), np.maximum(np.arange(10) - 3, 0)]).astype(np.int32)
+  segments = np.stack([np.ones(10), np.arange(10) >= 3]).astype(np.int32)
+  cached = _cached_logits(cfg, params, tokens, positions, segments, prefill=5)
+  forward = jax.jit(model_lib.Transformer(cfg).apply)
+  np.testing.assert_allclose(cached[:1], forward({'params': params}, tokens[:1]),
+                             atol=2e-5, rtol=2e-5)
+  np.testing.assert_allclose(cached[1:, 3:], forward({'params': params}, tokens[1:, 3:]),
+                             atol=2e-5, rtol=2e-5)
 
 
-@pytest.mark.parametrize('name', ['sliding_window', 'local_global_scanned', 'alibi_bias'])
-def test_left_padded_rows_decode_as_if_alone(name):
-  """A row left-padded by 3 (segment 0, positions from 0 at its first real token) has the
-  logits of the same tokens unpadded, prompt and cached steps alike."""
-  cfg = make_cfg(**CONFIGS[name])
-  params = _init(cfg)
-  rng = np.random.default_rng(1)
-  real = rng.integers(3, cfg.vocab_size, (1, 9)).astype(np.int32)
-  alone = np.asarray(model_lib.Transformer(cfg).apply({'params': params}, real))
-  tokens = np.concatenate([np.zeros((1, 3), np.int32), real], axis=1)
-  positions = np.concatenate([np.zeros((1, 3)), np.arange(9)[None]], axis=1).astype(np.int32)
-  segments = np.concatenate([np.zeros((1, 3)), np.ones((1, 9))], axis=1).astype(np.int32)
-  cached = _cached_logits(cfg, params, tokens, positions, segments, prefill=3 + 4)
-  np.testing.assert_allclose(cached[:, 3:], alone, atol=2e-5, rtol=2e-5)
-
-
-def _greedy_by_full_forward(cfg, params, prompt, n):
-  """The greedy continuation computed without any cache: n full forward passes."""
-  seq = list(prompt)
-  model = model_lib.Transformer(cfg)
-  for _ in range(n):
-    logits = model.apply({'params': params}, np.asarray([seq], np.int32))
-    seq.append(int(np.argmax(np.asarray(logits[0, -1]))))
-  return seq[len(prompt):]
-
-
-@pytest.mark.parametrize('name', ['rope_gqa', 'local_global_scanned', 'prope'])
-def test_greedy_generation_equals_full_forward_argmax_batched(name):
+@pytest.mark.parametrize('name', ['local_global_scanned', 'prope_unscanned'])
+def test_greedy_generation_equals_full_forward_argmax(name):
+  """Each generated token is the argmax of the full forward pass over the prompt and the tokens
+  generated before it (one uncached pass over the whole sequence checks all of them); a batch
+  of prompts of different lengths gives each prompt's own continuation."""
   cfg = make_cfg(**CONFIGS[name])
   params = _init(cfg, seed=2)
-  prompts = [[5, 9, 13, 7, 21, 4, 30], [11, 2], [40] * 5]
-  out = generation.generate(cfg, params, prompts, max_new_tokens=9)
-  expected = [_greedy_by_full_forward(cfg, params, p, 9) for p in prompts]
-  assert out == expected
+  prompts = [[5, 9, 13, 7, 21, 4, 30], [11, 2], [40] * 4]
+  out = generation.generate(cfg, params, prompts, max_new_tokens=8)
+  forward = model_lib.Transformer(cfg).apply
+  for prompt, new in zip(prompts, out):
+    logits = forward({'params': params}, np.asarray([prompt + new], np.int32))
+    assert np.argmax(np.asarray(logits[0]), -1)[len(prompt) - 1:-1].tolist() == new
   assert len({tuple(o) for o in out}) > 1 and any(len(set(o)) > 1 for o in out)  # not trivial
+  assert generation.generate(cfg, params, prompts[1:2], max_new_tokens=8) == out[1:2]
 
 
 def test_generation_stops_before_eos():
@@ -137,16 +123,15 @@ def test_sharded_generation_equals_unsharded():
 def test_top_p_below_the_top_token_mass_is_greedy_and_seeds_reproduce():
   cfg = make_cfg()
   params = _init(cfg, seed=4)
-  prompts = [[5, 9, 13], [7, 7]]
+  prompts = [[5, 9, 13], [7, 7]] * 4
   greedy = generation.generate(cfg, params, prompts, 6)
-  nucleus = generation.generate(cfg, params, prompts, 6,
-                                sampling=generation.Sampling(temperature=1.0, top_p=1e-6))
-  assert nucleus == greedy
-  hot = generation.Sampling(temperature=5.0, seed=7)
-  first = generation.generate(cfg, params, prompts * 4, 6, sampling=hot)
-  assert first == generation.generate(cfg, params, prompts * 4, 6, sampling=hot)
-  assert first != generation.generate(cfg, params, prompts * 4, 6, sampling=generation.Sampling(
-      temperature=5.0, seed=8))   # 48 tokens at temperature 5: two seeds agreeing is ~impossible
+  sample = lambda **kw: generation.generate(cfg, params, prompts, 6,
+                                            sampling=generation.Sampling(**kw))
+  assert sample(temperature=1.0, top_p=1e-6) == greedy
+  assert sample(temperature=1.0, top_p=1e-6, seed=5) == greedy
+  hot = sample(temperature=5.0, top_p=0.999, seed=7)
+  assert hot == sample(temperature=5.0, top_p=0.999, seed=7)
+  assert hot != sample(temperature=5.0, top_p=0.999, seed=8)  # 48 sampled tokens: two seeds agreeing ~impossible
 
 
 @pytest.mark.parametrize('kwargs,field', [
@@ -158,7 +143,7 @@ def test_bad_generation_arguments_are_one_line(kwargs, field):
   args = dict(prompts=[[3, 4]], max_new_tokens=2)
   args.update(kwargs)
   with pytest.raises(ConfigError, match=field):
-    generation.generate(cfg, _init(cfg), **args)
+    generation.generate(cfg, {}, **args)   # checked before the parameters are touched
 
 
 def test_training_and_init_never_create_a_cache():
