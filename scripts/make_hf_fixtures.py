@@ -73,16 +73,17 @@ SENTENCE = ("Rotary encodings rotate queries and keys; the lowest frequencies ba
             "so which ones carry meaning in a small model trained on synthetic tasks?")
 
 # Per family: the transformers config class, the features switched on (for fixtures.json), and
-# the config fields.  Common sizes: hidden 64, vocab 320, MLP 64, GQA/MQA everywhere.
-COMMON = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=64)
+# the config fields.  Common sizes: hidden 64, vocab 320, MLP 96 (!= hidden, so [F, D] and [D, F] layouts differ), GQA/MQA everywhere.
+COMMON = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96)
 FAMILIES = {
-    "llama": ("LlamaConfig", "Llama 3.x: GQA, rope_type llama3 (all three wavelength bands hit), "
-              "untied lm_head", dict(
+    "llama": ("LlamaConfig", "Llama 3.x: GQA, rope_type llama3 factor 8 with "
+              "original_max_position_embeddings 64 (wavelengths 6 kept, 32 smoothed, >= 160 "
+              "scaled: all three bands), untied lm_head", dict(
                   num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-                  rms_norm_eps=1e-5, tie_word_embeddings=False, max_position_embeddings=131072,
+                  rms_norm_eps=1e-5, tie_word_embeddings=False, max_position_embeddings=512,
                   rope_parameters=dict(rope_type="llama3", rope_theta=500000.0, factor=8.0,
                                        low_freq_factor=1.0, high_freq_factor=4.0,
-                                       original_max_position_embeddings=8192),
+                                       original_max_position_embeddings=64),
                   bos_token_id=0, eos_token_id=1)),
     "qwen2": ("Qwen2Config", "Qwen 2.5: GQA, q/k/v biases, theta 1e6, tied embeddings", dict(
         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -101,19 +102,20 @@ FAMILIES = {
                   rope_parameters=dict(rope_type="default", rope_theta=10000.0))),
     "gemma2": ("Gemma2Config", "Gemma 2: GQA, sliding window 8 < T on alternating layers, "
                "attention and final logit soft-caps (small enough to bite), "
-               "query_pre_attn_scalar 24 != head_dim, pre/post norms", dict(
-                   num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+               "query_pre_attn_scalar 16 = hidden/heads != head_dim 32 (as Gemma 2 27B), pre/post norms",
+               dict(
+                   num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=32,
                    hidden_activation="gelu_pytorch_tanh", rms_norm_eps=1e-6,
-                   query_pre_attn_scalar=24, sliding_window=WINDOW,
+                   query_pre_attn_scalar=16, sliding_window=WINDOW,
                    layer_types=["sliding_attention", "full_attention"],
                    attn_logit_softcapping=5.0, final_logit_softcapping=3.0,
                    rope_parameters=dict(rope_type="default", rope_theta=10000.0))),
     "gemma3": ("Gemma3TextConfig", "Gemma 3 (gemma3_text): GQA, QK-norm, sliding window 8 < T "
                "(layers 0 and 2 local), local theta 10k, global theta 1M with linear x8 scaling, "
-               "query_pre_attn_scalar 24", dict(
+               "query_pre_attn_scalar 32 = head_dim != hidden/heads 16", dict(
                    num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, head_dim=32,
                    hidden_activation="gelu_pytorch_tanh", rms_norm_eps=1e-6,
-                   query_pre_attn_scalar=24, sliding_window=WINDOW,
+                   query_pre_attn_scalar=32, sliding_window=WINDOW,
                    layer_types=["sliding_attention", "full_attention", "sliding_attention"],
                    rope_parameters={
                        "sliding_attention": dict(rope_type="default", rope_theta=10000.0),
@@ -141,10 +143,46 @@ FAMILIES = {
 }
 GEMMA_FAMILIES = ("gemma", "gemma2", "gemma3", "gemma4")
 
+# What a loader could get wrong, per family: (config overrides, tensor edit).  fixtures.json
+# records how far each changes transformers' logits (max |diff|), which shows the goldens tell
+# the right reading from the wrong one.
+_NO_WINDOW = dict(sliding_window=SEQ_LEN * 2)
+_DEFAULT_ROPE = lambda theta: dict(rope_type="default", rope_theta=theta)
+_drop_one = lambda name: lambda n, t: t - 1.0 if n.endswith("norm.weight") else t
+_zero_bias = lambda n, t: t * 0 if n.endswith(".bias") else t
+FEATURE_CHECKS = {
+    "llama": {"rope_type default instead of llama3": (
+        dict(rope_parameters=_DEFAULT_ROPE(500000.0)), None)},
+    "qwen2": {"q/k/v biases dropped": ({}, _zero_bias)},
+    "qwen3": {"q/k norms dropped (weights 1)": (
+        {}, lambda n, t: t * 0 + 1 if "_norm." in n else t)},
+    "gemma": {"norm scale w instead of 1+w": ({}, _drop_one("norm"))},
+    "gemma2": {"no attention soft-cap": (dict(attn_logit_softcapping=None), None),
+               "no final soft-cap": (dict(final_logit_softcapping=None), None),
+               "no sliding window": (_NO_WINDOW, None),
+               "query scale 1/sqrt(head_dim)": (dict(query_pre_attn_scalar=32), None),
+               "norm scale w instead of 1+w": ({}, _drop_one("norm"))},
+    "gemma3": {"no sliding window": (_NO_WINDOW, None),
+               "no linear scaling on global layers": (dict(rope_parameters={
+                   "sliding_attention": _DEFAULT_ROPE(10000.0),
+                   "full_attention": _DEFAULT_ROPE(1000000.0)}), None),
+               "local theta = global theta": (dict(rope_parameters={
+                   "sliding_attention": _DEFAULT_ROPE(1000000.0),
+                   "full_attention": dict(rope_type="linear", factor=8.0,
+                                          rope_theta=1000000.0)}), None),
+               "query scale hidden/heads": (dict(query_pre_attn_scalar=16), None)},
+    "gemma4": {"no sliding window": (_NO_WINDOW, None),
+               "full RoPE on global layers": (dict(rope_parameters={
+                   "sliding_attention": _DEFAULT_ROPE(10000.0),
+                   "full_attention": _DEFAULT_ROPE(1000000.0)}), None),
+               "no final soft-cap": (dict(final_logit_softcapping=None), None),
+               "layer_scalar ignored": ({}, lambda n, t: t * 0 + 1 if n.endswith("scalar") else t)},
+}
 
-def make_config(family):
+
+def make_config(family, **overrides):
     class_name, _, fields = FAMILIES[family]
-    config = getattr(transformers, class_name)(**COMMON, **fields)
+    config = getattr(transformers, class_name)(**COMMON, **{**fields, **overrides})
     config._attn_implementation = "eager"
     return config
 
@@ -177,6 +215,17 @@ def build_model(family):
 def logits_of(model, input_ids):
     with torch.no_grad():
         return model(torch.as_tensor(input_ids, dtype=torch.long)).logits.float().numpy()
+
+
+def feature_effects(family, model, input_ids, logits):
+    """Max |logits change| of each FEATURE_CHECKS misreading (same weights otherwise)."""
+    effects = {}
+    for name, (overrides, edit) in FEATURE_CHECKS[family].items():
+        wrong = type(model)(make_config(family, **overrides)).eval()
+        state = {n: edit(n, t) if edit else t for n, t in model.state_dict().items()}
+        wrong.load_state_dict(state)
+        effects[name] = float(np.abs(logits_of(wrong, input_ids) - logits).max())
+    return effects
 
 
 def train_bpe(family):
@@ -276,6 +325,7 @@ def make_family(family, root):
         tokenizer_ids(family, root / "qwen2_sharded")
         reload_check(root / "qwen2_sharded", input_ids, logits)
     return dict(features=FAMILIES[family][1],
+                feature_effects=feature_effects(family, model, input_ids, logits),
                 config_class=FAMILIES[family][0],
                 logits_abs_max=float(np.abs(logits).max()),
                 bf16_max_abs_diff=float(np.abs(logits_bf16 - logits).max()),

@@ -136,6 +136,9 @@ def test_golden_shapes_and_consistency(family):
   np.testing.assert_array_equal(golden['greedy'], logits.argmax(-1))
   stats = SUMMARY['families'][family]
   assert np.abs(bf16.astype(np.float32) - logits).max() == pytest.approx(stats['bf16_max_abs_diff'], abs=1e-6)
+  # Each recorded misreading (no soft-cap, no window, w for 1+w, ...) moves the logits far
+  # beyond float32 noise, so the goldens tell a right import from a wrong one.
+  assert stats['feature_effects'] and min(stats['feature_effects'].values()) > 0.05
   if config.get('final_logit_softcapping'):
     assert np.abs(logits).max() < config['final_logit_softcapping']
 
