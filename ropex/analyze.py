@@ -81,7 +81,7 @@ def _prompts(data_cfg, tokenizer, vocab_size: int):
 
 
 def _load_gemma():
-  from ropex.analysis import gemma_import  # pylint: disable=g-import-not-at-top
+  from ropex.model.io import gemma_flax as gemma_import  # pylint: disable=g-import-not-at-top
   from ropex.config import defaults  # pylint: disable=g-import-not-at-top
   imported = gemma_import.load(_GEMMA.value, dtype=_GEMMA_DTYPE.value,
                                tokenizer_path=_TOKENIZER.value)

@@ -59,7 +59,7 @@ def parse(spec: str) -> Source:
 def _official_tree(source: Source) -> tuple[dict, int | None]:
   """The source's parameters as the official (unscanned) tree of host arrays, and its step."""
   if source.kind == 'gemma':
-    from ropex.analysis import gemma_import  # pylint: disable=g-import-not-at-top
+    from ropex.model.io import gemma_flax as gemma_import  # pylint: disable=g-import-not-at-top
     return gemma_import.load(source.path, scan_layers=False).params, None
   from ropex.training import inference  # pylint: disable=g-import-not-at-top
   try:
