@@ -11,7 +11,7 @@ import numpy as np
 from ropex import paths
 from ropex.errors import ConfigError
 
-TOKENIZERS = ('byte', 'sentencepiece')
+TOKENIZERS = ('byte', 'sentencepiece', 'huggingface')
 
 
 class ByteTokenizer:
@@ -97,10 +97,14 @@ class HuggingFaceTokenizer:
 
 
 def make_tokenizer(data_cfg):
-  """The tokenizer named by ``data.tokenizer`` (``byte`` or ``sentencepiece``)."""
+  """The tokenizer named by ``data.tokenizer`` (``byte``, ``sentencepiece`` or ``huggingface``:
+  a ``tokenizer.json``)."""
   kind = data_cfg.tokenizer
   if kind == 'byte':
     return ByteTokenizer()
   if kind == 'sentencepiece':
     return SentencePieceTokenizer(data_cfg.tokenizer_path)
+  if kind == 'huggingface':   # a released model's tokenizer.json (ropex.model.io)
+    from ropex.model.io import tokenizer  # pylint: disable=g-import-not-at-top
+    return tokenizer.load(data_cfg.tokenizer_path)
   raise ConfigError(f'data.tokenizer={kind!r} is not allowed; allowed: {", ".join(TOKENIZERS)}')

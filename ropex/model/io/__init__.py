@@ -108,3 +108,19 @@ def _placement(mesh):
   from ropex.config import defaults  # pylint: disable=g-import-not-at-top
   from ropex.training import sharding  # pylint: disable=g-import-not-at-top
   return Placement(mesh, sharding.axis_rules(defaults.base_config()))
+
+
+def experiment_config(imported: Imported, seq_len: int = 8192) -> ml_collections.ConfigDict:
+  """A complete ropex config around an imported model (its model block, its tokenizer as
+  ``data.tokenizer``, text data, ``train.seq_len`` = ``seq_len``), for the entry points that
+  evaluate or analyse it; ``imported_from`` records the source."""
+  from ropex.config import defaults  # pylint: disable=g-import-not-at-top
+  c = defaults.base_config('tiny')
+  c.model = imported.model
+  c.name = os.path.basename(os.path.normpath(imported.source['path']))
+  path = imported.tokenizer_path or ''
+  c.data.update(source='text', tokenizer='sentencepiece' if path.endswith('.model') else (
+      'huggingface' if path else 'byte'), tokenizer_path=path)
+  c.train.seq_len = seq_len
+  c.imported_from = dict(imported.source)
+  return c
