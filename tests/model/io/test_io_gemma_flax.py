@@ -13,7 +13,7 @@ import orbax.checkpoint as ocp
 import pytest
 from safetensors.numpy import save_file
 
-from ropex.analysis import gemma_import
+from ropex.model.io import gemma_flax as gemma_import
 from ropex import model as model_lib
 from ropex.errors import ConfigError
 import reference

@@ -1,0 +1,146 @@
+"""Hugging Face import: the reference checkpoints of tests/fixtures/hf (tiny random models made
+by transformers 5.25 with every family feature on; see scripts/make_hf_fixtures.py) load into
+ropex's decoder and give transformers' logits."""
+
+import json
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from ropex import model as model_lib
+from ropex.errors import ConfigError
+from ropex.model import io
+from ropex.model.config import ModelConfig
+from ropex.training.placement import Placement
+
+FIXTURES = os.path.join(os.path.dirname(__file__), '..', '..', 'fixtures', 'hf')
+FAMILIES = ('llama', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3', 'gemma4')
+
+
+def _golden(family):
+  return np.load(os.path.join(FIXTURES, family, 'golden.npz'))
+
+
+def _logits(imported, tokens):
+  cfg = ModelConfig.from_config(imported.model)
+  return np.asarray(model_lib.Transformer(cfg).apply({'params': imported.params},
+                                                     jnp.asarray(tokens)))
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_float32_logits_and_greedy_tokens_equal_transformers(family):
+  golden = _golden(family)
+  imported = io.load_model(os.path.join(FIXTURES, family))
+  logits = _logits(imported, golden['input_ids'])
+  assert np.abs(logits - golden['logits']).max() < 1e-4
+  np.testing.assert_array_equal(logits.argmax(-1), golden['greedy'])
+  assert imported.source['family'] == family and imported.source['quantization'] is None
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_bfloat16_stays_within_twice_transformers_own_bfloat16_error(family):
+  """ropex in bfloat16 vs transformers' float32 logits: at most twice the deviation of
+  transformers' own bfloat16 run (fixtures.json), i.e. an error of bfloat16's size, not a bug's."""
+  golden = _golden(family)
+  with open(os.path.join(FIXTURES, 'fixtures.json')) as f:
+    hf_error = json.load(f)['families'][family]['bf16_max_abs_diff']
+  logits = _logits(io.load_model(os.path.join(FIXTURES, family), dtype='bfloat16'),
+                   golden['input_ids'])
+  assert np.abs(logits - golden['logits']).max() <= 2 * hf_error
+
+
+def test_sharded_checkpoint_loads_the_same_parameters():
+  one = io.load_model(os.path.join(FIXTURES, 'qwen2'))
+  many = io.load_model(os.path.join(FIXTURES, 'qwen2_sharded'))
+  assert jax.tree.structure(one.params) == jax.tree.structure(many.params)
+  jax.tree.map(np.testing.assert_array_equal, one.params, many.params)
+
+
+def test_placed_on_a_mesh_each_tensor_lands_in_its_shards():
+  devices = np.asarray(jax.devices()[:8])
+  mesh = jax.sharding.Mesh(devices.reshape(1, 2, 4, 1), ('data', 'fsdp', 'tensor', 'seq'))
+  placed = io.load_model(os.path.join(FIXTURES, 'llama'), mesh=mesh)
+  host = io.load_model(os.path.join(FIXTURES, 'llama'))
+  emb = placed.params['embedder']['input_embedding']
+  assert len(emb.sharding.device_set) == 8 and not emb.sharding.is_fully_replicated
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), b), placed.params,
+               host.params)
+
+
+def _copy(tmp_path, family):
+  dst = tmp_path / family
+  shutil.copytree(os.path.join(FIXTURES, family), dst)
+  return dst
+
+
+def _edit_tensors(folder, fn):
+  tensors = load_file(str(folder / 'model.safetensors'))
+  fn(tensors)
+  save_file(tensors, str(folder / 'model.safetensors'))
+
+
+def _edit_config(folder, **changes):
+  config = json.loads((folder / 'config.json').read_text())
+  config.update(changes)
+  (folder / 'config.json').write_text(json.dumps(config))
+
+
+def test_missing_tensor_is_one_line_naming_it(tmp_path):
+  folder = _copy(tmp_path, 'qwen3')
+  _edit_tensors(folder, lambda t: t.pop('model.layers.1.self_attn.k_norm.weight'))
+  with pytest.raises(ConfigError, match=r"no tensor 'model\.layers\.1\.self_attn\.k_norm"):
+    io.load_model(str(folder))
+
+
+def test_unmapped_tensor_is_one_line_naming_it(tmp_path):
+  folder = _copy(tmp_path, 'llama')
+  _edit_tensors(folder, lambda t: t.update({'model.layers.0.self_attn.o_proj.bias':
+                                            np.zeros(64, np.float32)}))
+  with pytest.raises(ConfigError, match=r"tensor 'model\.layers\.0\.self_attn\.o_proj\.bias'"):
+    io.load_model(str(folder))
+
+
+def test_shape_mismatch_is_one_line_naming_the_tensor(tmp_path):
+  folder = _copy(tmp_path, 'gemma2')
+  _edit_tensors(folder, lambda t: t.update({'model.layers.1.mlp.down_proj.weight': np.zeros(
+      (64, 95), np.float32)}))
+  with pytest.raises(ConfigError, match=r'layers\.1\.mlp\.down_proj\.weight \(64, 95\)'):
+    io.load_model(str(folder))
+
+
+@pytest.mark.parametrize('family, changes, named', [
+    ('qwen2', {'use_sliding_window': True}, 'use_sliding_window'),
+    ('llama', {'rope_parameters': {'rope_type': 'su', 'rope_theta': 1e4}}, "rope_type='su'"),
+    ('llama', {'rope_parameters': {'rope_type': 'yarn', 'rope_theta': 1e4, 'factor': 4.0,
+                                   'mscale': 0.7}}, 'mscale'),
+    ('gemma4', {'enable_moe_block': True, 'num_experts': 8}, 'enable_moe_block'),
+    ('qwen2', {'model_type': 'qwen3_moe'}, 'mixture-of-experts'),
+    ('llama', {'model_type': 'gpt2'}, "model_type='gpt2'"),
+    ('llama', {'attention_bias': True}, 'attention_bias'),
+])
+def test_an_unimplemented_field_is_one_line_naming_it(tmp_path, family, changes, named):
+  folder = _copy(tmp_path, family)
+  _edit_config(folder, **changes)
+  with pytest.raises(ConfigError) as err:
+    io.load_model(str(folder))
+  assert named in str(err.value) and '\n' not in str(err.value)
+
+
+def test_older_rope_fields_read_like_rope_parameters(tmp_path):
+  """Gemma 3 written the older way (rope_theta, rope_local_base_freq, rope_scaling) builds the
+  same model as its rope_parameters."""
+  folder = _copy(tmp_path, 'gemma3')
+  config = json.loads((folder / 'config.json').read_text())
+  params = config.pop('rope_parameters')
+  full = dict(params['full_attention'])
+  config.update(rope_theta=full.pop('rope_theta'), rope_scaling=full,
+                rope_local_base_freq=params['sliding_attention']['rope_theta'])
+  (folder / 'config.json').write_text(json.dumps(config))
+  new, _ = io.read_model(os.path.join(FIXTURES, 'gemma3'))
+  old, _ = io.read_model(str(folder))
+  assert ModelConfig.from_config(old) == ModelConfig.from_config(new)
