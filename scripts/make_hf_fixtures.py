@@ -9,8 +9,10 @@ ropex's importer is tested against these files (issue #18); the official Gemma F
 Regenerate (needs the `hf` extra: torch, transformers>=5,<6, tokenizers, sentencepiece):
 
     make hf-fixtures
-    # = /work/hfvenv/bin/python scripts/make_hf_fixtures.py tests/fixtures/hf
-    #   then: python scripts/make_flax_fixtures.py tests/fixtures/hf tests/fixtures/flax
+    # = python scripts/make_hf_fixtures.py tests/fixtures/hf
+    #   python scripts/make_flax_fixtures.py tests/fixtures/hf tests/fixtures/flax
+    # (tests/fixtures/hf comes out byte-identical on the same torch/transformers/tokenizers/
+    # sentencepiece versions; orbax names its files afresh each time)
 
 Compare ropex against live transformers (opt-in, marker `hf`, not part of `make test`):
 
@@ -19,8 +21,12 @@ Compare ropex against live transformers (opt-in, marker `hf`, not part of `make 
 
 Written per family into tests/fixtures/hf/<family>/:
   config.json, model.safetensors   model.save_pretrained(dir) in float32
-  tokenizer files                  Llama/Qwen: byte-level BPE tokenizer.json (tokenizers library);
-                                   Gemma: SentencePiece tokenizer.model (+ transformers' files)
+  tokenizer files                  Llama/Qwen: byte-level BPE tokenizer.json + tokenizer_config.json
+                                   (tokenizers library, saved by PreTrainedTokenizerFast; Llama's
+                                   post-processor adds <|begin_of_text|> as the Hub's does);
+                                   Gemma: a SentencePiece tokenizer.model only (BPE, byte
+                                   fallback, pad 0 / eos 1 / bos 2 / unk 3, as Gemma's), which
+                                   AutoTokenizer reads (it appends a <mask> token: length V + 1)
   golden.npz                       input_ids [2, T] int32 (row 0 from the tokenizer on a fixed
                                    sentence, row 1 random ids), logits [2, T, V] float32 from
                                    model(input_ids).logits (eval, eager attention), greedy [2, T]
@@ -29,8 +35,10 @@ Written per family into tests/fixtures/hf/<family>/:
                                    magnitude >= 6.1e-5 exactly; fixtures.json records the
                                    storage error, <= 3e-8)
 and tests/fixtures/hf/qwen2_sharded/ (the qwen2 model in several safetensors shards with
-model.safetensors.index.json), tests/fixtures/hf/fixtures.json (versions, seed, per family the
-features switched on and max |logits_bf16 - logits|).
+model.safetensors.index.json), tests/fixtures/hf/fixtures.json (versions, seed, the sentence, per
+family the features switched on, max |logits_bf16 - logits| and FEATURE_CHECKS: how far each
+plausible misreading moves the logits).  Gemma 4's config.json carries global_head_dim and
+num_global_key_value_heads as the Hub's do (hub_style_config).
 
 Weights: every parameter (and the persistent per-layer output scalar of Gemma 4) is redrawn from
 torch.manual_seed(SEED + family index): matrices N(0, 1/fan_in), 1-D tensors (norm scales,
@@ -176,7 +184,9 @@ FEATURE_CHECKS = {
                    "sliding_attention": _DEFAULT_ROPE(10000.0),
                    "full_attention": _DEFAULT_ROPE(1000000.0)}), None),
                "no final soft-cap": (dict(final_logit_softcapping=None), None),
-               "layer_scalar ignored": ({}, lambda n, t: t * 0 + 1 if n.endswith("scalar") else t)},
+               "layer_scalar ignored": ({}, lambda n, t: t * 0 + 1 if n.endswith("scalar") else t),
+               "per-layer inputs dropped": (
+                   {}, lambda n, t: t * 0 if n.endswith("per_layer_input_gate.weight") else t)},
 }
 
 
@@ -231,7 +241,7 @@ def feature_effects(family, model, input_ids, logits):
 def train_bpe(family):
     """A byte-level BPE tokenizer (Llama 3 / Qwen style) with exactly VOCAB entries."""
     import tokenizers
-    from tokenizers import decoders, models, pre_tokenizers, trainers
+    from tokenizers import decoders, models, pre_tokenizers, processors, trainers
     specials = {"llama": ["<|begin_of_text|>", "<|end_of_text|>"],
                 "qwen2": ["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
                 "qwen3": ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]}[family]
@@ -242,9 +252,13 @@ def train_bpe(family):
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(TEXT.splitlines() * 4, trainer=trainer)
     assert tok.get_vocab_size() == VOCAB, (family, tok.get_vocab_size())
-    fast = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=specials[0], eos_token=specials[0 if family != "llama" else 1])
-    return fast, specials[0] if family == "llama" else None
+    if family == "llama":  # Llama 3 prepends <|begin_of_text|>; Qwen adds nothing
+        bos = specials[0]
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", special_tokens=[(bos, tok.token_to_id(bos))])
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=specials[0],
+        eos_token=specials[1] if family == "llama" else specials[0])
 
 
 def train_sentencepiece(out_dir):
@@ -268,10 +282,9 @@ def tokenizer_ids(family, out_dir):
     if family in GEMMA_FAMILIES:
         sp = train_sentencepiece(out_dir)
         return [2] + sp.encode(SENTENCE)
-    fast, bos = train_bpe(family)
+    fast = train_bpe(family)
     fast.save_pretrained(out_dir)
-    ids = fast(SENTENCE, add_special_tokens=False)["input_ids"]
-    return ([fast.convert_tokens_to_ids(bos)] if bos else []) + ids
+    return fast(SENTENCE)["input_ids"]
 
 
 def make_inputs(sentence_ids, seed):
