@@ -36,7 +36,9 @@ Written per family into tests/fixtures/hf/<family>/:
                                    storage error, <= 3e-8)
 and tests/fixtures/hf/qwen2_sharded/ (the qwen2 model in several safetensors shards with
 model.safetensors.index.json), tests/fixtures/hf/fixtures.json (versions, seed, the sentence, per
-family the features switched on, max |logits_bf16 - logits| and FEATURE_CHECKS: how far each
+family the features switched on, max |logits_bf16 - logits|, max |float64 logits - logits| (how
+well float32 determines the logits: the live test's float32 tolerance scales with it) and
+FEATURE_CHECKS: how far each
 plausible misreading moves the logits).  Gemma 4's config.json carries global_head_dim and
 num_global_key_value_heads as the Hub's do (hub_style_config).
 
@@ -223,8 +225,10 @@ def build_model(family):
 
 
 def logits_of(model, input_ids):
+    """Logits as float64 numpy for a float64 model, float32 otherwise."""
     with torch.no_grad():
-        return model(torch.as_tensor(input_ids, dtype=torch.long)).logits.float().numpy()
+        logits = model(torch.as_tensor(input_ids, dtype=torch.long)).logits
+    return logits.numpy() if logits.dtype == torch.float64 else logits.float().numpy()
 
 
 def feature_effects(family, model, input_ids, logits):
@@ -330,6 +334,7 @@ def make_family(family, root):
     logits = logits_of(model, input_ids)
     reload_check(out_dir, input_ids, logits)
     logits_bf16 = logits_of(copy.deepcopy(model).to(torch.bfloat16), input_ids)
+    logits_f64 = logits_of(copy.deepcopy(model).double(), input_ids)
     bf16_stored = logits_bf16.astype(np.float16)
     np.savez_compressed(out_dir / "golden.npz", input_ids=input_ids, logits=logits,
                         greedy=logits.argmax(-1).astype(np.int32), logits_bf16=bf16_stored)
@@ -342,6 +347,7 @@ def make_family(family, root):
                 config_class=FAMILIES[family][0],
                 logits_abs_max=float(np.abs(logits).max()),
                 bf16_max_abs_diff=float(np.abs(logits_bf16 - logits).max()),
+                f32_vs_f64_max_abs_diff=float(np.abs(logits_f64 - logits).max()),
                 bf16_storage_error=float(np.abs(bf16_stored - logits_bf16).max()),
                 greedy_bf16_agreement=float((logits_bf16.argmax(-1) == logits.argmax(-1)).mean()))
 
