@@ -55,7 +55,8 @@ def expected_layout(lc):
                                              else (2, d, f)},
                    p + 'mlp/linear': {'w': (f, d)}})
     if lc['use_qk_norm']:
-      layout.update({p + 'attn/_query_norm': {'scale': (h,)}, p + 'attn/_key_norm': {'scale': (h,)}})
+      layout.update({p + 'attn/_query_norm': {'scale': (h,)},
+                     p + 'attn/_key_norm': {'scale': (h,)}})
   return layout
 
 
