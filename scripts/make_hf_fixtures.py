@@ -40,7 +40,10 @@ family the features switched on, max |logits_bf16 - logits|, max |float64 logits
 well float32 determines the logits: the live test's float32 tolerance scales with it) and
 FEATURE_CHECKS: how far each
 plausible misreading moves the logits).  Gemma 4's config.json carries global_head_dim and
-num_global_key_value_heads as the Hub's do (hub_style_config).
+num_global_key_value_heads as the Hub's do (hub_style_config).  The other families' releases
+carry transformers 4.x configs (rope_theta + rope_scaling, no layer_types, ...): that form of the
+same config is written beside it as config.hub.json (v4_config; transformers 5 reads it to the
+same logits, which the generator asserts).
 
 Weights: every parameter (and the persistent per-layer output scalar of Gemma 4) is redrawn from
 torch.manual_seed(SEED + family index): matrices N(0, 1/fan_in), 1-D tensors (norm scales,
@@ -319,11 +322,55 @@ def hub_style_config(family, out_dir):
   path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-def reload_check(out_dir, input_ids, logits):
-  """The saved directory alone reproduces the logits (config.json + safetensors are complete)."""
+def layer_period(layer_types):
+  """Gemma 3's sliding_window_pattern: layer i is global iff (i + 1) % period == 0."""
+  for period in range(1, len(layer_types) + 1):
+    if layer_types == [("full_attention" if (i + 1) % period == 0 else "sliding_attention")
+                       for i in range(len(layer_types))]:
+      return period
+  raise ValueError(f"layer_types {layer_types} have no sliding_window_pattern")
+
+
+def v4_config(family, config):
+  """config.json as the Hub's releases of the family carry it (written by transformers 4.x):
+  rope_theta + rope_scaling (Gemma 3: + rope_local_base_freq, sliding_window_pattern) instead of
+  rope_parameters, no layer_types (derived from the index), torch_dtype (transformers_version
+  still names the 5.x that wrote it).  None for Gemma 4,
+  released with transformers 5 (its config.json is already the Hub's form)."""
+  if family == "gemma4":
+    return None
+  config = {k: v for k, v in config.items() if not k.startswith("_")}  # 5.x private fields
+  rope = config.pop("rope_parameters")
+  layer_types = config.pop("layer_types", None)
+  config["torch_dtype"] = config.pop("dtype")
+  if family == "gemma3":
+    config["rope_local_base_freq"] = rope["sliding_attention"]["rope_theta"]
+    config["sliding_window_pattern"] = layer_period(layer_types)
+    rope = rope["full_attention"]
+  scaling = {k: v for k, v in rope.items() if k != "rope_theta"}
+  config["rope_theta"] = rope["rope_theta"]
+  config["rope_scaling"] = None if scaling["rope_type"] == "default" else scaling
+  return config
+
+
+def reload_check(out_dir, input_ids, logits, config=None):
+  """The saved directory alone reproduces the logits (config.json + safetensors are complete);
+  with ``config``, that config (read from its JSON file) in place of config.json."""
   reloaded = transformers.AutoModelForCausalLM.from_pretrained(
-      out_dir, attn_implementation="eager", dtype=torch.float32).eval()
+      out_dir, config=config, attn_implementation="eager", dtype=torch.float32).eval()
   np.testing.assert_array_equal(logits_of(reloaded, input_ids), logits)
+
+
+def write_v4_config(family, out_dir, input_ids, logits):
+  """config.hub.json (v4_config) beside config.json; transformers reads it to the same logits."""
+  legacy = v4_config(family, json.loads((out_dir / "config.json").read_text()))
+  if legacy is None:
+    return
+  path = out_dir / "config.hub.json"
+  path.write_text(json.dumps(legacy, indent=2, sort_keys=True) + "\n")
+  config = getattr(transformers, FAMILIES[family][0]).from_json_file(path)
+  assert "layer_types" not in json.loads(path.read_text())
+  reload_check(out_dir, input_ids, logits, config=config)
 
 
 def make_family(family, root):
@@ -335,6 +382,7 @@ def make_family(family, root):
   input_ids = make_inputs(tokenizer_ids(family, out_dir), SEED)
   logits = logits_of(model, input_ids)
   reload_check(out_dir, input_ids, logits)
+  write_v4_config(family, out_dir, input_ids, logits)
   logits_bf16 = logits_of(copy.deepcopy(model).to(torch.bfloat16), input_ids)
   logits_f64 = logits_of(copy.deepcopy(model).double(), input_ids)
   bf16_stored = logits_bf16.astype(np.float16)

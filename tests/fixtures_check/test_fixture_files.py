@@ -166,3 +166,19 @@ def test_bpe_tokenizer_vocab_matches_model(family):
   ids = set(tokenizer['model']['vocab'].values()) | {t['id'] for t in tokenizer['added_tokens']}
   assert ids == set(range(config['vocab_size']))
   assert tokenizer['pre_tokenizer']['type'] == 'ByteLevel'
+
+
+@pytest.mark.parametrize('family', sorted(set(FAMILIES) - {'gemma4'}))
+def test_hub_config_is_the_v4_form_of_config_json(family):
+  """config.hub.json: the transformers 4.x form the family's Hub releases carry; every field
+  but the RoPE / layer-type / dtype ones equals config.json's."""
+  v5 = json.loads((HF_ROOT / family / 'config.json').read_text())
+  v4 = json.loads((HF_ROOT / family / 'config.hub.json').read_text())
+  assert 'rope_parameters' not in v4 and 'layer_types' not in v4 and 'rope_theta' in v4
+  changed = {'rope_parameters', 'layer_types', 'dtype', 'torch_dtype', 'rope_theta',
+             'rope_scaling', 'rope_local_base_freq', 'sliding_window_pattern'}
+  same = lambda c: {k: v for k, v in c.items() if k not in changed and not k.startswith('_')}
+  assert same(v4) == same(v5)
+  rope = v5['rope_parameters'].get('full_attention', v5['rope_parameters'])
+  assert v4['rope_theta'] == rope['rope_theta']
+  assert (v4['rope_scaling'] or {'rope_type': 'default'})['rope_type'] == rope['rope_type']

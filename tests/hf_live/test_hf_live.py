@@ -7,11 +7,13 @@ Opt-in (marker ``hf``, excluded from ``make test`` by setup.cfg's addopts): need
 
 Per family (tests/fixtures/hf/<family>, made by scripts/make_hf_fixtures.py):
 - the committed goldens are transformers' own: the model rebuilt in memory from the same seed and
-  config gives the committed float32 logits (and bfloat16 logits) again, and the committed
-  safetensors hold exactly that model's tensors;
+  config gives the committed float32 logits (and bfloat16 logits) again, the committed
+  safetensors hold exactly that model's tensors, and config.hub.json (the transformers 4.x form
+  of config.json that the family's Hub releases carry) describes the same model;
 - ropex's import (``ropex.model.io.load_model``) gives transformers' logits to float32 accuracy
   and the same greedy tokens, in bfloat16 (``dtype='bfloat16'``) logits within 3x transformers'
-  own bfloat16 error, and its tokenizer the same ids as transformers' tokenizer.
+  own bfloat16 error, also from config.hub.json, and its tokenizer the same ids as transformers'
+  tokenizer.
 
 torch and transformers are imported inside the ``hf`` fixture (never at module import), so the
 fast suite can collect this file without them; a missing package fails here with one line.
@@ -103,12 +105,41 @@ def test_transformers_tokenizer_gives_the_committed_ids(hf, directory):
   np.testing.assert_array_equal(row0[start:], ids[:len(row0) - start])
 
 
-def ropex_logits(directory, input_ids, **load_kwargs):
+V4_FAMILIES = sorted(set(FAMILIES) - {'gemma4'})
+
+
+@pytest.mark.parametrize('family', V4_FAMILIES)
+def test_transformers_reads_the_hub_config_alike(hf, family):
+  """config.hub.json (the transformers 4.x form the Hub's releases carry) is the same model."""
+  import transformers  # pylint: disable=g-import-not-at-top
+  class_name = hf.FAMILIES[family][0]
+  config = getattr(transformers, class_name).from_json_file(HF_ROOT / family / 'config.hub.json')
+  model = transformers.AutoModelForCausalLM.from_pretrained(
+      HF_ROOT / family, config=config, attn_implementation='eager').eval()
+  g = golden(family)
+  np.testing.assert_allclose(hf.logits_of(model, g['input_ids']), g['logits'], rtol=0,
+                             atol=REBUILD_F32_ATOL)
+
+
+@pytest.mark.parametrize('family', V4_FAMILIES)
+def test_ropex_reads_the_hub_config_alike(live_logits, family, tmp_path):
+  """ropex imports the checkpoint with config.hub.json as its config.json to the same logits."""
+  for f in (HF_ROOT / family).iterdir():
+    if f.name not in ('config.json', 'config.hub.json', 'golden.npz'):
+      (tmp_path / f.name).symlink_to(f)
+  (tmp_path / 'config.json').write_text((HF_ROOT / family / 'config.hub.json').read_text())
+  _, logits = ropex_logits(tmp_path, golden(family)['input_ids'])
+  atol = max(F32_ATOL_FLOOR, F32_CONDITIONING_FACTOR *
+             SUMMARY['families'][family]['f32_vs_f64_max_abs_diff'])
+  np.testing.assert_allclose(logits, live_logits[family], rtol=0, atol=atol)
+
+
+def ropex_logits(path, input_ids, **load_kwargs):
   """ropex's import of a checkpoint directory and its logits (as float32 numpy)."""
   from ropex.model import config as config_lib  # pylint: disable=g-import-not-at-top
   from ropex.model import decoder  # pylint: disable=g-import-not-at-top
   from ropex.model.io import load_model  # pylint: disable=g-import-not-at-top
-  imported = load_model(str(HF_ROOT / directory), **load_kwargs)
+  imported = load_model(str(path), **load_kwargs)
   model = decoder.Transformer(config_lib.ModelConfig.from_config(imported.model))
   logits = model.apply({'params': imported.params}, np.asarray(input_ids, np.int32))
   return imported, np.asarray(logits, np.float32)
@@ -118,7 +149,7 @@ def ropex_logits(directory, input_ids, **load_kwargs):
 def test_ropex_import_matches_transformers(live_logits, directory):
   family = CHECKPOINTS[directory]
   input_ids = golden(family)['input_ids']
-  _, logits = ropex_logits(directory, input_ids)
+  _, logits = ropex_logits(HF_ROOT / directory, input_ids)
   expected = live_logits[family]
   assert logits.shape == expected.shape
   atol = max(F32_ATOL_FLOOR, F32_CONDITIONING_FACTOR *
@@ -130,7 +161,7 @@ def test_ropex_import_matches_transformers(live_logits, directory):
 @pytest.mark.parametrize('family', FAMILIES)
 def test_ropex_bfloat16_within_bound(family):
   g = golden(family)
-  _, logits = ropex_logits(family, g['input_ids'], dtype='bfloat16')
+  _, logits = ropex_logits(HF_ROOT / family, g['input_ids'], dtype='bfloat16')
   bound = BF16_FACTOR * SUMMARY['families'][family]['bf16_max_abs_diff']
   assert np.abs(logits - g['logits']).max() <= bound
 
