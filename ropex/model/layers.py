@@ -273,8 +273,8 @@ class Attention(nn.Module):
     self.sow('intermediates', 'q_BTNH', q_BTNH)
     self.sow('intermediates', 'k_BSKH', k_BSKH)
     cached = decode.extend(self, k_BSKH, v_BSKH, positions_BT, segment_ids_BT)
-    if cached is not None:  # decoding: keys, values and the positions of every cached row
-      k_BSKH, v_BSKH, positions_BT = cached.k_BSKH, cached.v_BSKH, cached.positions_BS
+    if cached is not None:  # decoding: attend over every cached row (bias/mask: its position)
+      positions_BT = cached.positions_BS
     q_BTNH = nn.with_logical_constraint(q_BTNH, ('batch', 'length', 'act_heads', 'head_dim'))
     q_BTNH = q_BTNH * jnp.asarray((cfg.query_pre_attn_scalar or H) ** -0.5, q_BTNH.dtype)
     B, T = x_BTD.shape[:2]
