@@ -30,10 +30,11 @@ import numpy as np
 
 from ropex.errors import ConfigError
 
-# general.architecture -> (HF model_type, its llama.cpp-hard-coded fields)
 @dataclasses.dataclass(frozen=True)
 class Arch:
+  """A ``general.architecture``: its HF ``model_type`` and what llama.cpp hard-codes for it."""
   model_type: str
+  hidden_act: str = 'silu'        # llama.cpp's graph for the architecture (never stored)
   norm_shift: float = 0.0         # added to every *norm.weight by the converter
   permute_qk: bool = False        # q/k rows permuted to interleaved pairs by the converter
   swa_period: int = 0             # sliding-window layer period llama.cpp hard-codes (0: none)
@@ -41,13 +42,14 @@ class Arch:
   scale_27b_layers: int = 0       # layer count whose attention scale is hidden/heads
 
 
+_GELU = 'gelu_pytorch_tanh'
 ARCHS = {
     'llama': Arch('llama', permute_qk=True),
     'qwen2': Arch('qwen2'),
     'qwen3': Arch('qwen3'),
-    'gemma': Arch('gemma', norm_shift=1.0),
-    'gemma2': Arch('gemma2', norm_shift=1.0, swa_period=2, scale_27b_layers=46),
-    'gemma3': Arch('gemma3_text', norm_shift=1.0, swa_period=6, local_theta=10_000.0,
+    'gemma': Arch('gemma', _GELU, norm_shift=1.0),
+    'gemma2': Arch('gemma2', _GELU, norm_shift=1.0, swa_period=2, scale_27b_layers=46),
+    'gemma3': Arch('gemma3_text', _GELU, norm_shift=1.0, swa_period=6, local_theta=10_000.0,
                    scale_27b_layers=62),
 }
 
@@ -116,7 +118,7 @@ def hf_config(reader: Reader) -> dict:
   hidden, heads, layers = int(need('embedding_length')), int(need('attention.head_count')), int(
       need('block_count'))
   head_dim = int(get('attention.key_length') or hidden // heads)
-  c = dict(model_type=arch.model_type, hidden_size=hidden, num_hidden_layers=layers,
+  c = dict(model_type=arch.model_type, hidden_act=arch.hidden_act, hidden_size=hidden, num_hidden_layers=layers,
            intermediate_size=int(need('feed_forward_length')), num_attention_heads=heads,
            num_key_value_heads=int(get('attention.head_count_kv') or heads), head_dim=head_dim,
            rms_norm_eps=float(need('attention.layer_norm_rms_epsilon')),
