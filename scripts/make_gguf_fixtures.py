@@ -77,7 +77,12 @@ def _sentencepiece_vocab(w: gguf.GGUFWriter, path: str) -> None:
     types.append(gguf.TokenType.CONTROL if sp.is_control(i) else gguf.TokenType.UNKNOWN
                  if sp.is_unknown(i) else gguf.TokenType.BYTE if sp.is_byte(i) else
                  gguf.TokenType.UNUSED if sp.is_unused(i) else gguf.TokenType.NORMAL)
+  from sentencepiece import sentencepiece_model_pb2  # pylint: disable=import-outside-toplevel
+  proto = sentencepiece_model_pb2.ModelProto()
+  with open(path, 'rb') as f:
+    proto.ParseFromString(f.read())
   w.add_tokenizer_model('llama')
+  w.add_add_space_prefix(proto.normalizer_spec.add_dummy_prefix)
   w.add_token_list(tokens)
   w.add_token_scores(scores)
   w.add_token_types(types)

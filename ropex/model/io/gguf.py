@@ -77,11 +77,13 @@ class Reader:
     self.tensors = {t.name: t for t in self._r.tensors}
 
   def field(self, key: str, default=None):
+    """A metadata value; float32 numbers as the shortest decimal that is that float32
+    (``1e-06``, not ``9.99999997e-07``: the value the writer meant)."""
     f = self._r.get_field(key)
     if f is None:
       return default
     value = f.contents()
-    return value
+    return float(str(np.float32(value))) if isinstance(value, float) else value
 
   def tensor(self, name: str) -> np.ndarray:
     """Float32 ``[out, in]`` (numpy order) of a GGUF tensor, dequantised."""
@@ -263,4 +265,6 @@ def load_model(path: str, *, placement=None, dtype: str = 'float32'):
   family = hf_families.FAMILIES[source['family']]
   params = huggingface.load_params(path, cfg, family.norms, placement,
                                    source=TensorSource(reader, config))
-  return io.Imported(block, params, dict(source, dtype=dtype), None)
+  from ropex.model.io import gguf_tokenizer  # pylint: disable=g-import-not-at-top
+  return io.Imported(block, params, dict(source, dtype=dtype),
+                     gguf_tokenizer.write_sentencepiece(reader))
