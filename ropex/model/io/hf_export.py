@@ -105,7 +105,8 @@ def config_json(block, family: hf_families.Family, extra: dict | None = None) ->
   if family.name in ('qwen2',):
     c.pop('attention_bias')
   if family.scale_from_config:
-    c['query_pre_attn_scalar'] = cfg.query_pre_attn_scalar or cfg.head_dim
+    scalar = cfg.query_pre_attn_scalar or cfg.head_dim   # transformers' field is an int
+    c['query_pre_attn_scalar'] = int(scalar) if float(scalar).is_integer() else scalar
   # only what transformers' class of the family reads is written (the rest reads back as
   # absent, and check_round_trip names it)
   if family.name == 'gemma2':
