@@ -18,7 +18,8 @@ llama.cpp's conventions undone here (facts from its ``convert_hf_to_gguf.py`` an
 * Llama 3.1-style ``rope_freqs`` (the converter's precomputed per-frequency factors) is refused
   in one line: ropex reads its scaling only as ``llama3`` parameters, which the file lacks.
 
-Tensors are read one at a time from the memory-mapped file (``GGUFReader`` maps it).
+Tensors are read one at a time with plain file reads at their offsets (``GGUFReader`` maps the
+file for its metadata; mapped tensor pages would stay resident until the end of the import).
 """
 
 from __future__ import annotations
@@ -89,7 +90,11 @@ class Reader:
     """Float32 ``[out, in]`` (numpy order) of a GGUF tensor, dequantised."""
     gguf = _gguf()
     t = self.tensors[name]
-    data = gguf.quants.dequantize(t.data, t.tensor_type)
+    # read with a plain file read, not through the reader's memory map: pages of a map stay
+    # resident (and count as this process's memory) until the map closes
+    raw = np.fromfile(self.path, dtype=t.data.dtype, count=t.data.size,
+                      offset=int(t.data_offset)).reshape(t.data.shape)
+    data = gguf.quants.dequantize(raw, t.tensor_type)
     return np.asarray(data, np.float32).reshape(tuple(int(n) for n in reversed(t.shape)))
 
   def quantization(self) -> str:

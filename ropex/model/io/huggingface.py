@@ -90,11 +90,11 @@ class _Reader:
     self.files, self._open = files, {}
 
   def get(self, name: str) -> np.ndarray:
+    # opened per tensor: the file's memory map (and its resident pages) closes with it, so the
+    # host holds one tensor at a time, not the whole file by the end of the import
     from safetensors import safe_open  # pylint: disable=g-import-not-at-top
-    file = self.files[name]
-    if file not in self._open:
-      self._open[file] = safe_open(file, framework='np')
-    return self._open[file].get_tensor(name)
+    with safe_open(self.files[name], framework='np') as f:
+      return f.get_tensor(name)
 
   def close(self):
     self._open.clear()
