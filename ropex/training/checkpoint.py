@@ -85,7 +85,7 @@ class Checkpointer:
     self._sealer: threading.Thread | None = None
     self._seal_error: BaseException | None = None
     self.failed = False
-    _quiet_orbax_save_errors()
+    self._log_scope = _SaveLogScope()
 
   # --- saving --------------------------------------------------------------------------------
 
@@ -97,6 +97,7 @@ class Checkpointer:
     data = data_state.gather(local_data_state)
     self._seal()  # the previous save must be complete (orbax waits for it anyway)
     self._unsealed = step
+    self._log_scope.enter()
     self._saving(lambda: self.manager.save(step, force=True, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         data=ocp.args.JsonSave({'step': int(step), 'iterator': data}))))
@@ -131,6 +132,7 @@ class Checkpointer:
     """Process 0 hashes the finished step in a thread; the others have nothing to do."""
     if not self.primary:
       self._unsealed = None
+      self._log_scope.exit()
       return
     step_dir = epath.Path(checkpoint_dir(self.workdir)) / str(self._unsealed)
     self._sealer = threading.Thread(target=self._write_checksums, args=(step_dir,),
@@ -141,6 +143,7 @@ class Checkpointer:
     try:
       integrity.write(step_dir)
       self._unsealed = None
+      self._log_scope.exit()
     except BaseException as e:  # pylint: disable=broad-except  (re-raised in the main thread)
       self._seal_error = e
 
@@ -275,18 +278,38 @@ def _reason(error: BaseException) -> str:
       type(error).__name__
 
 
-class _DropOrbaxSaveTracebacks(logging.Filter):
-  """orbax logs a failed background save with full tracebacks from several threads; the same
-  failure reaches the loop as one :class:`CheckpointSaveError` line, so those records go."""
+# orbax's modules that log a failed background save (with tracebacks from several threads).
+_SAVE_THREAD_MODULES = ('/orbax/checkpoint/_src/checkpointers/async_checkpointer.py',
+                        '/orbax/checkpoint/_src/futures/future.py')
+
+
+class _DropSaveThreadErrors(logging.Filter):
+  """Drops ERROR records of orbax's save threads; installed only while a save is in flight."""
 
   def filter(self, record: logging.LogRecord) -> bool:
-    return not (record.levelno >= logging.ERROR and '/orbax/' in (record.pathname or ''))
+    path = (record.pathname or '').replace(os.sep, '/')
+    return not (record.levelno >= logging.ERROR and path.endswith(_SAVE_THREAD_MODULES))
 
 
-def _quiet_orbax_save_errors() -> None:
-  absl_logger = logging.getLogger('absl')
-  if not any(isinstance(f, _DropOrbaxSaveTracebacks) for f in absl_logger.filters):
-    absl_logger.addFilter(_DropOrbaxSaveTracebacks())
+class _SaveLogScope:
+  """While open, orbax's save-thread ERROR records (the failed save's tracebacks, which reach
+  the loop as one :class:`CheckpointSaveError` line) are dropped from the ``absl`` logger; any
+  other record, and every record outside the scope, is logged as usual. Opened when a save
+  starts, closed when it is complete (a failed save keeps it open: the run stops)."""
+
+  def __init__(self):
+    self._filter = _DropSaveThreadErrors()
+    self.open = False
+
+  def enter(self) -> None:
+    if not self.open:
+      logging.getLogger('absl').addFilter(self._filter)
+      self.open = True
+
+  def exit(self) -> None:
+    if self.open:
+      logging.getLogger('absl').removeFilter(self._filter)
+      self.open = False
 
 
 def _first_problem(problem: str | None) -> str | None:
