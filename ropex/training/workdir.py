@@ -14,14 +14,19 @@ from ropex.training import resume
 
 def check_resumable(config, workdir: str) -> None:
   """Refuses (ConfigError, nothing written) a workdir whose run differs from ``config`` in a
-  field that cannot change on resume (see :mod:`ropex.training.resume`), or that is not a
-  directory."""
+  field that cannot change on resume (see :mod:`ropex.training.resume`), that holds
+  checkpoints without the ``config.json`` to check against, or that is not a directory."""
   root = epath.Path(workdir)
   if root.exists() and not root.is_dir():
     raise ConfigError(f'--workdir {workdir} is a file, not a directory; give a directory (it is '
                       'created if missing)')
   path = root / 'config.json'
   if not path.exists():
+    if (root / 'checkpoints').is_dir() and any(
+        child.name.isdigit() for child in (root / 'checkpoints').iterdir()):
+      raise ConfigError(f'--workdir {workdir} holds checkpoints but no config.json, so this '
+                        'command cannot be checked against the run it would resume; restore '
+                        'its config.json, or use a new --workdir')
     return
   try:
     previous = json.loads(path.read_text())

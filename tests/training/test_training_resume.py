@@ -194,3 +194,16 @@ def test_a_torn_metrics_line_is_survived_by_resume_and_report(trained, tmp_path,
   assert any('line 5 is not a metrics record' in r.getMessage() for r in caplog.records)
   assert records[3]['train/loss'] == trained[1][4]
   assert run_summary.summarize(workdir).status == 'finished'
+
+
+def test_a_workdir_with_checkpoints_but_no_config_json_is_refused(trained, tmp_path):
+  """Without config.json a changed encoding or θ cannot be detected, so nothing resumes."""
+  workdir = _copy(trained, tmp_path)
+  os.remove(os.path.join(workdir, 'config.json'))
+  before = listing(workdir)
+  c = _config(steps=8)
+  c.model.pe.max_wavelength = 500.0  # would otherwise resume silently with another θ
+  with pytest.raises(ConfigError, match=r'holds checkpoints but no config.json') as e:
+    loop.train(c, workdir)
+  assert '\n' not in str(e.value)
+  assert listing(workdir) == before
