@@ -280,7 +280,8 @@ def _reason(error: BaseException) -> str:
 
 # orbax's modules that log a failed background save (with tracebacks from several threads).
 _SAVE_THREAD_MODULES = ('/orbax/checkpoint/_src/checkpointers/async_checkpointer.py',
-                        '/orbax/checkpoint/_src/futures/future.py')
+                        '/orbax/checkpoint/_src/futures/future.py',
+                        '/orbax/checkpoint/checkpoint_manager.py')
 
 
 class _DropSaveThreadErrors(logging.Filter):
