@@ -2,7 +2,8 @@
 
 Each step directory holds ``state`` (the :class:`ropex.training.step.TrainState`: step, float32
 params in the scanned layout, optimizer state), ``data`` (the global data-iterator state, see
-:mod:`ropex.training.data_state`) and ``ropex_checksums.json`` (:mod:`ropex.training.integrity`).
+:mod:`ropex.training.data_state`), ``config`` (the run's ``config.json``, so that a workdir that
+lost it is still checked on resume) and ``ropex_checksums.json`` (:mod:`ropex.training.integrity`).
 
 Restoring never resets a run by accident:
 
@@ -19,6 +20,7 @@ A save that fails (disk full, read-only) raises :class:`CheckpointSaveError` at 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -36,6 +38,7 @@ from ropex.errors import ConfigError
 from ropex.training import data_state, integrity, resume
 
 log = logging.getLogger('ropex')
+CONFIG_ITEM = 'config'   # the run's config.json, saved with every step
 
 
 class CheckpointSaveError(RuntimeError):
@@ -60,6 +63,21 @@ def saved_steps(workdir) -> list[int]:
   return sorted(ocp.utils.checkpoint_steps(directory))
 
 
+def saved_config(workdir) -> dict | None:
+  """The run config saved in the newest checkpoint step that has one (item ``config``, the
+  JSON of ``config.json``), or None."""
+  directory = epath.Path(checkpoint_dir(workdir))
+  for step in reversed(saved_steps(workdir)):
+    path = directory / str(step) / CONFIG_ITEM / 'metadata'
+    if path.exists():
+      try:
+        return json.loads(path.read_text())
+      except ValueError as e:
+        raise ConfigError(f'{path} is not valid JSON ({e}); restore the run\'s config.json, or '
+                          'use a new --workdir') from None
+  return None
+
+
 def has_checkpoints(workdir: str) -> bool:
   """Whether ``workdir`` holds any finished checkpoint step."""
   path = epath.Path(checkpoint_dir(workdir))
@@ -69,8 +87,9 @@ def has_checkpoints(workdir: str) -> bool:
 class Checkpointer:
   """Saves every ``checkpoint.every_steps`` steps (and on demand), keeps ``checkpoint.keep``."""
 
-  def __init__(self, workdir: str, ckpt_cfg):
+  def __init__(self, workdir: str, ckpt_cfg, config_json: dict | None = None):
     self.workdir = resolve(workdir)
+    self.config_json = config_json  # saved with every step as item ``config`` when given
     self.every_steps = int(ckpt_cfg.every_steps)
     self.primary = jax.process_index() == 0
     options = ocp.CheckpointManagerOptions(
@@ -80,7 +99,8 @@ class Checkpointer:
     self.manager = ocp.CheckpointManager(
         checkpoint_dir(workdir), options=options,
         item_handlers={'state': ocp.StandardCheckpointHandler(),
-                       'data': ocp.JsonCheckpointHandler()})
+                       'data': ocp.JsonCheckpointHandler(),
+                       CONFIG_ITEM: ocp.JsonCheckpointHandler()})
     self._unsealed: int | None = None  # a step saved whose checksums are not written yet
     self._sealer: threading.Thread | None = None
     self._seal_error: BaseException | None = None
@@ -98,9 +118,12 @@ class Checkpointer:
     self._seal()  # the previous save must be complete (orbax waits for it anyway)
     self._unsealed = step
     self._log_scope.enter()
-    self._saving(lambda: self.manager.save(step, force=True, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        data=ocp.args.JsonSave({'step': int(step), 'iterator': data}))))
+    items = {'state': ocp.args.StandardSave(state),
+             'data': ocp.args.JsonSave({'step': int(step), 'iterator': data})}
+    if self.config_json is not None:
+      items[CONFIG_ITEM] = ocp.args.JsonSave(self.config_json)
+    self._saving(lambda: self.manager.save(step, force=True,
+                                           args=ocp.args.Composite(**items)))
     if not self.manager._options.enable_async_checkpointing:  # pylint: disable=protected-access
       self._seal()
     return True
