@@ -108,6 +108,8 @@ def _check_unused(names, used: set, prefix: str, cfg: ModelConfig) -> None:
       continue
     if any(name.startswith(s + '.') for s in shared) or name.endswith('rotary_emb.inv_freq'):
       continue
+    if name in _HEADS and cfg.tie_word_embeddings:
+      continue   # a stored copy of the tied head (Qwen3-0.6B): transformers ties it, ignored
     raise ConfigError(f'the safetensors hold tensor {name!r}, which ropex does not map for '
                       f'this config.json (a field ropex does not read, or a different model)')
 
