@@ -36,7 +36,8 @@ def load_tensors(directory):
 
 def layer_geometry(config, i):
   """(head_dim, kv_heads, has_k, has_v, mlp width) of layer i as transformers builds it."""
-  full = config.get('layer_types', ['full_attention'] * config['num_hidden_layers'])[i] == 'full_attention'
+  layer_types = config.get('layer_types') or ['full_attention'] * config['num_hidden_layers']
+  full = layer_types[i] == 'full_attention'
   head_dim = config.get('head_dim') or config['hidden_size'] // config['num_attention_heads']
   kv_heads = config['num_key_value_heads']
   if config['model_type'] != 'gemma4_text':
@@ -64,7 +65,8 @@ def expected_shapes(config):
   for i in range(config['num_hidden_layers']):
     p = f'model.layers.{i}.'
     h, k, has_k, has_v, f = layer_geometry(config, i)
-    shapes.update({p + 'self_attn.q_proj.weight': (n * h, d), p + 'self_attn.o_proj.weight': (d, n * h),
+    shapes.update({p + 'self_attn.q_proj.weight': (n * h, d),
+                   p + 'self_attn.o_proj.weight': (d, n * h),
                    p + 'mlp.gate_proj.weight': (f, d), p + 'mlp.up_proj.weight': (f, d),
                    p + 'mlp.down_proj.weight': (d, f)})
     shapes.update({p + name + '.weight': (d,) for name in norms})
@@ -119,7 +121,8 @@ def test_sharded_copy_equals_qwen2():
   assert sharded.keys() == single.keys()
   for name in single:
     np.testing.assert_array_equal(sharded[name], single[name], err_msg=name)
-  assert (HF_ROOT / 'qwen2_sharded' / 'config.json').read_text() == (HF_ROOT / 'qwen2' / 'config.json').read_text()
+  config = lambda d: (HF_ROOT / d / 'config.json').read_text()
+  assert config('qwen2_sharded') == config('qwen2')
 
 
 @pytest.mark.parametrize('family', FAMILIES)
@@ -135,7 +138,8 @@ def test_golden_shapes_and_consistency(family):
   assert np.isfinite(logits).all() and np.isfinite(bf16).all()
   np.testing.assert_array_equal(golden['greedy'], logits.argmax(-1))
   stats = SUMMARY['families'][family]
-  assert np.abs(bf16.astype(np.float32) - logits).max() == pytest.approx(stats['bf16_max_abs_diff'], abs=1e-6)
+  bf16_error = np.abs(bf16.astype(np.float32) - logits).max()
+  assert bf16_error == pytest.approx(stats['bf16_max_abs_diff'], abs=1e-6)
   # Each recorded misreading (no soft-cap, no window, w for 1+w, ...) moves the logits far
   # beyond float32 noise, so the goldens tell a right import from a wrong one.
   assert stats['feature_effects'] and min(stats['feature_effects'].values()) > 0.05
@@ -162,3 +166,19 @@ def test_bpe_tokenizer_vocab_matches_model(family):
   ids = set(tokenizer['model']['vocab'].values()) | {t['id'] for t in tokenizer['added_tokens']}
   assert ids == set(range(config['vocab_size']))
   assert tokenizer['pre_tokenizer']['type'] == 'ByteLevel'
+
+
+@pytest.mark.parametrize('family', sorted(set(FAMILIES) - {'gemma4'}))
+def test_hub_config_is_the_v4_form_of_config_json(family):
+  """config.hub.json: the transformers 4.x form the family's Hub releases carry; every field
+  but the RoPE / layer-type / dtype ones equals config.json's."""
+  v5 = json.loads((HF_ROOT / family / 'config.json').read_text())
+  v4 = json.loads((HF_ROOT / family / 'config.hub.json').read_text())
+  assert 'rope_parameters' not in v4 and 'layer_types' not in v4 and 'rope_theta' in v4
+  changed = {'rope_parameters', 'layer_types', 'dtype', 'torch_dtype', 'rope_theta',
+             'rope_scaling', 'rope_local_base_freq', 'sliding_window_pattern'}
+  same = lambda c: {k: v for k, v in c.items() if k not in changed and not k.startswith('_')}
+  assert same(v4) == same(v5)
+  rope = v5['rope_parameters'].get('full_attention', v5['rope_parameters'])
+  assert v4['rope_theta'] == rope['rope_theta']
+  assert (v4['rope_scaling'] or {'rope_type': 'default'})['rope_type'] == rope['rope_type']
