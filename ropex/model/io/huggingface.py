@@ -84,20 +84,16 @@ def _resolve(name: str, prefix: str, names) -> str:
 
 
 class _Reader:
-  """Open safetensors files, one tensor at a time."""
+  """One tensor at a time: each read opens its file and closes it again, so the file's mapped
+  pages are released with it (kept open, every page read would stay resident to the end)."""
 
   def __init__(self, files: dict[str, str]):
-    self.files, self._open = files, {}
+    self.files = files
 
   def get(self, name: str) -> np.ndarray:
     from safetensors import safe_open  # pylint: disable=g-import-not-at-top
-    file = self.files[name]
-    if file not in self._open:
-      self._open[file] = safe_open(file, framework='np')
-    return self._open[file].get_tensor(name)
-
-  def close(self):
-    self._open.clear()
+    with safe_open(self.files[name], framework='np') as f:
+      return f.get_tensor(name)
 
 
 def _check_unused(names, used: set, prefix: str, cfg: ModelConfig) -> None:
@@ -142,11 +138,8 @@ def iter_params(path: str, cfg: ModelConfig, norms: dict) -> Iterator[tuple[tupl
     raise ConfigError(f'ropex parameter {"/".join(missing[0])} has no Hugging Face tensor')
   np_dtype = ml_dtypes.bfloat16 if cfg.param_dtype == 'bfloat16' else np.dtype(cfg.param_dtype)
   reader = _Reader(files)
-  try:
-    for rule in rules:
-      yield rule.path, _converted(rule, reader, sources[rule.path], abstract[rule.path], np_dtype)
-  finally:
-    reader.close()
+  for rule in rules:
+    yield rule.path, _converted(rule, reader, sources[rule.path], abstract[rule.path], np_dtype)
 
 
 def _flat(tree, prefix=()):
