@@ -12,6 +12,8 @@ tests/model/test_model_families.py asserts they equal ``published`` minus ``not_
 
 from __future__ import annotations
 
+import copy
+
 import ml_collections
 
 _HUB = 'https://huggingface.co/{}/blob/main/config.json'
@@ -126,7 +128,7 @@ def apply(block: ml_collections.ConfigDict, arch: str, keep_pe: bool = False) ->
   own ``pe`` acts on every layer (the per-type encodings are dropped; windows, head shapes and
   the rest of the schedule stay)."""
   from ropex.model.io import hf_config  # pylint: disable=g-import-not-at-top
-  pe = block.pe
+  pe = copy.deepcopy(block.pe)   # update() below changes nested blocks in place
   built, _ = hf_config.model_block_from_hf(PRESETS[arch]['config'], arch=arch)
   block.update(built.to_dict())
   block.layer_types = built.layer_types.to_dict() if isinstance(

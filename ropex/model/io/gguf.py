@@ -192,9 +192,6 @@ class TensorSource:
       w = unpermute(w, int(n))
     return w
 
-  def close(self):
-    pass
-
 
 def permute(w: np.ndarray, n_head: int) -> np.ndarray:
   """llama.cpp's q/k row order: per head, half-split rotary pairs made interleaved."""

@@ -84,20 +84,16 @@ def _resolve(name: str, prefix: str, names) -> str:
 
 
 class _Reader:
-  """Open safetensors files, one tensor at a time."""
+  """One tensor at a time: each read opens its file and closes it again, so the file's mapped
+  pages are released with it (kept open, every page read would stay resident to the end)."""
 
   def __init__(self, files: dict[str, str]):
-    self.files, self._open = files, {}
+    self.files = files
 
   def get(self, name: str) -> np.ndarray:
-    # opened per tensor: the file's memory map (and its resident pages) closes with it, so the
-    # host holds one tensor at a time, not the whole file by the end of the import
     from safetensors import safe_open  # pylint: disable=g-import-not-at-top
     with safe_open(self.files[name], framework='np') as f:
       return f.get_tensor(name)
-
-  def close(self):
-    self._open.clear()
 
 
 def _check_unused(names, used: set, prefix: str, cfg: ModelConfig) -> None:
@@ -108,6 +104,8 @@ def _check_unused(names, used: set, prefix: str, cfg: ModelConfig) -> None:
       continue
     if any(name.startswith(s + '.') for s in shared) or name.endswith('rotary_emb.inv_freq'):
       continue
+    if name in _HEADS and cfg.tie_word_embeddings:
+      continue   # a stored copy of the tied head (Qwen3-0.6B): transformers ties it, ignored
     raise ConfigError(f'the safetensors hold tensor {name!r}, which ropex does not map for '
                       f'this config.json (a field ropex does not read, or a different model)')
 
@@ -130,7 +128,7 @@ def _converted(rule, reader: _Reader, sources: list[str], target, np_dtype) -> n
 def iter_params(path: str, cfg: ModelConfig, norms: dict,
                 source=None) -> Iterator[tuple[tuple, np.ndarray]]:
   """(ropex path, host array in the param dtype) for every parameter, one at a time;
-  ``source`` (``files`` name -> file, ``get(name)``, ``close()``) replaces the safetensors:
+  ``source`` (``files``: name -> file; ``get(name)``) replaces the safetensors:
   another format's tensors under their HF names (:mod:`ropex.model.io.gguf`)."""
   files = source.files if source is not None else tensor_files(path)
   prefix = _prefix(files)
@@ -143,11 +141,8 @@ def iter_params(path: str, cfg: ModelConfig, norms: dict,
     raise ConfigError(f'ropex parameter {"/".join(missing[0])} has no Hugging Face tensor')
   np_dtype = ml_dtypes.bfloat16 if cfg.param_dtype == 'bfloat16' else np.dtype(cfg.param_dtype)
   reader = source if source is not None else _Reader(files)
-  try:
-    for rule in rules:
-      yield rule.path, _converted(rule, reader, sources[rule.path], abstract[rule.path], np_dtype)
-  finally:
-    reader.close()
+  for rule in rules:
+    yield rule.path, _converted(rule, reader, sources[rule.path], abstract[rule.path], np_dtype)
 
 
 def _flat(tree, prefix=()):
