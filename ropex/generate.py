@@ -105,15 +105,23 @@ def _load_released(path: str) -> Loaded:
     raise ConfigError(f'--model={path!r} has no tokenizer (tokenizer.model or tokenizer.json '
                       'beside the weights, or in the folder above); add the one the weights '
                       'were released with')
-  limit = 0
-  hf_config = os.path.join(path, 'config.json')
-  if os.path.isfile(hf_config):
-    with open(hf_config) as f:
-      c = json.load(f)
-    limit = int((c.get('text_config') or c).get('max_position_embeddings') or 0)
-  return Loaded(imported.cfg, imported.params, imported.tokenizer, placement, limit,
+  return Loaded(imported.cfg, imported.params, imported.tokenizer, placement,
+                _released_limit(path, imported.source['format']),
                 _released_adds_bos(imported.tokenizer_path, imported.tokenizer),
                 os.path.basename(os.path.normpath(path)))
+
+
+def _released_limit(path: str, fmt: str) -> int:
+  """``max_position_embeddings`` of config.json (GGUF: ``<arch>.context_length``); 0: none."""
+  if fmt == 'gguf':
+    from ropex.model.io import gguf  # pylint: disable=g-import-not-at-top
+    return int(gguf.hf_config(gguf.Reader(path)).get('max_position_embeddings') or 0)
+  hf_config = os.path.join(path, 'config.json')
+  if not os.path.isfile(hf_config):
+    return 0
+  with open(hf_config) as f:
+    c = json.load(f)
+  return int((c.get('text_config') or c).get('max_position_embeddings') or 0)
 
 
 def _released_adds_bos(tokenizer_path: str, tokenizer) -> bool:

@@ -47,12 +47,15 @@ def test_workdir_batch_json_is_greedy(workdir, tmp_path):
   _check_greedy(ModelConfig.from_config(config.model), params, lines)
 
 
-def test_released_model_is_greedy():
+@pytest.mark.parametrize('model', ['hf/gemma3', 'gguf/gemma2.gguf'])
+def test_released_model_is_greedy(model):
+  """A Hugging Face folder and a GGUF file (its tokenizer rebuilt from the file's vocabulary)."""
   from ropex.model import io  # pylint: disable=g-import-not-at-top
-  r = cli_runs.run_module('ropex.generate', f'--model={HF}/gemma3', '--prompt=hello world',
+  path = os.path.join(HF, '..', model)
+  r = cli_runs.run_module('ropex.generate', f'--model={path}', '--prompt=hello world',
                           '--max_new_tokens=5', '--json')
   assert r.returncode == 0, r.stderr[-2000:]
-  imported = io.load_model(os.path.join(HF, 'gemma3'))
+  imported = io.load_model(path)
   out = json.loads(r.stdout)
   assert out['prompt_ids'][0] == imported.tokenizer.bos_id
   _check_greedy(imported.cfg, imported.params, r.stdout.strip().splitlines())
