@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from ropex import paths as paths_lib
-from ropex.plotting import plt, save
+from ropex.evaluation.plotting import plt, save
 
 
 def _float(values) -> np.ndarray:

@@ -36,7 +36,7 @@ import numpy as np
 
 from ropex import paths
 from ropex.evaluation import compare, grouped, overrides as overrides_lib, suite
-from ropex.plotting import plt, save
+from ropex.evaluation.plotting import plt, save
 from ropex.errors import ConfigError
 
 

@@ -175,7 +175,7 @@ def write_csv(runs: Sequence[RunSummary], out_dir: str) -> tuple[str, str]:
 
 
 def plot(runs: Sequence[RunSummary], path: str) -> str:
-  from ropex.plotting import plt, save  # pylint: disable=g-import-not-at-top  (slow import)
+  from ropex.evaluation.plotting import plt, save  # pylint: disable=g-import-not-at-top  (slow import)
 
   cells = select(runs)[0]   # duplicates are left out, as in the table
   columns = _order({c for _, c in cells}, DATASET_TITLES)

@@ -1,4 +1,5 @@
-"""Matplotlib without a display (Agg) and one way to write a figure, for every ropex figure."""
+"""Matplotlib without a display (Agg) and one way to write a figure, for every ropex figure
+(evaluation, analysis, report); it lives beside the evaluation figures, its main user."""
 
 from __future__ import annotations
 
