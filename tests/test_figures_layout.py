@@ -19,11 +19,13 @@ LONG = 'a_rather_long_run_name_prope0.75_theta10_seed_group'
 
 def layout_problems(fig) -> list[str]:
   """What makes ``fig`` hard to read (an empty list when nothing does)."""
+  fig.draw_without_rendering()   # runs the layout engine, as saving does
   renderer = fig.canvas.get_renderer()
   out = []
   tight, (width, height) = fig.get_tightbbox(renderer), fig.get_size_inches()
   if tight.x0 < -0.01 or tight.y0 < -0.01 or tight.x1 > width + 0.01 or tight.y1 > height + 0.01:
-    out.append(f'text outside the canvas: tight bbox {tight.bounds} on a {width}x{height} figure')
+    out.append(f'text outside the canvas: tight bbox x {tight.x0:.2f}..{tight.x1:.2f}, y '
+               f'{tight.y0:.2f}..{tight.y1:.2f} inches on a {width:.2f} x {height:.2f} figure')
   images = [im for ax in fig.axes for im in ax.images]
   with_bar = [im for im in images if im.colorbar is not None]
   for im in images:

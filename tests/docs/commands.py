@@ -355,3 +355,25 @@ def _check_documents(docs: list[str]) -> tuple[list[Command], list[str]]:
         errs = check_command(cmd, info, res, produced)
       problems += [f'{cmd.where()}: {e}' for e in errs]
   return all_cmds, problems
+
+
+def shown_outputs(path: str) -> list[tuple[int, str, list[str]]]:
+  """``(line, command, output lines)`` for every ``$ python -m ropex…`` line in a fenced block
+  that is followed by the output it prints (lines up to the next ``$`` or the fence's end;
+  ``...`` lines stand for output left out)."""
+  with open(os.path.join(ROOT, path)) as f:
+    lines = f.read().split('\n')
+  out, fence = [], False
+  for i, line in enumerate(lines):
+    if re.match(r'\s*```', line):
+      fence = not fence
+      continue
+    if fence and line.startswith('$ ') and 'python -m ropex.' in line:
+      shown = []
+      for follow in lines[i + 1:]:
+        if follow.startswith('$ ') or re.match(r'\s*```', follow):
+          break
+        if follow.strip() not in ('...', '…'):
+          shown.append(follow)
+      out.append((i + 1, line[2:], shown))
+  return out

@@ -66,3 +66,14 @@ def test_api_reference_covers_library_modules_and_entry_points(built):
   for module in ('ropex.model.positional', 'ropex.training.loop', 'ropex.evaluation.suite',
                  'ropex.config.loading', 'ropex.train (entry point'):
     assert module in text, module
+
+
+def test_hand_written_train_table_names_exactly_the_train_fields():
+  """docs/configs.md explains every ``train`` field in a table; it may not miss or invent one."""
+  from ropex.config import defaults  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(ROOT, 'docs', 'configs.md')) as f:
+    text = f.read()
+  table = text.split('**`train`**', 1)[1].split('\n\n**', 1)[0]
+  documented = {name for cell in re.findall(r'^\| ([^|]+) \|', table, re.M)
+                for name in re.findall(r'`(\w+)`', cell)}
+  assert documented == set(defaults.base_config().train.keys())

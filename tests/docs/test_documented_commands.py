@@ -116,3 +116,22 @@ def test_readme_lists_every_registered_encoding_once():
   with open(os.path.join(ROOT, 'README.md')) as f:
     listed = re.findall(r'^- `(\w+)` — ', f.read(), re.M)
   assert sorted(listed) == sorted(positional.registered_kinds())
+
+
+def test_shown_outputs_are_what_the_commands_print(tmp_path):
+  """A ``$ command`` block followed by output: the command, run here, prints those lines (a
+  line shown cut with ``...`` must match up to there)."""
+  sys.path.insert(0, os.path.join(ROOT, 'tests'))
+  import cli_runs  # pylint: disable=g-import-not-at-top
+  examples = [(doc, *ex) for doc in commands.documents() for ex in commands.shown_outputs(doc)]
+  assert len(examples) >= 3
+  for doc, line, text, shown in examples:
+    argv = shlex.split(text.replace('/tmp/', f'{tmp_path}/'))
+    argv = argv[argv.index('-m') + 1:]
+    proc = cli_runs.run_module(*argv, timeout=300)
+    printed = [l.rstrip() for l in (proc.stdout + proc.stderr).splitlines()]
+    for want in shown:
+      want = want.rstrip()
+      head = want.split('...')[0].rstrip() if want.endswith('...') else want
+      assert any(p == want or (head != want and p.startswith(head)) for p in printed), (
+          f'{doc}:{line}: {text}\nshows {want!r}, but the command printed:\n' + '\n'.join(printed))
