@@ -17,30 +17,32 @@ import tokenize
 from docutils import nodes
 from docutils.parsers.rst import Directive
 
-_SOURCES = ('ropex/config/defaults.py', 'ropex/model/config.py')
+# Source files whose end-of-line comments explain fields, and the block their fields are in
+# (None: the block is the ``c.<block> = ml_collections.ConfigDict(`` the line is inside).
+_SOURCES = (('ropex/config/defaults.py', None), ('ropex/model/config.py', 'model'))
 
 
 def source_comments(root: pathlib.Path) -> dict[str, str]:
-  """``{field name: comment}``: the comment that ends a source line, for the last ``name=`` on
-  that line (``schedule='cosine',  # cosine | rsqrt | constant``). A name commented in two
-  places is left out (it would be ambiguous)."""
-  out, seen = {}, set()
-  for rel in _SOURCES:
+  """``{dotted field: comment}``: the comment that ends a source line holding exactly one
+  ``name=`` (``source='synthetic',  # synthetic | tfds | text``). A comment on a line with
+  several fields is about the line, not one field, and is left out."""
+  out = {}
+  for rel, fixed_block in _SOURCES:
     text = (root / rel).read_text()
     lines = text.splitlines()
+    blocks = {}
+    block = fixed_block
+    for number, line in enumerate(lines, 1):
+      m = re.match(r'\s*c\.(\w+) = ml_collections\.ConfigDict\(', line)
+      if fixed_block is None and m:
+        block = m.group(1)
+      blocks[number] = block
     for tok in tokenize.generate_tokens(io.StringIO(text).readline):
-      if tok.type != tokenize.COMMENT:
+      if tok.type != tokenize.COMMENT or blocks.get(tok.start[0]) is None:
         continue
-      code = lines[tok.start[0] - 1][:tok.start[1]]
-      names = re.findall(r'\b(\w+)=', code)
-      if not names:
-        continue
-      name = names[-1]
-      if name in seen:
-        out.pop(name, None)
-      else:
-        out[name] = tok.string.lstrip('#').strip()
-      seen.add(name)
+      names = re.findall(r'\b(\w+)=', lines[tok.start[0] - 1][:tok.start[1]])
+      if len(names) == 1:
+        out[f'{blocks[tok.start[0]]}.{names[0]}'] = tok.string.lstrip('#').strip()
   return out
 
 
@@ -103,7 +105,7 @@ class ConfigReference(Directive):
       row += _cell(path, literal=True)
       row += _cell(typ, literal=False)
       row += _cell(default, literal=True)
-      row += _cell(comments.get(path.rsplit('.', 1)[-1], ''), literal=False)
+      row += _cell(comments.get(path, ''), literal=False)
       body += row
     return [table]
 
