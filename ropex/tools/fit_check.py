@@ -8,6 +8,7 @@ Needs libtpu (``pip install -e '.[tpu]'``; it only compiles, nothing runs). Exit
 step fits, 1 it does not (the largest consumers are named), 2 bad config or topology.
 
 Numbers reported:
+
 * memory per chip from ``compiled.memory_analysis()``: arguments (parameters, optimizer state,
   batch), outputs, temporaries (activations, gradients, workspace), generated code; the total
   (arguments + outputs - donated/aliased + temporaries + code) is compared with the chip's HBM.
