@@ -29,6 +29,7 @@ import fnmatch
 import glob
 import json
 import os
+import tempfile
 import re
 import shlex
 import subprocess
@@ -176,6 +177,12 @@ class Produced:
 
   def __init__(self):
     self.paths: dict[str, object] = {}
+    self._tmp = None
+
+  def tmp_root(self) -> str:
+    if self._tmp is None:
+      self._tmp = tempfile.mkdtemp(prefix='ropex-docs-')
+    return self._tmp
 
   def add(self, path: str, config=None):
     self.paths[path.rstrip('/')] = config
@@ -188,6 +195,27 @@ class Produced:
 
   def config(self, path: str):
     return self.paths.get((path or '').rstrip('/'))
+
+  def materialize(self, spec: str, tmp_root: str) -> str:
+    """``spec`` (``file.py:a=1,src=/tmp/run``) with every argument value that names a trained
+    workdir of this document replaced by a stand-in workdir under ``tmp_root``: its
+    ``config.json`` is the config that command trained with and ``checkpoints/`` exists, so a
+    config file that reads its source run (``configs/context_extension.py``) is checked too."""
+    path, sep, args = spec.partition(':')
+    if not sep:
+      return spec
+    out = []
+    for item in args.split(','):
+      key, eq, value = item.partition('=')
+      config = self.config(value.rpartition(':')[0] if ':' in value else value) if eq else None
+      if config is not None:
+        run = os.path.join(tmp_root, f'run{len(os.listdir(tmp_root))}')
+        os.makedirs(os.path.join(run, 'checkpoints'))
+        with open(os.path.join(run, 'config.json'), 'w') as f:
+          f.write(config.to_json())
+        value = run + (value[len(value.rpartition(':')[0]):] if ':' in value else '')
+      out.append(f'{key}{eq}{value}')
+    return f'{path}:{",".join(out)}'
 
 
 def _first(values: dict, name: str, default=None):
@@ -226,6 +254,7 @@ def _config_problems(res, info, produced, problems):
         if not fields:
           continue
         spec = PLACEHOLDER_CONFIG
+      spec = produced.materialize(spec, produced.tmp_root())
       try:
         path = loading.split_spec(spec)[0]
         module = loading.load_module(path, f'--{flag}')
