@@ -19,9 +19,10 @@ import logging
 import time
 from typing import Any
 
+from etils import epath
 import jax
 
-from ropex import data
+from ropex import data, inputs
 from ropex.training import (checkpoint, data_state, init_from, metrics, optim, sharding, signals,
                             step, validation)
 from ropex.training import workdir as workdir_lib
@@ -76,7 +77,7 @@ def train(config, workdir: str) -> dict:
   Raises ConfigError (before anything is compiled or written) for a bad config, and
   NonFiniteLossError if the loss diverges (no checkpoint is written for a bad step)."""
   started = time.perf_counter()
-  run = _start(config, workdir)
+  run = _start_or_leave_nothing(config, workdir)
   try:
     step_i, stop_signal = _run_steps(run)
   except NonFiniteLossError as e:
@@ -84,6 +85,19 @@ def train(config, workdir: str) -> dict:
   finally:
     run.close()
   return _summarize(run, step_i, stop_signal, time.perf_counter() - started)
+
+
+def _start_or_leave_nothing(config, workdir: str) -> _Run:
+  """:func:`_start`; when it fails or is interrupted (SIGTERM during set-up) in a workdir it
+  created, the workdir is removed again: a run that never started leaves no partial workdir."""
+  root = epath.Path(checkpoint.resolve(workdir))
+  fresh = not root.exists()
+  try:
+    return _start(config, workdir)
+  except BaseException:
+    if fresh and jax.process_index() == 0 and root.exists():
+      root.rmtree()
+    raise
 
 
 def _start(config, workdir: str) -> _Run:
@@ -95,6 +109,7 @@ def _start(config, workdir: str) -> _Run:
   if process_count > 1:
     signals.require_preemption_service()  # before anything is compiled or written
   workdir_lib.check_resumable(config, workdir)  # reads only: a refused resume writes nothing
+  inputs.output(workdir, '--workdir')  # writable and reachable, before anything is built
   setup = step.make_setup(config, sharding.make_mesh(config))
   train_step = step.make_train_step(setup)
   evaluator = Evaluator(config, setup, process_index, process_count)
