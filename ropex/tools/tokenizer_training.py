@@ -46,7 +46,7 @@ def check_text(files: Sequence[str], flag: str = '--input') -> None:
       with paths.path(path).open('rb') as f:
         head = f.read(_SNIFF_BYTES)
       if b'\0' in head:
-        raise ConfigError(f'{flag} file {path!r} holds NUL bytes: it is binary, not text; '
+        raise ConfigError(f'{flag} file={path!r} holds NUL bytes: it is binary, not text; '
                           'allowed: UTF-8 text (.txt, .jsonl)')
       cut = len(head) == _SNIFF_BYTES   # a character may be cut at the end of the sample
       try:

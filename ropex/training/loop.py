@@ -87,10 +87,21 @@ def train(config, workdir: str) -> dict:
   return _summarize(run, step_i, stop_signal, time.perf_counter() - started)
 
 
+def _check(config, workdir: str) -> None:
+  """Everything that reads only: the config, the workdir (writable, reachable, resumable)."""
+  validation.validate(config, jax.device_count(), jax.process_count())
+  if jax.process_count() > 1:
+    signals.require_preemption_service()  # before anything is compiled or written
+  inputs.output(workdir, '--workdir')  # writable and reachable, before anything is built
+  workdir_lib.check_resumable(config, workdir)  # reads only: a refused resume writes nothing
+
+
 def _start_or_leave_nothing(config, workdir: str) -> _Run:
-  """:func:`_start`; when it fails or is interrupted (SIGTERM during set-up) in a workdir it
-  created, the workdir is removed again: a run that never started leaves no partial workdir."""
+  """:func:`_check`, then :func:`_start`; when that fails or is interrupted (SIGTERM during
+  set-up) in a workdir it created, the workdir is removed again: a run that never started
+  leaves no partial workdir."""
   root = epath.Path(checkpoint.resolve(workdir))
+  _check(config, str(root))
   fresh = not root.exists()
   try:
     return _start(config, workdir)
@@ -101,15 +112,11 @@ def _start_or_leave_nothing(config, workdir: str) -> _Run:
 
 
 def _start(config, workdir: str) -> _Run:
-  """Validates, builds the step and the data, writes ``config.json``, restores or initialises."""
+  """Builds the step and the data, writes ``config.json``, restores or initialises (the
+  config and workdir are checked: :func:`_check`)."""
   process_index, process_count = jax.process_index(), jax.process_count()
   primary = process_index == 0
   workdir = checkpoint.resolve(workdir)
-  validation.validate(config, jax.device_count(), process_count)
-  if process_count > 1:
-    signals.require_preemption_service()  # before anything is compiled or written
-  workdir_lib.check_resumable(config, workdir)  # reads only: a refused resume writes nothing
-  inputs.output(workdir, '--workdir')  # writable and reachable, before anything is built
   setup = step.make_setup(config, sharding.make_mesh(config))
   train_step = step.make_train_step(setup)
   evaluator = Evaluator(config, setup, process_index, process_count)
