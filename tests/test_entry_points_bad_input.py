@@ -13,12 +13,14 @@ CPU host), damaged checkpoints without checksums (train and evaluate alike), and
 both use to choose a checkpoint (verified steps first).
 """
 
+import http.server
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -30,10 +32,39 @@ SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'entry_server.
 T = '--config=configs/tiny.py'
 TEXT = ('--config.data.source=text',)
 EVAL_FAST = ('--lengths=16', '--suite=perplexity', '--examples=1')
-# A GCS endpoint that refuses at once (nothing listens on port 9 of loopback): never the network.
-NO_GCS = {'EPATH_USE_TF': 'false', 'STORAGE_EMULATOR_HOST': 'http://127.0.0.1:9',
-          'NO_GCE_CHECK': 'True', 'GCE_METADATA_HOST': '127.0.0.1:9',
-          'GCE_METADATA_IP': '127.0.0.1:9'}
+# gs:// through gcsfs against a loopback endpoint, never the network: {gcs} is a local server
+# that answers every request 401 (no credentials); port 9 (closed) stands for no network.
+# Google's metadata server is pointed at the closed port too.
+NO_GCS = {'EPATH_USE_TF': 'false', 'STORAGE_EMULATOR_HOST': '{gcs}', 'NO_GCE_CHECK': 'True',
+          'GCE_METADATA_HOST': '127.0.0.1:9', 'GCE_METADATA_IP': '127.0.0.1:9'}
+CLOSED_PORT = 'http://127.0.0.1:9'
+
+
+class _Unauthorized(http.server.BaseHTTPRequestHandler):
+  """A GCS JSON API that refuses every request as GCS does without credentials."""
+
+  def _deny(self):
+    body = json.dumps({'error': {'code': 401, 'message': 'Anonymous caller does not have '
+                                 'storage.objects.list access to the bucket.'}}).encode()
+    self.send_response(401)
+    self.send_header('Content-Type', 'application/json')
+    self.send_header('Content-Length', str(len(body)))
+    self.end_headers()
+    self.wfile.write(body)
+
+  do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _deny
+
+  def log_message(self, *args):
+    del args
+
+
+@pytest.fixture(scope='module')
+def gcs_without_credentials():
+  server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _Unauthorized)
+  thread = threading.Thread(target=server.serve_forever, daemon=True)
+  thread.start()
+  yield f'http://127.0.0.1:{server.server_address[1]}'
+  server.shutdown()
 
 
 def snapshot(root) -> dict | None:
@@ -266,17 +297,50 @@ GOOD = {
 }
 
 
-def _fill(text, bad, new):
-  return text.format(b=bad, new=new)
+def _start_read_only(bad, root) -> dict:
+  """train and evaluate on a copy of the run mounted read-only (``unshare -rm``: a private
+  user and mount namespace), started now, collected by :func:`_finish_read_only`."""
+  ro = root / 'ro_run'
+  shutil.copytree(bad / 'run', ro)
+  mount = 'mount --bind -o ro "$0" "$0" && exec "$@"'
+  commands = {
+      'train': ['-m', 'ropex.train', T, f'--workdir={ro}', '--config.train.steps=4',
+                '--config.train.batch_size=8', '--config.train.seq_len=64'],
+      'evaluate': ['-m', 'ropex.evaluate', f'--workdir={ro}', *EVAL_FAST]}
+  return {'path': ro, 'before': snapshot(ro),
+          'procs': {name: subprocess.Popen(
+              ['unshare', '-rm', 'sh', '-c', mount, str(ro), sys.executable, *cmd],
+              cwd=cli_runs.ROOT, env=cli_runs.env(), stdout=subprocess.PIPE,
+              stderr=subprocess.PIPE, text=True) for name, cmd in commands.items()},
+          'expected': {
+              'train': f"ropex.train: --workdir='{ro}' cannot be written (read-only file system",
+              'evaluate': f"ropex.evaluate: --out='{ro}/eval' cannot be written (read-only "
+                          'file system'}}
 
 
-def _case(entry, args, bad, new, env=None):
+def _finish_read_only(started: dict | None) -> dict | None:
+  if started is None:
+    return None
+  procs = started.pop('procs')
+  started['results'] = {}
+  for name, proc in procs.items():
+    _, err = proc.communicate(timeout=600)
+    started['results'][name] = (proc.returncode, err)
+  return started
+
+
+def _fill(text, bad, new, gcs=''):
+  return text.format(b=bad, new=new, gcs=gcs)
+
+
+def _case(entry, args, bad, new, env=None, gcs=''):
   return {'module': f'ropex.{entry}', 'args': [_fill(a, bad, new) for a in args],
-          'env': env or {}, 'cwd': cli_runs.ROOT}
+          'env': {k: _fill(v, bad, new, gcs) for k, v in (env or {}).items()},
+          'cwd': cli_runs.ROOT}
 
 
 @pytest.fixture(scope='module')
-def batch(bad, tmp_path_factory):
+def batch(bad, tmp_path_factory, gcs_without_credentials):
   """Runs every case (bad and good) through the fork server; snapshots around the batch."""
   news = [tmp_path_factory.mktemp(f'case{i}') / 'new' for i in range(len(CASES))]
   watched = [_fill(c[2], bad, new) for c, new in zip(CASES, news)]
@@ -284,9 +348,10 @@ def batch(bad, tmp_path_factory):
       bad / f for f in ('afile', 'rand.safetensors', 'results.json', 'small.txt')]
   before = [snapshot(w) for w in watched]
   shared_before = {str(p): snapshot(p) for p in shared}
-  cases = [_case(c[0], c[1], bad, new, c[5] if len(c) > 5 else None)
+  cases = [_case(c[0], c[1], bad, new, c[5] if len(c) > 5 else None, gcs_without_credentials)
            for c, new in zip(CASES, news)]
   cases += [_case(e, a, bad, bad / 'unused') for e, a in GOOD.values()]
+  read_only = _start_read_only(bad, tmp_path_factory.mktemp('ro')) if _unshare_works() else None
   proc = subprocess.run([sys.executable, SERVER], input=json.dumps(cases), cwd=cli_runs.ROOT,
                         env=cli_runs.env(), capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -294,7 +359,8 @@ def batch(bad, tmp_path_factory):
   return {'bad': results[:len(CASES)], 'good': dict(zip(GOOD, results[len(CASES):])),
           'before': before, 'after': [snapshot(w) for w in watched],
           'shared_before': shared_before,
-          'shared_after': {str(p): snapshot(p) for p in shared}}
+          'shared_after': {str(p): snapshot(p) for p in shared},
+          'read_only': _finish_read_only(read_only)}
 
 
 @pytest.mark.parametrize('index', range(len(CASES)),
@@ -339,3 +405,85 @@ def test_tokenizer_says_when_the_corpus_yields_fewer_pieces(batch, bad):
   warning = [line for line in r['stderr'].splitlines() if line.startswith('ropex.tokenizer: ')]
   assert len(warning) == 1 and f'the model has {size} pieces' in warning[0], r['stderr']
   assert f'({size} pieces)' in r['stdout']
+
+
+@pytest.mark.slow
+def test_gs_workdir_without_network_fails_in_one_line(tmp_path):
+  """A closed loopback port as the GCS endpoint: the connection is refused (gcsfs retries it
+  six times with backoff, ~35 s, before the error reaches ropex). The fast table covers the
+  same mapping with an endpoint that answers 401."""
+  env = cli_runs.env()
+  env.update({k: v.format(gcs=CLOSED_PORT) for k, v in NO_GCS.items()})
+  r = subprocess.run([sys.executable, '-m', 'ropex.train', T, '--workdir=gs://ropex-no-bucket/run'],
+                     cwd=cli_runs.ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert r.returncode == 2, r.stderr[-2000:]
+  assert 'Traceback' not in r.stderr, r.stderr[-3000:]
+  assert r.stderr.strip().splitlines()[-1].startswith(
+      "ropex.train: --workdir='gs://ropex-no-bucket/run' cannot be reached: connection refused")
+
+
+def _unshare_works() -> bool:
+  try:
+    return subprocess.run(['unshare', '-rm', 'true'], capture_output=True, timeout=30).returncode == 0
+  except (OSError, subprocess.TimeoutExpired):
+    return False
+
+
+@pytest.mark.skipif(not _unshare_works(), reason='no user namespaces here (unshare -rm): the '
+                    'write probe is covered by the /proc cases of the table')
+def test_read_only_workdir_fails_before_anything_is_read(batch):
+  """The run's workdir on a read-only mount (a bind mount in a private mount namespace: chmod
+  does not stop root, a read-only mount does). train refuses before restoring the checkpoint,
+  evaluate before loading it (its default --out lies in the workdir); nothing changes."""
+  ro = batch['read_only']
+  for name, (rc, err) in ro['results'].items():
+    assert rc == 2, err[-2000:]
+    assert 'Traceback' not in err, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith(ro['expected'][name]), err[-2000:]
+    assert 'UNVERIFIED' not in err and 'resumed' not in err
+  assert snapshot(ro['path']) == ro['before']
+
+
+def test_a_signal_outside_the_training_loop_is_one_line(tmp_path):
+  """SIGTERM while an entry point works (here: right away) ends it with one line naming the
+  signal and exit status 128 + 15, through the shared runner."""
+  code = ('import os, signal\nfrom ropex.config import loading\n'
+          'def main(argv):\n  os.kill(os.getpid(), signal.SIGTERM)\n  raise AssertionError("not reached")\n'
+          'loading.run(main, "ropex.probe", config_flag=None)\n')
+  r = subprocess.run([sys.executable, '-c', code], cwd=cli_runs.ROOT, env=cli_runs.env(),
+                     capture_output=True, text=True, timeout=120)
+  assert r.returncode == 128 + signal.SIGTERM, r.stderr[-2000:]
+  assert 'Traceback' not in r.stderr
+  assert r.stderr.strip().splitlines()[-1].startswith('ropex.probe: stopped by SIGTERM')
+
+
+def test_sigterm_during_training_set_up_leaves_no_workdir(tmp_path, monkeypatch):
+  """A SIGTERM after the checkpoint folder was created but before the first step: the
+  Interrupted error reaches the runner and the workdir this run created is gone again."""
+  from ropex.config import loading  # pylint: disable=g-import-not-at-top
+  from ropex.errors import Interrupted  # pylint: disable=g-import-not-at-top
+  from ropex.training import init_from  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / 'run'
+  seen = {}
+
+  def signalled(*args, **kwargs):
+    del args, kwargs
+    seen['checkpoints'] = (workdir / 'checkpoints').is_dir()   # set-up had written there
+    os.kill(os.getpid(), signal.SIGTERM)
+    raise AssertionError('the signal did not interrupt')
+
+  monkeypatch.setattr(init_from, 'initial_state', signalled)
+  previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+  loading._install_signal_handlers()  # pylint: disable=protected-access
+  try:
+    c = config_base.base_config('tiny')
+    c.train.update(steps=2, batch_size=8, seq_len=64, warmup_steps=1)
+    c.eval.steps = 0
+    with pytest.raises(Interrupted) as e:
+      loop.train(c, str(workdir))
+  finally:
+    for s, handler in previous.items():
+      signal.signal(s, handler)
+  assert e.value.signum == signal.SIGTERM
+  assert seen['checkpoints']
+  assert not workdir.exists()
