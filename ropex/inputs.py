@@ -122,5 +122,6 @@ def output(path, what: str) -> None:
     probe = tempfile.mkdtemp(prefix='.ropex-write-probe-', dir=existing)
     os.rmdir(probe)
   except OSError as e:
-    raise ConfigError(f'{what}={text!r} cannot be written ({reason(e)} at {existing}); allowed: '
+    why = os.strerror(e.errno).lower() if e.errno else str(e)
+    raise ConfigError(f'{what}={text!r} cannot be written ({why} at {existing}); allowed: '
                       'a folder on a writable file system') from None
