@@ -75,15 +75,21 @@ def reason(error: BaseException) -> str | None:
 
 
 @contextlib.contextmanager
-def reading(what: str, path, allowed: str, verb: str = 'read') -> Iterator[None]:
+def reading(what: str, path, allowed: str, verb: str = 'read',
+            formats: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
   """Inside the block, a storage or format failure (see :func:`reason`) becomes
-  ``ConfigError('<what>=<path> cannot be <verb>: <reason>; allowed: <allowed>')``."""
+  ``ConfigError('<what>=<path> cannot be <verb>: <reason>; allowed: <allowed>')``.
+
+  ``formats``: the error types the block's parsing library raises for a file that is not its
+  format (the caller knows them: e.g. ``(ValueError, IndexError)`` for ``gguf.GGUFReader``);
+  they are mapped too. Keep the block to the reading call, so that no bug's error is among
+  them."""
   try:
     yield
-  except ConfigError:
-    raise
-  except typed_errors() as e:   # re-raised unless reason() knows it (a ValueError of a bug)
+  except typed_errors() + formats as e:   # re-raised unless known (a ValueError of a bug)
     why = reason(e)
+    if why is None and isinstance(e, formats):
+      why = f'it is not in the expected format ({type(e).__name__}: {_short(e)})'
     if why is None:
       raise
     raise ConfigError(f'{what}={os.fspath(path)!r} cannot be {verb}: {why}; allowed: '
