@@ -12,6 +12,7 @@ EXIT_USAGE = 2        # bad input: a flag, config field, file or output path (no
 EXIT_NONFINITE = 3    # ropex.train: a NaN / Inf loss (the last good checkpoint stays)
 EXIT_SAVE = 4         # ropex.train: a checkpoint could not be written (the last complete one stays)
 EXIT_DOES_NOT_FIT = 1  # ropex.compile: the config does not fit the topology's memory
+# 128 + N: stopped by signal N outside the training loop (exit_status_for_signal)
 
 
 def exit_status_for_signal(signum: int) -> int:

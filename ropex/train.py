@@ -27,9 +27,6 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metr
 distributed.define_flags()   # --coordinator_address, --num_processes, --process_id, --distributed
 flags.mark_flags_as_required(['config', 'workdir'])
 
-EXIT_CONFIG, EXIT_NONFINITE, EXIT_SAVE = errors.EXIT_USAGE, errors.EXIT_NONFINITE, errors.EXIT_SAVE
-
-
 def main(argv):
   if len(argv) > 1:
     loading.fail('ropex.train', f'unexpected arguments {argv[1:]}; allowed: --config, '
@@ -45,14 +42,14 @@ def main(argv):
   try:
     loop.train(config, _WORKDIR.value)
   except metrics.NonFiniteLossError as e:
-    loading.fail('ropex.train', str(e), EXIT_NONFINITE)
+    loading.fail('ropex.train', str(e), errors.EXIT_NONFINITE)
   except checkpoint.CheckpointSaveError as e:
     # The failed background write's threads may still print their own traceback at interpreter
     # shutdown; the run has already stopped and its last complete checkpoint is intact, so it
     # exits at once after the one line that says so.
     print(f'ropex.train: {e}', file=sys.stderr, flush=True)
     sys.stdout.flush()
-    os._exit(EXIT_SAVE)  # pylint: disable=protected-access
+    os._exit(errors.EXIT_SAVE)  # pylint: disable=protected-access
 
 
 def run():

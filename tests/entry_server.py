@@ -7,7 +7,8 @@ a thread here, so forking is safe; each child initialises its own.
 
 Protocol: a JSON list of cases on stdin (``{"module", "args", "env", "cwd"}``), a JSON list of
 results on stdout (``{"rc", "stdout", "stderr", "seconds"}``; rc is ``-N`` for a child killed
-by signal N, as ``subprocess`` reports it). ``ROPEX_TEST_PARALLEL`` (default 4) children run at once.
+by signal N, as ``subprocess`` reports it). ``ROPEX_TEST_PARALLEL`` (default 4) children run
+at once.
 """
 
 import json

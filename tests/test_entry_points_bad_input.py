@@ -424,7 +424,8 @@ def test_gs_workdir_without_network_fails_in_one_line(tmp_path):
 
 def _unshare_works() -> bool:
   try:
-    return subprocess.run(['unshare', '-rm', 'true'], capture_output=True, timeout=30).returncode == 0
+    probe = subprocess.run(['unshare', '-rm', 'true'], capture_output=True, timeout=30)
+    return probe.returncode == 0
   except (OSError, subprocess.TimeoutExpired):
     return False
 
@@ -448,7 +449,8 @@ def test_a_signal_outside_the_training_loop_is_one_line(tmp_path):
   """SIGTERM while an entry point works (here: right away) ends it with one line naming the
   signal and exit status 128 + 15, through the shared runner."""
   code = ('import os, signal\nfrom ropex.config import loading\n'
-          'def main(argv):\n  os.kill(os.getpid(), signal.SIGTERM)\n  raise AssertionError("not reached")\n'
+          'def main(argv):\n  os.kill(os.getpid(), signal.SIGTERM)\n'
+          '  raise AssertionError("not reached")\n'
           'loading.run(main, "ropex.probe", config_flag=None)\n')
   r = subprocess.run([sys.executable, '-c', code], cwd=cli_runs.ROOT, env=cli_runs.env(),
                      capture_output=True, text=True, timeout=120)

@@ -52,8 +52,9 @@ def _restore_params(step_dir, cfg: ModelConfig, shardings, step_flag: str = '--s
   restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), item)
   with integrity.reading_checkpoint(step_dir, f'another {step_flag} or restore its files'):
     with ocp.PyTreeCheckpointer() as ckptr:
-      restored = integrity.retry(lambda: ckptr.restore(step_dir / 'state', args=ocp.args.PyTreeRestore(
-          item=item, restore_args=restore_args, partial_restore=True)), f'reading {step_dir}')
+      args = ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True)
+      restored = integrity.retry(lambda: ckptr.restore(step_dir / 'state', args=args),
+                                 f'reading {step_dir}')
   return restored['params']
 
 
