@@ -70,7 +70,10 @@ def needle_example(rng: np.random.Generator, length: int, depth: float, vocab: i
   keys, value_tokens = perm[:vocab // 2], np.sort(perm[vocab // 2:])
   values_P = value_tokens[rng.permutation(np.repeat(np.arange(n_values), P // n_values))]
   keys_P = keys[1:][rng.integers(0, len(keys) - 1, size=P)]
-  j = 1 + int(round(depth * (P - 3)))
+  # the needle is pair j0's value (drawn before the depth matters), moved to pair j by a swap:
+  # every depth moves the same needle through the same pairs
+  j0, j = int(rng.integers(0, P)), 1 + int(round(depth * (P - 3)))
+  keys_P[[j0, j]], values_P[[j0, j]] = keys_P[[j, j0]], values_P[[j, j0]]
   keys_P[j] = keys[0]
   pairs = np.stack([keys_P, values_P], axis=1).reshape(-1) + synthetic.CONTENT
   head = [synthetic.TASK_MARKER['assoc_recall']] + [synthetic.FILLER] * (length - 4 - 2 * P)

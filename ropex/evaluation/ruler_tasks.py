@@ -119,8 +119,10 @@ def compose(lex: Lexicon, rng, n: int, intro: str, segments: Sequence[str],
   hay = lex.make_haystack(rng, n - fixed)
   H, b = len(hay.tokens_H), hay.boundaries
   at = b[np.argmin(np.abs(b[None, :] - np.asarray(fractions)[:, None] * H), axis=1)]
-  ranks = np.zeros(len(seg_t)) if ranks is None else np.asarray(ranks)
-  keys = rng.random((len(seg_t), 1)) if keys is None else np.asarray(keys).reshape(len(seg_t), -1)
+  at = at.astype(np.int64)
+  S = len(seg_t)
+  ranks = np.zeros(S) if ranks is None else np.asarray(ranks)
+  keys = rng.random((S, 1)) if keys is None else np.asarray(keys).reshape(S, -1)
   order = [int(i) for i in np.lexsort((*keys.T[::-1], ranks, at))]
   pieces, cut = [intro_t], 0
   for i in order:
