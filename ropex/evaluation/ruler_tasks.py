@@ -39,7 +39,9 @@ vocab 16) and ``max(8, n // 256)`` in the text style (8 up to 2048 tokens, 16 at
 - ``cwe`` (common words, RULER's ``common_words_extraction.py`` settings): a numbered list where
   ``num_cw`` (10) words appear ``freq_cw`` times and as many other words as fit appear
   ``freq_ucw`` times, in random order, with RULER's choice: 30 / 3 from 4096 tokens up, 6 / 1
-  below; the answers are the 10 common words. No depth.
+  below; the answers are the 10 common words. No depth. A context that holds fewer than 40
+  uncommon words is refused (the cell is ``None``, with the reason): with few of them, ten words
+  copied from the list would mostly be the answer.
 - ``fwe`` (frequent words, RULER's ``freq_words_extraction.py``): a vocabulary of
   ``max(5, n // 50)`` words; word of rank ``k`` appears ``int(N k^-alpha / zeta(alpha))``
   times (``alpha`` 2), ``N`` as large as fits, in random order; rank 1 is a noise word
@@ -91,6 +93,7 @@ FWE_QUESTION = ('\nQuestion: Do not provide any explanation. What are the three 
 
 Answer = tuple[str, str]   # (unscored text before the answer, the answer text)
 UNSCORED = -2
+MIN_RARE = 4      # cwe: uncommon words per common word, at least
 
 
 def _check_depth(depth: float | None) -> float:
@@ -276,6 +279,10 @@ def cwe(lex, rng, n, depth=None, num_cw: int = 10, freq_cw: int | None = None,
   need = freq_cw * sum(cost(w) for w in common_w)
   rare_cum = np.cumsum([freq_ucw * cost(w) for w in rare_w])
   n_rare = int(np.searchsorted(rare_cum, room - need, side='right'))
+  if n_rare < MIN_RARE * num_cw:   # else copying any ten listed words would be near the answer
+    raise ConfigError(f'cwe: {n} tokens hold {n_rare} uncommon words besides the {num_cw} common '
+                      f'ones x {freq_cw} (RULER\'s setting at this length); at least '
+                      f'{MIN_RARE * num_cw} are needed: use a longer context')
   items = [w for w in common_w for _ in range(freq_cw)]
   items += [w for w in rare_w[:n_rare] for _ in range(freq_ucw)]
   items = [items[i] for i in rng.permutation(len(items))]

@@ -25,7 +25,7 @@ HALF = V // 2
 C = synthetic.CONTENT
 BYTES = tokenizers.ByteTokenizer()
 N = 300                      # examples per (task, length)
-LENGTHS = (256, 1024)        # symbol style
+LENGTHS = (512, 1024)        # symbol style
 TEXT_LENGTHS = (1100, 2600)  # text style (byte tokenizer)
 
 
