@@ -46,15 +46,16 @@ def _decode(model_apply, params, tokens_BT, lengths_B, max_new_tokens: int):
 
 
 def greedy_decode(model_apply: ModelApply, params, prompts_BT: np.ndarray,
-                  lengths_B: np.ndarray, max_new_tokens: int, width: int | None = None
-                  ) -> np.ndarray:
+                  lengths_B: np.ndarray, max_new_tokens: int, width: int | None = None,
+                  put: Callable = jnp.asarray, get: Callable = np.asarray) -> np.ndarray:
   """``tokens_BN``: the ``max_new_tokens`` tokens greedy decoding writes after row ``b``'s
   first ``lengths_B[b]`` tokens of ``prompts_BT`` (the rest of a row is ignored).
 
   ``model_apply(params, tokens_BT, at_B) -> logits_BV`` gives the next-token logits after
   position ``at_B[b]`` of row ``b`` (a hashable callable: it is a static argument of the jitted
   loop). Rows run at ``width`` tokens (default: ``T + max_new_tokens``); causal attention makes
-  the tokens after ``at_B`` irrelevant, so one buffer serves every step."""
+  the tokens after ``at_B`` irrelevant, so one buffer serves every step. ``put`` places a host
+  batch (e.g. split over a mesh's batch axes), ``get`` brings the result back to the host."""
   prompts_BT = np.asarray(prompts_BT, np.int32)
   lengths_B = np.asarray(lengths_B, np.int32)
   B, T = prompts_BT.shape
@@ -68,9 +69,8 @@ def greedy_decode(model_apply: ModelApply, params, prompts_BT: np.ndarray,
   buf = np.zeros((B, width), np.int32)
   keep = np.arange(T)[None, :] < lengths_B[:, None]
   buf[:, :T] = np.where(keep, prompts_BT, 0)
-  out = _decode(model_apply, params, jnp.asarray(buf), jnp.asarray(lengths_B),
-                int(max_new_tokens))
-  return np.asarray(out, np.int32)
+  out = _decode(model_apply, params, put(buf), put(lengths_B), int(max_new_tokens))
+  return np.asarray(get(out), np.int32)
 
 
 _CONTROL = re.compile(r'[\x00-\x1f]')

@@ -158,7 +158,9 @@ class Scorer:
       prompts[:stop - start] = prompts_NT[start:stop]
       lengths = np.ones(B, np.int32)
       lengths[:stop - start] = lengths_N[start:stop]
+      put = self.placement.batch if self.placement else jnp.asarray
       with self.placement.rules_context() if self.placement else contextlib.nullcontext():
-        out[start:stop] = generation.greedy_decode(NextLogits(cfg), self.params, prompts,
-                                                   lengths, max_new_tokens, width)[:stop - start]
+        out[start:stop] = generation.greedy_decode(
+            NextLogits(cfg), self.params, prompts, lengths, max_new_tokens, width, put,
+            Placement.to_host)[:stop - start]
     return out
