@@ -303,3 +303,13 @@ def test_passkey_is_solved_by_copying_its_only_number():
   copy = lambda p, rng: BYTES.encode_array(' ' + re.findall(r'\d{5}', BYTES.decode(p))[0])
   for L in (300, 2000):
     assert measure(task, copy, L, 0.5, n=30)[0] == 1.0
+
+
+@pytest.mark.parametrize('name', ['niah_multivalue', 'niah_multiquery'])
+@pytest.mark.parametrize('heuristic', ['first', 'last', 'most_frequent'])
+def test_text_multi_needle(name, heuristic):
+  """K = 8 needles at 1100 bytes, 4 asked: four distinct copied numbers hold 3 / (K - 2) = 1/2
+  of the answers over uniform depth (the first or last one is a guard)."""
+  got, _ = measure(random_depth(ruler.task(text_lex(), name)),
+                   TEXT_NUMBER_HEURISTICS[heuristic](4), 1100)
+  assert_at(got, 3 / 6)
