@@ -160,12 +160,10 @@ class Lexicon:
     """``n`` distinct needle values."""
     if self.style == 'symbol':
       return self._symbols(rng, n, 1)
-    values: list[str] = []
+    values: dict[str, None] = {}
     while len(values) < n:
-      value = str(int(rng.integers(1_000_000, 10_000_000)))
-      if value not in values:
-        values.append(value)
-    return values
+      values.setdefault(str(int(rng.integers(1_000_000, 10_000_000))))
+    return list(values)
 
   def variables(self, rng, n: int) -> list[str]:
     """``n`` distinct variable names (variable tracking)."""
