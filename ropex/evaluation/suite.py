@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import logging
 import time
@@ -21,7 +22,7 @@ from ropex import data
 from ropex import fields, inputs, paths
 from ropex.data import sources
 from ropex.errors import ConfigError
-from ropex.evaluation import (data_spec, figures, intervals, overrides as overrides_lib,
+from ropex.evaluation import (data_spec, figures, grid, intervals, overrides as overrides_lib,
                               perplexity, retrieval, rows as rows_lib, ruler as ruler_lib,
                               ruler_tasks, scoring,
                               tasks as tasks_lib, words)
@@ -172,14 +173,16 @@ def evaluate(config: ml_collections.ConfigDict, params: dict, options: Options,
   results = _header(config, cfg, o, step, workdir, trained)
   if 'perplexity' in o.suite:
     results['perplexity'] = _perplexity(config, o, scorer, tokenizer, bos, log)
-  results['retrieval'] = retrieval.retrieval_sweep(
-      scorer, o.retrieval, o.lengths, o.depths, o.task_examples, o.seed, bos, tokenizer,
-      progress=log, **task_kwargs(config))
-  results['tasks'] = tasks_lib.task_sweep(scorer, o.tasks, o.lengths, o.depths,
-                                          o.task_examples, o.seed, bos, log, **task_kwargs(config))
+  sweep = functools.partial(grid.sweep, scorer, lengths=o.lengths, depths=o.depths,
+                            count=o.task_examples, seed=o.seed, bos_id=bos, progress=log)
+  kw = task_kwargs(config)
+  results['retrieval'] = sweep([retrieval.task(k, tokenizer, **kw) for k in o.retrieval])
+  results['tasks'] = sweep([tasks_lib.task(t, **kw) for t in o.tasks])
   if o.ruler:
-    results['ruler'] = ruler_lib.sweep(scorer, words.for_run(config, o.haystack), o.ruler,
-                                       o.lengths, o.depths, o.task_examples, o.seed, bos, log)
+    lex = words.for_run(config, o.haystack)
+    results['ruler'] = sweep(ruler_lib.tasks(lex, o.ruler), label='ruler ')
+    for g in results['ruler'].values():
+      g['lexicon'] = {'style': lex.style, 'haystack': lex.haystack}
   bar.close()
   results['seconds'] = round(time.time() - start, 2)
   return results
