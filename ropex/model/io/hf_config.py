@@ -131,10 +131,13 @@ def _shapes(c: HFConfig) -> dict:
 
 def _block_fields(c: HFConfig) -> dict:
   fields = dict(c.family.fields)
-  activation = c.get('hidden_activation') or c.get('hidden_act')
+  field = c.family.activation_field
+  activation = c.get(field)
+  if c.family.name == 'gemma' and activation == 'gelu':
+    activation = 'gelu_pytorch_tanh'   # transformers: Gemma's legacy value means the tanh form
   if activation not in ('silu', 'gelu_pytorch_tanh'):
-    raise ConfigError(f'config.json hidden_activation/hidden_act={activation!r} is not '
-                      f'implemented; allowed: silu, gelu_pytorch_tanh')
+    raise ConfigError(f'config.json {field}={activation!r} is not implemented; allowed: silu, '
+                      f'gelu_pytorch_tanh')
   fields.update(hidden_activation=activation, rms_norm_eps=float(c.get('rms_norm_eps', 1e-6)),
                 tie_word_embeddings=bool(c.get('tie_word_embeddings', True)))
   if c.family.scale_from_config:
