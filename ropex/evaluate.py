@@ -27,6 +27,13 @@ from ropex.training import distributed
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir (config.json + checkpoints).')
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
+_MODEL = flags.DEFINE_string('model', None, 'Released weights instead of --workdir: a Hugging '
+                             'Face checkpoint folder (any family ropex reads) or an official '
+                             'Gemma Flax folder; evaluated with its own tokenizer (--out needed).')
+_MODEL_DTYPE = flags.DEFINE_enum('model_dtype', 'float32', ['float32', 'bfloat16'],
+                                 'Parameter and compute dtype for --model.')
+_MODEL_SEQ_LEN = flags.DEFINE_integer('model_seq_len', 8192, 'For --model: the context length '
+                                      'it was trained to (sets the default --lengths).')
 _OUT = flags.DEFINE_string('out', None, 'Output folder (default WORKDIR/eval[_<overrides>]; '
                            'required for compare).')
 _LENGTHS = flags.DEFINE_list('lengths', None, 'Context lengths, evaluated exactly as given '
@@ -125,6 +132,30 @@ def evaluate_workdir(workdir: str, out: str | None) -> tuple[dict, list[str]]:
   return results, suite.write(results, out)
 
 
+def evaluate_model(path: str, out: str) -> tuple[dict, list[str]]:
+  """Released weights (:func:`ropex.model.io.load_model`) placed on the default mesh and
+  evaluated like a run; the results record the source."""
+  from ropex.evaluation import suite  # pylint: disable=g-import-not-at-top
+  from ropex.model import io  # pylint: disable=g-import-not-at-top
+  from ropex.training.placement import Placement  # pylint: disable=g-import-not-at-top
+  options = _options()
+  if not out:
+    raise ConfigError('--out is required with --model')
+  inputs.output(out, '--out')          # before any weight is read
+  block, _ = io.read_model(path)     # config.json checked before any weight is read
+  del block
+  from ropex.config import defaults  # pylint: disable=g-import-not-at-top
+  placement = Placement.from_config(defaults.base_config())
+  imported = io.load_model(path, mesh=placement, dtype=_MODEL_DTYPE.value)
+  config = io.experiment_config(imported, _MODEL_SEQ_LEN.value)
+  suite.resolve(config, options)
+  results = suite.evaluate(config, imported.params, options, progress=True, placement=placement)
+  results['run']['imported_from'] = imported.source
+  if not distributed.is_primary():
+    return results, []
+  return results, suite.write(results, out)
+
+
 def _summary(results: dict) -> str:
   lines = [f'{results["run"]["name"]} step {results["run"]["step"]} '
            f'({results["seconds"]:.0f} s); positions seen in training: '
@@ -198,9 +229,13 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments {argv[1:]}; use --workdir DIR, or compare '
                          'PATH [PATH ...] --out DIR')
-  if not _WORKDIR.value:
-    raise app.UsageError('--workdir is required (or use: compare PATH ... --out DIR)')
-  results, written = evaluate_workdir(_WORKDIR.value, _OUT.value)
+  if bool(_WORKDIR.value) == bool(_MODEL.value):
+    raise app.UsageError('give one of --workdir or --model (or use: compare PATH ... --out '
+                         'DIR)')
+  if _MODEL.value:
+    results, written = evaluate_model(_MODEL.value, _OUT.value)
+  else:
+    results, written = evaluate_workdir(_WORKDIR.value, _OUT.value)
   if distributed.is_primary():
     print(_summary(results))
     print('wrote ' + ', '.join(written))

@@ -13,7 +13,7 @@ import orbax.checkpoint as ocp
 import pytest
 from safetensors.numpy import save_file
 
-from ropex.analysis import gemma_import
+from ropex.model.io import gemma_flax as gemma_import
 from ropex import model as model_lib
 from ropex.errors import ConfigError
 import reference
@@ -87,7 +87,8 @@ def save_hf(tree, folder, num_heads, num_kv_heads):
             os.path.join(folder, 'model-00002-of-00002.safetensors'))
   with open(os.path.join(folder, 'config.json'), 'w') as f:
     json.dump({'model_type': 'gemma', 'head_dim': H, 'num_attention_heads': N,
-               'num_key_value_heads': K, 'hidden_size': D, 'rope_theta': 10000.0}, f)
+               'num_key_value_heads': K, 'hidden_size': D, 'rope_theta': 10000.0,
+               'num_hidden_layers': L, 'vocab_size': V, 'intermediate_size': F}, f)
 
 
 def numpy_forward(tree, tokens_T, num_heads, num_kv_heads):
@@ -185,7 +186,7 @@ def test_analyze_cli_on_gemma_weights_with_their_tokenizer(tmp_path):
       capture_output=True, text=True, env=env, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   report = (out / 'report.md').read_text()
-  assert 'format: hf' in report and 'tokenizer.model' in report
+  assert 'format: huggingface' in report and 'tokenizer.model' in report
   arrays = np.load(out / 'arrays.npz')
   assert arrays['q_chunk_norm_LNC'].shape == (L, 4, H // 2)
   assert arrays['k_chunk_norm_LKC'].shape == (L, 1, H // 2)

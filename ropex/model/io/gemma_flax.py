@@ -1,4 +1,6 @@
-"""Released Gemma (v1) weights -> ropex parameters.
+"""Released Gemma (v1) weights -> ropex parameters (the official Flax format of
+:func:`ropex.model.io.load_model`; Hugging Face folders of every family go through
+:mod:`ropex.model.io.huggingface`).
 
 Two layouts are read:
 
@@ -253,3 +255,26 @@ def load(path: str, dtype: str = 'float32', scan_layers: bool = False,
   if scan_layers:
     params = model_lib.stack_layers(params, cfg)
   return ImportedGemma(block, cfg, params, source, tokenizer_path or find_tokenizer(path))
+
+
+def _source(path: str, imported: ImportedGemma, dtype: str) -> dict:
+  return {'format': 'gemma_flax' if imported.source == 'flax' else 'huggingface',
+          'path': os.path.abspath(path), 'family': 'gemma', 'model_type': 'gemma',
+          'dtype': dtype, 'quantization': None}
+
+
+def load_model(path: str, placement=None, dtype: str = 'float32'):
+  """:func:`ropex.model.io.load_model` for an official Gemma v1 Flax checkpoint."""
+  from ropex.model import io  # pylint: disable=g-import-not-at-top
+  imported = load(path, dtype=dtype)
+  params = imported.params
+  if placement is not None:
+    params = placement.place(params, imported.cfg)
+  return io.Imported(imported.model_block, params, _source(path, imported, dtype),
+                     imported.tokenizer_path)
+
+
+def read_model(path: str):
+  """(model block, source) of a Flax checkpoint (its tree is read: it has no config file)."""
+  imported = load(path)
+  return imported.model_block, _source(path, imported, 'float32')
