@@ -7,7 +7,8 @@
 One module per format: :mod:`ropex.model.io.huggingface` (``config.json`` + safetensors, every
 family of :mod:`ropex.model.io.hf_families`) and, for the official Gemma Flax checkpoints,
 :mod:`ropex.model.io.gemma2_flax` (Gemma 2/3; config from a sidecar or a preset,
-:mod:`ropex.model.io.gemma_flax_config`) and :mod:`ropex.model.io.gemma_flax` (Gemma v1). ``Imported.model`` is a complete ``model`` block (unscanned: the
+:mod:`ropex.model.io.gemma_flax_config`) and :mod:`ropex.model.io.gemma_flax` (Gemma v1).
+``Imported.model`` is a complete ``model`` block (unscanned: the
 released layer-by-layer tree), ``params`` the matching tree, ``source`` what run records keep.
 """
 

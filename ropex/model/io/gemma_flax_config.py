@@ -74,7 +74,7 @@ LIBRARY_FIELDS = {
     'query_pre_attn_norm': ('query_pre_attn_scalar', 'BY_ONE_OVER_SQRT_HEAD_DIM', _query_norm),
     'attn_logits_soft_cap': ('attn_logit_softcap', None, _cap),
     'sliding_window_size': (f'types.{SLIDING}.window', None, _window),
-    'transpose_gating_einsum': (None, False, _same),   # mlp/gating_einsum [2, F, D] (else [2, D, F])
+    'transpose_gating_einsum': (None, False, _same),   # gating_einsum [2, F, D], else [2, D, F]
     'use_qk_norm': ('qk_norm', False, _same),
     'local_base_frequency': (f'types.{SLIDING}.max_wavelength', 10_000, _same),
     'global_base_frequency': (f'types.{FULL}.max_wavelength', 10_000, _same),

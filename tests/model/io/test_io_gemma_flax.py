@@ -248,7 +248,8 @@ def test_flax_twin_equals_the_hf_import(family):
   hf_model = io.load_model(hf_twin(family))
   assert flax_model.model.to_dict() == hf_model.model.to_dict()
   assert io.read_model(twin(family))[0].to_dict() == hf_model.model.to_dict()
-  flat_f, flat_h = dict(gemma2_flax._flat(flax_model.params)), dict(gemma2_flax._flat(hf_model.params))
+  flat_f = dict(gemma2_flax._flat(flax_model.params))
+  flat_h = dict(gemma2_flax._flat(hf_model.params))
   assert set(flat_f) == set(flat_h)
   for path, value in flat_h.items():
     np.testing.assert_array_equal(flat_f[path], value, err_msg='/'.join(path))
@@ -261,7 +262,8 @@ def test_flax_twin_equals_the_hf_import(family):
 # 7691fd4e7f26c9ec5db38110dddb3addfab4d767), written out as a sidecar would hold them.
 _G3_TYPES = ['LOCAL_SLIDING'] * 5 + ['GLOBAL']
 _G3 = dict(final_logit_softcap=None, head_dim=256, use_post_attn_norm=True,
-           use_post_ffw_norm=True, use_qk_norm=True, query_pre_attn_norm='BY_ONE_OVER_SQRT_HEAD_DIM',
+           use_post_ffw_norm=True, use_qk_norm=True,
+           query_pre_attn_norm='BY_ONE_OVER_SQRT_HEAD_DIM',
            attn_logits_soft_cap=None, transpose_gating_einsum=True, local_base_frequency=10_000,
            global_base_frequency=1_000_000)
 LIBRARY_CLASSES = {
@@ -274,7 +276,8 @@ LIBRARY_CLASSES = {
                         num_kv_heads=1, attention_types=(_G3_TYPES * 3)[:18],
                         sliding_window_size=512),
     'gemma3_1b': dict(_G3, num_embed=262144, embed_dim=1152, hidden_dim=6 * 1152, num_heads=4,
-                      num_kv_heads=1, attention_types=(_G3_TYPES * 5)[:26], sliding_window_size=512),
+                      num_kv_heads=1, attention_types=(_G3_TYPES * 5)[:26],
+                      sliding_window_size=512),
     'gemma3_4b': dict(_G3, num_embed=262_144, embed_dim=2560, hidden_dim=2560 * 8 // 2,
                       num_heads=8, num_kv_heads=4, attention_types=(_G3_TYPES * 6)[:34],
                       sliding_window_size=1024, global_scale_factor=8.0),
@@ -351,8 +354,10 @@ def test_bad_tensors_and_sidecars_are_one_line(tmp_path):
   config = json.loads((folder / 'twin.json').read_text())
   lib = config['gemma_library_config']
   for field, value, match in [
-      ('use_qk_norm', False, r'use_qk_norm gives qk_norm=False, but the checkpoint has qk_norm=True'),
-      ('transpose_gating_einsum', False, r'gating_einsum of shape \(2, 64, 96\); the checkpoint has \(2, 96, 64\)'),
+      ('use_qk_norm', False,
+       r'use_qk_norm gives qk_norm=False, but the checkpoint has qk_norm=True'),
+      ('transpose_gating_einsum', False,
+       r'gating_einsum of shape \(2, 64, 96\); the checkpoint has \(2, 96, 64\)'),
       ('attention_types', ['GLOBAL'] * 4, r'attention_types \(its length\) gives num_layers=4'),
       ('query_pre_attn_norm', 'BY_TWO', r'query_pre_attn_norm=.BY_TWO. is not known'),
       ('rope_theta', 1.0, r"field 'rope_theta' is not a gemma library TransformerConfig field")]:
