@@ -370,3 +370,18 @@ def test_gemma_v1_flax_still_goes_through_load_model(tmp_path):
   save_flax(official_tree(4, 1), str(tmp_path / 'v1'), remapped=False)
   imported = io.load_model(str(tmp_path / 'v1'))
   assert imported.source['family'] == 'gemma' and imported.cfg.num_kv_heads == 1
+
+
+def test_sidecar_rule_gemma_config_json_in_the_checkpoint_folder(tmp_path):
+  """gemma_config.json (library fields at the top level) inside the checkpoint folder is read
+  like twin.json beside it; two sidecars in one folder are refused in one line."""
+  folder = copy_twin('gemma2', tmp_path)
+  lib = json.loads((folder / 'twin.json').read_text())['gemma_library_config']
+  os.remove(folder / 'twin.json')
+  (folder / 'tiny' / 'gemma_config.json').write_text(json.dumps(lib))
+  block, source = io.read_model(str(folder / 'tiny'))
+  assert source['config'].endswith(os.path.join('tiny', 'gemma_config.json'))
+  assert block.to_dict() == io.read_model(hf_twin('gemma2'))[0].to_dict()
+  (folder / 'tiny' / 'twin.json').write_text(json.dumps(lib))
+  with pytest.raises(ConfigError, match='holds both gemma_config.json and twin.json'):
+    io.read_model(str(folder / 'tiny'))
