@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 # from probing for a TPU on machines that have none. Override: make train CPU_ONLY=
 CPU_ONLY ?= JAX_PLATFORMS=cpu
 
-.PHONY: test test-slow demo train bench clean-venv hf-fixtures test-hf
+.PHONY: test test-slow demo docs train bench clean-venv hf-fixtures test-hf
 
 $(STAMP): setup.cfg pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,8 +31,13 @@ train: $(STAMP)
 
 # The mini ablation (configs/demo.py): tiny RoPE and p-RoPE runs at a small θ on content
 # retrieval, 3 seeds each, evaluated past the training length; tables with 95% intervals.
+# Its tables also go to docs/generated/demo_results.md, the committed copy docs/demo.md shows.
 demo: $(STAMP)
-	$(CPU_ONLY) $(PY) -m ropex.demo --workdir /tmp/ropex-demo
+	$(CPU_ONLY) $(PY) -m ropex.demo --workdir /tmp/ropex-demo --markdown docs/generated/demo_results.md
+
+# The documentation (Sphinx + MyST), warnings as errors; the test suite builds it too.
+docs: $(STAMP)
+	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
 
 # Speed and MFU of the real train step on this machine (figures, never asserted in tests).
 bench: $(STAMP)

@@ -21,7 +21,6 @@ from ml_collections import config_flags
 from ropex.model.config import ModelConfig
 from ropex.tools.describe import describe, format_table
 from ropex.config import loading
-from ropex.errors import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
                                           lock_config=True)
@@ -30,7 +29,8 @@ _MODEL = flags.DEFINE_string('model', None, 'Released weights (a Hugging Face ch
                               'folder, a .gguf file, a Gemma Flax checkpoint): describe the '
                               'model they build (no weights are read).')
 _SEQ_LEN = flags.DEFINE_integer('seq_len', None, 'Sequence length for length-dependent RoPE '
-                                'scalings (dynamic_ntk, longrope); default train.seq_len.')
+                                'scalings (dynamic_ntk, longrope); default train.seq_len.',
+                                lower_bound=1)
 
 
 def _from_model(path: str):
@@ -46,13 +46,10 @@ def main(argv):
     raise app.UsageError('give one of --config (e.g. --config configs/prope_2b.py:p=0.25) or '
                          '--model (a Hugging Face checkpoint folder)')
   source = None
-  try:
-    if _MODEL.value:
-      model_cfg, name, source = _from_model(_MODEL.value)
-    else:
-      model_cfg, name = ModelConfig.from_config(config.model), config.get('name', '')
-  except ConfigError as err:
-    loading.fail('ropex.describe', str(err))
+  if _MODEL.value:
+    model_cfg, name, source = _from_model(_MODEL.value)
+  else:
+    model_cfg, name = ModelConfig.from_config(config.model), config.get('name', '')
   seq_len = _SEQ_LEN.value
   if seq_len is None and config is not None and config.get('train') is not None:
     seq_len = int(config.train.seq_len)

@@ -56,6 +56,11 @@ def test_demo_runs_end_to_end_and_prints_intervals(tmp_path):
   assert all(r['run']['step'] == 2 for r in out['results'])
   assert 'r (n=2 seeds)' in text and 'p (n=2 seeds)' in text
   assert 'task: assoc_recall (mean over depths)' in text and '±' in text and '(n=2)' in text
+  page = demo.report_markdown(out, 'python -m ropex.demo --steps 2')
+  assert page.startswith('Written by `python -m ropex.demo --steps 2`: 4 runs')
+  assert demo.comparison_table(out['rows']) in page          # the printed tables, as printed
+  assert demo.interval_table(out['results']) in page
+  assert all(f'| {name} |' in page for name in ('r_s0', 'r_s1', 'p_s0', 'p_s1'))  # per seed
   again = demo.run_demo(str(sweep), str(tmp_path / 'runs'), steps=2, out=lambda _: None)
   assert [r['seconds'] for r in again['results']] == [r['seconds'] for r in out['results']]
 

@@ -7,12 +7,13 @@ lines mark the positions seen in training. Figures of parts a result lacks are n
 
 from __future__ import annotations
 
+import textwrap
 from typing import Sequence
 
 import numpy as np
 
 from ropex import paths as paths_lib
-from ropex.plotting import plt, save
+from ropex.evaluation.plotting import legend_beside, plt, save
 
 
 def _float(values) -> np.ndarray:
@@ -47,7 +48,7 @@ def perplexity_vs_length(results: Sequence[dict], labels: Sequence[str], path: s
   ax.set_yscale('log')
   ax.set_xlabel('context length (tokens); dashed: positions seen in training')
   ax.set_ylabel(f'perplexity ({results[0]["perplexity"]["data"]} data)')
-  ax.legend(fontsize=7)
+  legend_beside(ax)
   ax.grid(alpha=0.3)
   return save(fig, path)
 
@@ -66,7 +67,7 @@ def loss_by_position(results: Sequence[dict], labels: Sequence[str], path: str) 
   ax.set_xlabel('token position (buckets of '
                 f'{results[0]["perplexity"]["position_bucket"]})')
   ax.set_ylabel('mean loss (nats)')
-  ax.legend(fontsize=7)
+  legend_beside(ax)
   ax.grid(alpha=0.3)
   return save(fig, path)
 
@@ -109,7 +110,7 @@ def accuracy_heatmaps(results: Sequence[dict], labels: Sequence[str], path: str)
       if i == len(results) - 1:
         ax.set_xlabel('context length', fontsize=7)
       if j == 0:
-        ax.set_ylabel(f'{run_name}\ndepth', fontsize=7)
+        ax.set_ylabel('\n'.join(textwrap.wrap(run_name, 28) + ['depth']), fontsize=7)
   if image is not None:
     fig.colorbar(image, ax=axes, fraction=0.02, pad=0.01)
   return save(fig, path, tight=False)  # the shared colorbar spans all axes
@@ -133,7 +134,7 @@ def ruler_average(results: Sequence[dict], labels: Sequence[str], path: str,
   ax.set_ylim(-2, 102)
   ax.set_xlabel('context length (tokens); dashed: positions seen in training')
   ax.set_ylabel('RULER average recall (%)')
-  ax.legend(fontsize=7)
+  legend_beside(ax)
   ax.grid(alpha=0.3)
   return save(fig, path)
 

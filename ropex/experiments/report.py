@@ -25,7 +25,7 @@ from typing import Sequence
 
 from absl import app, flags
 
-from ropex import paths
+from ropex import inputs, paths
 from ropex.evaluation import intervals
 from ropex.errors import ConfigError
 from ropex.experiments.paper import DATASET_TITLES, PAPER_TABLE2
@@ -175,7 +175,7 @@ def write_csv(runs: Sequence[RunSummary], out_dir: str) -> tuple[str, str]:
 
 
 def plot(runs: Sequence[RunSummary], path: str) -> str:
-  from ropex.plotting import plt, save  # pylint: disable=g-import-not-at-top  (slow import)
+  from ropex.evaluation.plotting import legend_beside, plt, save  # pylint: disable=g-import-not-at-top  (slow import)
 
   cells = select(runs)[0]   # duplicates are left out, as in the table
   columns = _order({c for _, c in cells}, DATASET_TITLES)
@@ -202,7 +202,7 @@ def plot(runs: Sequence[RunSummary], path: str) -> str:
                             if any(len(g) > 1 for g in cells.values()) else ''))
     ax.set_ylabel('cross-entropy (nats/token)')
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    legend_beside(ax, fontsize=8)
   return save(fig, path, dpi=120)
 
 
@@ -220,6 +220,7 @@ def _band(curves):
 
 def report(workdirs: Sequence[str], out_dir: str, diverge_margin: float = 1.0) -> dict:
   """Writes every output into ``out_dir``; returns {'markdown': text, 'runs': [...], paths}."""
+  inputs.output(out_dir, '--out')   # before any run is read
   runs = [summarize(w, diverge_margin) for w in workdirs]
   paths.path(out_dir, '--out').mkdir(parents=True, exist_ok=True)
   text = markdown(runs)

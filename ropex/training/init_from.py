@@ -65,7 +65,8 @@ def _official_tree(source: Source) -> tuple[dict, int | None, dict | None]:
     return imported.params, None, imported.source
   from ropex.training import inference  # pylint: disable=g-import-not-at-top
   try:
-    config, params, step = inference.load_for_inference(source.path, source.step)
+    config, params, step = inference.load_for_inference(
+        source.path, source.step, names=('train.init_from', 'train.init_from (its :step)'))
   except FileNotFoundError as e:
     raise ConfigError(f'train.init_from={source.path}: {e}') from None
   cfg = ModelConfig.from_config(config.model)

@@ -5,8 +5,10 @@
         {'params': imported.params}, tokens)
 
 One module per format: :mod:`ropex.model.io.huggingface` (``config.json`` + safetensors, every
-family of :mod:`ropex.model.io.hf_families`) and :mod:`ropex.model.io.gemma_flax` (the official
-Gemma v1 Flax checkpoints). ``Imported.model`` is a complete ``model`` block (unscanned: the
+family of :mod:`ropex.model.io.hf_families`) and, for the official Gemma Flax checkpoints,
+:mod:`ropex.model.io.gemma2_flax` (Gemma 2/3; config from a sidecar or a preset,
+:mod:`ropex.model.io.gemma_flax_config`) and :mod:`ropex.model.io.gemma_flax` (Gemma v1).
+``Imported.model`` is a complete ``model`` block (unscanned: the
 released layer-by-layer tree), ``params`` the matching tree, ``source`` what run records keep.
 """
 
@@ -76,8 +78,8 @@ def read_model(path: str) -> tuple[ml_collections.ConfigDict, dict]:
   checkpoint has no config: its shapes are read from the tree's metadata)."""
   fmt = detect_format(path)
   if fmt == 'gemma_flax':
-    from ropex.model.io import gemma_flax  # pylint: disable=g-import-not-at-top
-    return gemma_flax.read_model(path)
+    from ropex.model.io import gemma2_flax  # pylint: disable=g-import-not-at-top
+    return gemma2_flax.read_model(path)
   if fmt == 'gguf':
     from ropex.model.io import gguf  # pylint: disable=g-import-not-at-top
     return gguf.read_model(path)[:2]
@@ -94,8 +96,8 @@ def load_model(path: str, *, mesh=None, dtype: str | None = None) -> Imported:
   dtype = _check_dtype(dtype)
   placement = _placement(mesh)
   if detect_format(path) == 'gemma_flax':
-    from ropex.model.io import gemma_flax  # pylint: disable=g-import-not-at-top
-    return gemma_flax.load_model(path, placement=placement, dtype=dtype)
+    from ropex.model.io import gemma2_flax  # pylint: disable=g-import-not-at-top
+    return gemma2_flax.load_model(path, placement=placement, dtype=dtype)
   if detect_format(path) == 'gguf':
     from ropex.model.io import gguf  # pylint: disable=g-import-not-at-top
     return gguf.load_model(path, placement=placement, dtype=dtype)

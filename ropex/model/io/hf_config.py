@@ -131,10 +131,13 @@ def _shapes(c: HFConfig) -> dict:
 
 def _block_fields(c: HFConfig) -> dict:
   fields = dict(c.family.fields)
-  activation = c.get('hidden_activation') or c.get('hidden_act')
+  field = c.family.activation_field
+  activation = c.get(field)
+  if c.family.name == 'gemma' and activation == 'gelu':
+    activation = 'gelu_pytorch_tanh'   # transformers: Gemma's legacy value means the tanh form
   if activation not in ('silu', 'gelu_pytorch_tanh'):
-    raise ConfigError(f'config.json hidden_activation/hidden_act={activation!r} is not '
-                      f'implemented; allowed: silu, gelu_pytorch_tanh')
+    raise ConfigError(f'config.json {field}={activation!r} is not implemented; allowed: silu, '
+                      f'gelu_pytorch_tanh')
   fields.update(hidden_activation=activation, rms_norm_eps=float(c.get('rms_norm_eps', 1e-6)),
                 tie_word_embeddings=bool(c.get('tie_word_embeddings', True)))
   if c.family.scale_from_config:
@@ -160,13 +163,19 @@ def model_block_from_hf(hf: dict, arch: str = 'imported') -> tuple[ml_collection
                       attn_logit_softcap=float(c.get('attn_logit_softcapping') or 0.0),
                       final_logit_softcap=float(c.get('final_logit_softcapping') or 0.0))
   block.arch = arch
+  set_schedule(block, pattern, layer_blocks)
+  return block, c
+
+
+def set_schedule(block: ml_collections.ConfigDict, pattern: list[str], layer_blocks: dict) -> None:
+  """Sets the layer schedule of ``block`` from one period of layer types and each type's
+  block (``pe``, ``window``, ...); also used by :mod:`ropex.model.io.gemma_flax_config`."""
   block.pe = layer_blocks[pattern[0]]['pe']
   if all(t['pe'] == block.pe for t in layer_blocks.values()):
     for t in layer_blocks.values():   # one encoding: model.pe (an override then acts everywhere)
       del t['pe']
   if len(layer_blocks) == 1 and set(layer_blocks[pattern[0]]) <= {'window'}:
     block.sliding_window = layer_blocks[pattern[0]].get('window', 0)
-    return block, c                   # one layer type: no schedule
+    return                            # one layer type: no schedule
   block.layer_pattern = tuple(pattern)
   block.layer_types = layer_blocks
-  return block, c

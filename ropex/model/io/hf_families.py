@@ -26,21 +26,24 @@ class Family:
   defaults: dict               # transformers' defaults for config.json fields that may be absent
   norms: dict = dataclasses.field(default_factory=lambda: dict(_PRE_NORMS))
   scale_from_config: bool = False   # query_pre_attn_scalar read from config.json
+  activation_field: str = 'hidden_activation'   # the config field transformers' MLP reads
 
 
 _LLAMA_LIKE = dict(norm_unit_offset=False, scale_embeddings=False, hidden_activation='silu')
+_LLAMA_DEFAULTS = dict(rope_theta=10_000.0, tie_word_embeddings=False, hidden_act='silu')
 _GEMMA2_DEFAULTS = dict(query_pre_attn_scalar=256, sliding_window=4096, head_dim=256,
-                        tie_word_embeddings=True)
+                        tie_word_embeddings=True, hidden_activation='gelu_pytorch_tanh')
 
 FAMILIES = {
-    'llama': Family('llama', dict(_LLAMA_LIKE), dict(rope_theta=10_000.0,
-                                                     tie_word_embeddings=False)),
-    'qwen2': Family('qwen2', dict(_LLAMA_LIKE, qkv_bias=True),
-                    dict(rope_theta=10_000.0, tie_word_embeddings=False)),
+    'llama': Family('llama', dict(_LLAMA_LIKE), dict(_LLAMA_DEFAULTS),
+                    activation_field='hidden_act'),
+    'qwen2': Family('qwen2', dict(_LLAMA_LIKE, qkv_bias=True), dict(_LLAMA_DEFAULTS),
+                    activation_field='hidden_act'),
     'qwen3': Family('qwen3', dict(_LLAMA_LIKE, qk_norm=True),
-                    dict(rope_theta=10_000.0, tie_word_embeddings=False, head_dim=128)),
-    'gemma': Family('gemma', {}, dict(rope_theta=10_000.0, head_dim=256,
-                                      tie_word_embeddings=True)),
+                    dict(_LLAMA_DEFAULTS, head_dim=128), activation_field='hidden_act'),
+    'gemma': Family('gemma', {}, dict(rope_theta=10_000.0, head_dim=256, tie_word_embeddings=True,
+                                      hidden_act='gelu_pytorch_tanh'),
+                    activation_field='hidden_act'),
     'gemma2': Family('gemma2', dict(post_attention_norm=True, post_ffw_norm=True),
                      dict(_GEMMA2_DEFAULTS, attn_logit_softcapping=50.0,
                           final_logit_softcapping=30.0, rope_theta=10_000.0),

@@ -198,3 +198,31 @@ def test_tensors_are_read_one_at_a_time(tmp_path):
   out = subprocess.run([sys.executable, '-c', _MEASURE, str(tmp_path)], capture_output=True,
                        text=True, check=True).stdout
   assert int(out.split()[-1]) < total_kib + 2 * largest_kib
+
+
+@pytest.mark.parametrize('family', FAMILIES + ('qwen2_sharded',))
+def test_describe_counts_from_config_json_equal_the_checkpoints_tensors(family):
+  """``describe --model`` reads config.json only; its parameter count equals the number of
+  values the safetensors hold (their headers, summed)."""
+  from safetensors import safe_open  # pylint: disable=g-import-not-at-top
+  from ropex.tools.describe import describe  # pylint: disable=g-import-not-at-top
+  folder = os.path.join(FIXTURES, family)
+  stored = 0
+  for file in sorted(f for f in os.listdir(folder) if f.endswith('.safetensors')):
+    with safe_open(os.path.join(folder, file), framework='np') as f:
+      stored += sum(int(np.prod(f.get_slice(k).get_shape())) for k in f.keys())
+  block, source = io.read_model(folder)
+  assert describe(ModelConfig.from_config(block))['params_total'] == stored
+  assert source['format'] == 'huggingface'
+
+
+def test_describe_cli_model_flag_prints_per_layer_encodings():
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  out = subprocess.run([sys.executable, '-m', 'ropex.describe', '--model',
+                        os.path.join(FIXTURES, 'gemma4'), '--json'], capture_output=True,
+                       text=True, check=True).stdout
+  d = json.loads(out)
+  kinds = [(l['pe_kind'], l['head_dim'], len(l['rotated_chunks'])) for l in d['layers']]
+  assert kinds == [('rope', 16, 8), ('proportional', 32, 4)] * 2
+  assert d['source']['family'] == 'gemma4'
