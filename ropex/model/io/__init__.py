@@ -54,7 +54,6 @@ def detect_format(path: str) -> str:
                       'it first (gcloud storage cp -r)')
   if os.path.isfile(path) and path.endswith('.gguf'):
     return 'gguf'
-
   if os.path.isdir(path) and os.path.isfile(os.path.join(path, 'config.json')) and any(
       f.endswith('.safetensors') for f in os.listdir(path)):
     return 'huggingface'
