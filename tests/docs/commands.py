@@ -369,8 +369,14 @@ def _check_documents(docs: list[str]) -> tuple[list[Command], list[str]]:
                  open(os.path.join(ROOT, 'ropex', f)).read())
   for doc, cmds in per_doc.items():
     produced = Produced()
+    failing = failure_examples(doc)
     for cmd in cmds:
       all_cmds.append(cmd)
+      if (cmd.line, cmd.verb) in failing:
+        # A documented failure: its bad input is the point; the shown-outputs test runs it
+        # and checks the one line it prints.
+        index[cmd.verb] = index.get(cmd.verb, 0) + 1
+        continue
       if cmd.verb == 'make':
         found = makefile_commands(cmd.argv[0]) is not None
         errs = [] if found else [f'the Makefile has no target {cmd.argv[0]!r}']
@@ -384,6 +390,17 @@ def _check_documents(docs: list[str]) -> tuple[list[Command], list[str]]:
         errs = check_command(cmd, info, res, produced)
       problems += [f'{cmd.where()}: {e}' for e in errs]
   return all_cmds, problems
+
+
+def failure_examples(path: str) -> set[tuple[int, str]]:
+  """``(line, verb)`` of every ``$ python -m ropex.<verb>`` example whose shown output is the
+  verb's one-line error (``ropex.<verb>: ...``)."""
+  out = set()
+  for line, text, shown in shown_outputs(path):
+    verb = re.search(r'python -m ropex\.(\w+)', text).group(1)
+    if any(s.startswith(f'ropex.{verb}: ') for s in shown):
+      out.add((line, verb))
+  return out
 
 
 def shown_outputs(path: str) -> list[tuple[int, str, list[str]]]:
