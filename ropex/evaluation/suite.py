@@ -250,15 +250,18 @@ def _perplexity(config, o: Options, scorer, tokenizer, bos, log) -> dict:
     rows_fn = lambda L, n: rows_lib.synthetic(tuple(config.data.tasks), L, n, (o.seed, 1), bos,
                                               all_tokens=all_tokens, **task_kwargs(config))
   elif o.text_mode == 'documents':
-    docs = sources.documents(data_spec.config_for(config, o.data), 'eval', tokenizer)
+    source = data_spec.config_for(config, o.data)
+    docs = sources.documents(source, 'eval', tokenizer)
+    held = sources.record_count(source, 'eval')   # one pass: no document counted twice
 
     def rows_fn(L, n):
       if chosen.get('asked') != n:
-        chosen.update(rows_lib.same_documents(docs, max(o.lengths) + 1, n), asked=n)
+        chosen.update(rows_lib.same_documents(docs, max(o.lengths) + 1, n, held), asked=n)
       return rows_lib.prefixes(chosen, L)
   else:
-    rows_fn = lambda L, n: rows_lib.eval_split(data_spec.config_for(config, o.data), L, n,
-                                               o.text_mode)
+    source = data_spec.config_for(config, o.data)
+    held = sources.record_count(source, 'eval')
+    rows_fn = lambda L, n: rows_lib.eval_split(source, L, n, o.text_mode, held)
   if o.examples == 'auto':
     sweep = perplexity.length_sweep(scorer, rows_fn, o.lengths, o.position_bucket, log,
                                     perplexity.Sizing(float(o.target_se), int(o.max_examples)))
