@@ -5,6 +5,8 @@ positional overrides, figures and multi-run comparisons. Entry point: ``python -
 Modules: ``scoring`` (per-token loss / accuracy, bounded memory), ``rows`` (evaluation rows),
 ``perplexity``, ``grid`` (accuracy grids), ``tasks``, ``retrieval``, ``ruler`` / ``ruler_tasks`` /
 ``words`` (the RULER-style suite), ``data_spec`` (``--data``), ``overrides``, ``suite``
-(everything for one model), ``figures``, ``compare``, ``intervals`` (seed groups, 95% intervals,
-Welch's test; also used by ``ropex.experiments.report``).
+(everything for one model), ``sampling`` (standard errors over units, Wilson intervals,
+sizing), ``intervals`` (seed groups, t intervals, Welch's test, Holm; also used by
+``ropex.experiments.report``), ``reporting`` (tables, paired differences, seed groups, figures,
+``compare``), ``study``.
 """
