@@ -147,3 +147,34 @@ def test_figures_draw_the_bands(seeds, tmp_path, monkeypatch):
   lengths, low, high = bands['perplexity'][0]
   mean = grouped.mean_result(seeds)['perplexity']['perplexity']
   assert lengths == [16, 40] and all(lo < m < hi for lo, m, hi in zip(low, mean, high))
+
+
+def test_evaluation_modules_import_no_circle():
+  """Imports inside ropex.evaluation (in functions too) form no cycle (compare and grouped used to
+  import each other), and reporting never imports suite."""
+  import ast   # pylint: disable=g-import-not-at-top
+  import pathlib   # pylint: disable=g-import-not-at-top
+  root = pathlib.Path(suite.__file__).parent
+  graph = {}
+  for path in root.rglob('*.py'):
+    name = '.'.join(path.relative_to(root.parent.parent).with_suffix('').parts)
+    deps = set()
+    for node in ast.walk(ast.parse(path.read_text())):      # function-level imports too
+      if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(
+          'ropex.evaluation'):
+        deps |= {f'{node.module}.{a.name}' for a in node.names} | {node.module}
+    graph[name.removesuffix('.__init__')] = deps
+  graph = {k: {d for d in v if d in graph and d != k} for k, v in graph.items()}
+  assert not any('suite' in d for k, v in graph.items() if '.reporting.' in k for d in v)
+  state = {}
+
+  def visit(node, trail):
+    assert state.get(node) != 'open', ' -> '.join(trail + [node])
+    if state.get(node) is None:
+      state[node] = 'open'
+      for dep in graph[node]:
+        visit(dep, trail + [node])
+      state[node] = 'done'
+
+  for node in graph:
+    visit(node, [])
