@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 # from probing for a TPU on machines that have none. Override: make train CPU_ONLY=
 CPU_ONLY ?= JAX_PLATFORMS=cpu
 
-.PHONY: test test-slow demo train bench clean-venv
+.PHONY: test test-slow demo docs train bench clean-venv hf-fixtures test-hf
 
 $(STAMP): setup.cfg pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,12 +31,33 @@ train: $(STAMP)
 
 # The mini ablation (configs/demo.py): tiny RoPE and p-RoPE runs at a small θ on content
 # retrieval, 3 seeds each, evaluated past the training length; tables with 95% intervals.
+# Its tables also go to docs/generated/demo_results.md, the committed copy docs/demo.md shows.
 demo: $(STAMP)
-	$(CPU_ONLY) $(PY) -m ropex.demo --workdir /tmp/ropex-demo
+	$(CPU_ONLY) $(PY) -m ropex.demo --workdir /tmp/ropex-demo --markdown docs/generated/demo_results.md
+
+# The documentation (Sphinx + MyST), warnings as errors; the test suite builds it too.
+docs: $(STAMP)
+	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
 
 # Speed and MFU of the real train step on this machine (figures, never asserted in tests).
 bench: $(STAMP)
 	$(CPU_ONLY) $(PY) -m ropex.bench
+
+# Opt-in: torch + transformers (the hf extra) for the reference fixtures; never needed by make test.
+HF_STAMP := $(VENV)/.installed-hf
+$(HF_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[dev,tpu,hf]'
+	touch $(HF_STAMP)
+
+# Regenerate tests/fixtures/hf (tiny random checkpoints, transformers' logits) and their official
+# Gemma Flax layout twins tests/fixtures/flax.
+hf-fixtures: $(HF_STAMP)
+	$(PY) scripts/make_hf_fixtures.py tests/fixtures/hf
+	$(CPU_ONLY) $(PY) scripts/make_flax_fixtures.py tests/fixtures/hf tests/fixtures/flax
+
+# ropex's imports against live transformers logits (marker hf; not part of make test).
+test-hf: $(HF_STAMP)
+	$(CPU_ONLY) $(PY) -m pytest -q -m hf tests/hf_live
 
 clean-venv:
 	rm -rf $(VENV)

@@ -8,11 +8,17 @@ with runs that differ only by seed shown as their mean with a 95% interval
 Each run lives in ``--workdir/<name>``, its evaluation in ``--workdir/<name>/eval``; rerunning
 resumes (or just re-reports) finished runs — delete the directory to start over. ``--steps``
 overrides ``train.steps`` of every run, ``--seeds`` the file's ``SEEDS``.
+
+Every number it prints is also written as markdown to ``--markdown`` (default
+``--workdir/demo.md``): ``make demo`` writes ``docs/generated/demo_results.md``, the committed
+copy that the documentation page ``docs/demo.md`` includes, so the page never holds
+hand-typed numbers.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 from absl import flags, logging
@@ -27,6 +33,8 @@ _WORKDIR = flags.DEFINE_string('workdir', '/tmp/ropex-demo', 'Parent directory o
 _STEPS = flags.DEFINE_integer('steps', 0, 'Override train.steps of every run (0: keep).')
 _SEEDS = flags.DEFINE_string('seeds', '', 'Seed axis: a count N or comma-separated seeds '
                              "(default: the sweep file's SEEDS).")
+_MARKDOWN = flags.DEFINE_string('markdown', '', 'Markdown file for every table the demo prints '
+                                '(default: WORKDIR/demo.md).')
 
 DEFAULT_EVAL = dict(lengths=None, depths=(0.0, 0.5, 1.0), task_examples=16,
                     suite='retrieval,tasks')
@@ -102,6 +110,25 @@ def interval_table(results: list[dict]) -> str:
   return grouped.markdown(results)[0]
 
 
+def per_run_table(results: list[dict]) -> str:
+  """The evaluation of every run on its own (one row per seed): the numbers behind the
+  intervals."""
+  from ropex.evaluation.reporting import tables  # pylint: disable=g-import-not-at-top
+  return tables.markdown(results, [r['run']['name'] for r in results])
+
+
+def report_markdown(report: dict, command: str) -> str:
+  """Everything the demo prints, as markdown (no headings: the page that includes it has
+  them)."""
+  return '\n'.join([
+      f'Written by `{command}`: {len(report["rows"])} runs, {report["minutes"]:.1f} min wall.',
+      '', '**Training summary** (acc = next-token accuracy on the answer tokens of the held-out '
+      'batches at the last step)', '', '```text', comparison_table(report['rows']), '```', '',
+      '**Evaluation, runs grouped by seed** (answer-token accuracy, mean over the query depths)',
+      '', interval_table(report['results']), '',
+      '**Evaluation, every seed on its own**', '', per_run_table(report['results'])])
+
+
 def run_demo(sweep: str, workdir: str, seeds=None, steps: int = 0, out=print) -> dict:
   """Trains and evaluates every run, prints both tables; returns the rows, results and time."""
   from ropex.training import loop  # pylint: disable=g-import-not-at-top
@@ -125,8 +152,13 @@ def run_demo(sweep: str, workdir: str, seeds=None, steps: int = 0, out=print) ->
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  run_demo(_SWEEP.value, _WORKDIR.value, sweep_lib.parse_seeds(_SEEDS.value), _STEPS.value,
-           out=lambda text: print(text, flush=True))
+  report = run_demo(_SWEEP.value, _WORKDIR.value, sweep_lib.parse_seeds(_SEEDS.value),
+                    _STEPS.value, out=lambda text: print(text, flush=True))
+  path = _MARKDOWN.value or os.path.join(_WORKDIR.value, 'demo.md')
+  command = ' '.join(['python -m ropex.demo'] + sys.argv[1:])
+  with open(path, 'w') as f:
+    f.write(report_markdown(report, command))
+  print(f'\ntables written to {path}')
 
 
 if __name__ == '__main__':

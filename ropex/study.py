@@ -10,12 +10,10 @@ The config format and the outputs: :mod:`ropex.evaluation.study`.
 
 from __future__ import annotations
 
-import sys
-
 from absl import app, logging
 from ml_collections import config_flags
 
-from ropex.errors import ConfigError
+from ropex.config import loading
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Study config file, e.g. '
                                           'configs/study_tiny.py.')
@@ -28,14 +26,10 @@ def main(argv):
   if _CONFIG.value is None:
     raise app.UsageError('--config is required (e.g. configs/study_tiny.py)')
   from ropex.evaluation import study  # pylint: disable=g-import-not-at-top
-  try:
-    out = study.run(_CONFIG.value, progress=lambda msg: print(msg, flush=True))
-  except ConfigError as e:
-    print(f'ropex.study: {e}', file=sys.stderr, flush=True)
-    sys.exit(2)
+  out = study.run(_CONFIG.value, progress=lambda msg: print(msg, flush=True))
   print(out['markdown'])
   print(f'wrote {out["path"]} and {len(out["figures"])} figures')
 
 
 if __name__ == '__main__':
-  app.run(main)
+  loading.run(main, 'ropex.study')   # a ConfigError: one line, exit status 2

@@ -59,6 +59,11 @@ def test_demo_runs_end_to_end_and_prints_intervals(tmp_path):
   row = next(l for l in text.splitlines() if l.startswith('| r (n=2 seeds) |'))
   cells = [c.strip() for c in row.strip().strip('|').split('|')][1:]
   assert cells and all(' [' in c and c.rstrip(' ≈').endswith(']') for c in cells)
+  page = demo.report_markdown(out, 'python -m ropex.demo --steps 2')
+  assert page.startswith('Written by `python -m ropex.demo --steps 2`: 4 runs')
+  assert demo.comparison_table(out['rows']) in page          # the printed tables, as printed
+  assert demo.interval_table(out['results']) in page
+  assert all(f'| {name} |' in page for name in ('r_s0', 'r_s1', 'p_s0', 'p_s1'))  # per seed
   again = demo.run_demo(str(sweep), str(tmp_path / 'runs'), steps=2, out=lambda _: None)
   assert [r['seconds'] for r in again['results']] == [r['seconds'] for r in out['results']]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import matplotlib.ticker
 import numpy as np
 
-from ropex.plotting import plt, save  # pylint: disable=unused-import  (save: re-exported)
+from ropex.evaluation.plotting import legend_beside, plt, save  # pylint: disable=unused-import  (re-exported)
 
 
 def new(ncols: int = 1, nrows: int = 1, width: float = 5.0, height: float = 3.6, **kw):

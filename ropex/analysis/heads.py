@@ -112,7 +112,7 @@ def plot_attention_maps(maps_LNTS: np.ndarray, heads: list[dict], path: str,
     figures.heatmap(ax, maps_LNTS[row['layer'], row['head']],
                     f"L{row['layer']} H{row['head']}: {row['kind']} {row['positional']:.2f}",
                     'key position', 'query position',
-                    cmap='magma', colorbar=False, vmin=0.0, vmax=1.0)
+                    cmap='magma', vmin=0.0, vmax=1.0)
     if labels is not None and len(labels) <= 32:
       ticks = np.arange(len(labels))
       ax.set_xticks(ticks, labels, rotation=90, fontsize=5)

@@ -80,7 +80,7 @@ def rope_no_decay(head_dim: int = 64, theta: float = 10_000.0, draws: int = 4000
   ax.set_xlabel('distance j - i')
   ax.set_title(f'{draws} draws, d={head_dim}, θ={theta:g}', fontsize=9)
   ax.set_ylim(-6 * analytic, 6 * analytic)
-  ax.legend(fontsize=7, loc='lower left')
+  figures.legend_beside(ax)
   ax = axes[0, 1]
   ax.plot(distances, ones_R / head_dim, 'C1.-', ms=3)
   ax.set_xscale('symlog', linthresh=32)
@@ -148,8 +148,7 @@ def positional_heads(eps_values=(0.1, 0.01, 0.001), length: int = 64,
   for ax, kind in zip(axes[0][:2], ('diagonal', 'previous')):
     row = next(r for r in rows if r['kind'] == kind and r['eps'] == eps_values[-1])
     figures.heatmap(ax, row['attention'][:24, :24], f'{kind} head, eps={row["eps"]:g}',
-                    'key position', 'query position', cmap='magma', colorbar=False,
-                    vmin=0, vmax=1)
+                    'key position', 'query position', cmap='magma', vmin=0, vmax=1)
   ax = axes[0, 2]
   scales = np.geomspace(0.05, 1.5, 25)
   base = rows[len(eps_values) - 1]
@@ -167,7 +166,7 @@ def positional_heads(eps_values=(0.1, 0.01, 0.001), length: int = 64,
   ax.set_xscale('log')
   ax.set_xlabel('logit scale c = |q|^2 / sqrt(d)')
   ax.set_title('diagonal head: min self-attention', fontsize=9)
-  ax.legend(fontsize=7)
+  figures.legend_beside(ax)
   numbers = [{k: r[k] for k in ('kind', 'eps', 'delta', 'logit_scale', 'norm',
                                 'min_target_attention')} for r in rows]
   return TheoryResult(
@@ -248,7 +247,7 @@ def nope_self_attention_bound(draws: int = 2000, seed: int = 0,
   ax.axvline(built['attention'][2, 2], color='C3', ls=':', lw=1.5, label='RoPE constructed')
   ax.set_xlabel('self-attention of the last token of [BOS, x, x]')
   ax.set_yscale('log')
-  ax.legend(fontsize=7)
+  figures.legend_beside(ax)
   return TheoryResult(
       'nope_bound', 'NoPE cannot build a diagonal head',
       'On [BOS, x, x] the two x tokens get identical keys without positions, so the last '
@@ -305,7 +304,7 @@ def semantic_channels(head_dim: int = 256, similarity: float = 0.9,
   ax.set_xscale('log')
   ax.set_xlabel('distance of the target key')
   ax.set_ylabel('target score')
-  ax.legend(fontsize=7)
+  figures.legend_beside(ax)
   return TheoryResult(
       'semantic_channels', 'Semantic channels break over distance under RoPE',
       f'A query matches its target exactly in the lowest-frequency chunk (d={head_dim}); a '

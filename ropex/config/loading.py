@@ -135,6 +135,8 @@ def run(main, prog: str, config_flag: str | None = '--config') -> None:
   :func:`parse_flags`) and every :class:`ConfigError` raised by ``main`` become one line on
   stderr and exit status 2, without a traceback."""
   from absl import app  # pylint: disable=g-import-not-at-top
+  from ropex.model import platform  # pylint: disable=g-import-not-at-top
+  platform.skip_absent_tpu()
 
   def checked_main(argv):
     try:

@@ -42,8 +42,8 @@ import numpy as np
 
 from ropex import paths
 from ropex.evaluation import overrides as overrides_lib, suite
+from ropex.evaluation.plotting import plt, save
 from ropex.evaluation.reporting import compare, grouped, values
-from ropex.plotting import plt, save
 from ropex.errors import ConfigError
 
 
@@ -171,7 +171,9 @@ def summary_heatmap(groups, labels, path: str) -> str:
   means = [grouped.mean_result(g) for g in groups]
   metric, lengths, values = headline(means)
   v_GL = np.asarray([[np.nan if v is None else v for v in row] for row in values], np.float64)
-  fig, ax = plt.subplots(figsize=(1.1 * len(lengths) + 3.5, 0.45 * len(labels) + 1.6))
+  label_inches = 0.06 * max(len(label) for label in labels)   # the row names at fontsize 7
+  fig, ax = plt.subplots(figsize=(1.1 * len(lengths) + 2.5 + label_inches,
+                                  0.45 * len(labels) + 1.6), layout='constrained')
   shown = np.log(v_GL) if metric == 'perplexity' else v_GL
   image = ax.imshow(shown, aspect='auto',
                     cmap='viridis_r' if metric == 'perplexity' else 'viridis',
@@ -189,7 +191,9 @@ def summary_heatmap(groups, labels, path: str) -> str:
   ax.set_yticks(range(len(labels)), labels, fontsize=7)
   ax.set_xlabel('context length (* beyond the positions seen in training)', fontsize=8)
   ax.set_title(f'{metric} (mean over seeds)', fontsize=9)
-  return save(fig, path)
+  fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02).set_label(
+      'log perplexity' if metric == 'perplexity' else 'recall', fontsize=7)
+  return save(fig, path, tight=False)   # constrained layout fits the row names and the bar
 
 
 def variant_pairs(groups: Sequence[Sequence[dict]], first: str) -> list[tuple[int, int]]:

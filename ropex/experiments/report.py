@@ -191,7 +191,7 @@ def write_csv(runs: Sequence[RunSummary], out_dir: str) -> tuple[str, str]:
 
 
 def plot(runs: Sequence[RunSummary], path: str) -> str:
-  from ropex.plotting import plt, save  # pylint: disable=g-import-not-at-top  (slow import)
+  from ropex.evaluation.plotting import legend_beside, plt, save  # pylint: disable=g-import-not-at-top  (slow import)
 
   cells = select(runs)[0]   # duplicates are left out, as in the table
   columns = _order({c for _, c in cells}, DATASET_TITLES)
@@ -218,7 +218,7 @@ def plot(runs: Sequence[RunSummary], path: str) -> str:
                             if any(len(g) > 1 for g in cells.values()) else ''))
     ax.set_ylabel('cross-entropy (nats/token)')
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    legend_beside(ax, fontsize=8)
   return save(fig, path, dpi=120)
 
 

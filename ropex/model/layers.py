@@ -62,7 +62,7 @@ class Einsum(nn.Module):
 
 
 class PEParams(nn.Module):
-  """The learned parameters an encoding declares (``ParamSpec``s), with their logical axes;
+  """The learned parameters an encoding declares (``ParamSpec`` objects), with their logical axes;
   returns them as a dict for the encoding's hooks."""
   specs: tuple      # ((name, ParamSpec), ...)
   param_dtype: str = 'float32'

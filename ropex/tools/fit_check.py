@@ -8,6 +8,7 @@ Needs libtpu (``pip install -e '.[tpu]'``; it only compiles, nothing runs). Exit
 step fits, 1 it does not (the largest consumers are named), 2 bad config or topology.
 
 Numbers reported:
+
 * memory per chip from ``compiled.memory_analysis()``: arguments (parameters, optimizer state,
   batch), outputs, temporaries (activations, gradients, workspace), generated code; the total
   (arguments + outputs - donated/aliased + temporaries + code) is compared with the chip's HBM.
@@ -59,7 +60,8 @@ def attention_impls(config, on: str) -> list[str]:
   for spec in cfg.pattern:
     opts = attention.Options(window=spec.window, softcap=cfg.attn_logit_softcap,
                              chunk=cfg.attention_chunk)
-    impl = attention.resolve(cfg.attention_impl, seq_len, opts, on=on)
+    impl = attention.resolve(cfg.attention_impl, seq_len, opts, on=on, dtype=cfg.dtype,
+                             head_dim=cfg.head_dim)
     if impl not in out:
       out.append(impl)
   return out

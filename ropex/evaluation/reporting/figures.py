@@ -11,14 +11,15 @@ per position bucket the bucket's loss interval over units, and RULER's Wilson in
 
 from __future__ import annotations
 
+import textwrap
 from typing import Sequence
 
 import numpy as np
 
 from ropex import paths as paths_lib
 from ropex.evaluation import ruler, sampling
+from ropex.evaluation.plotting import legend_beside, plt, save
 from ropex.evaluation.reporting import values
-from ropex.plotting import plt, save
 
 grids = values.grids
 
@@ -72,7 +73,7 @@ def perplexity_vs_length(results: Sequence[dict], labels: Sequence[str], path: s
   ax.set_yscale('log')
   ax.set_xlabel('context length (tokens); dashed: positions seen in training')
   ax.set_ylabel(f'perplexity ({results[0]["perplexity"]["data"]} data)')
-  ax.legend(fontsize=7)
+  legend_beside(ax)
   ax.grid(alpha=0.3)
   return save(fig, path)
 
@@ -95,7 +96,7 @@ def loss_by_position(results: Sequence[dict], labels: Sequence[str], path: str) 
   ax.set_xlabel('token position (buckets of '
                 f'{results[0]["perplexity"]["position_bucket"]})')
   ax.set_ylabel('mean loss (nats); shaded: 95% interval')
-  ax.legend(fontsize=7)
+  legend_beside(ax)
   ax.grid(alpha=0.3)
   return save(fig, path)
 
@@ -130,7 +131,7 @@ def accuracy_heatmaps(results: Sequence[dict], labels: Sequence[str], path: str)
       if i == len(results) - 1:
         ax.set_xlabel('context length', fontsize=7)
       if j == 0:
-        ax.set_ylabel(f'{run_name}\ndepth', fontsize=7)
+        ax.set_ylabel('\n'.join(textwrap.wrap(run_name, 28) + ['depth']), fontsize=7)
   if image is not None:
     fig.colorbar(image, ax=axes, fraction=0.02, pad=0.01)
   return save(fig, path, tight=False)  # the shared colorbar spans all axes
@@ -153,7 +154,7 @@ def ruler_average(results: Sequence[dict], labels: Sequence[str], path: str,
   ax.set_ylim(-2, 102)
   ax.set_xlabel('context length (tokens); dashed: positions seen in training')
   ax.set_ylabel('RULER average recall (%)')
-  ax.legend(fontsize=7)
+  legend_beside(ax)
   ax.grid(alpha=0.3)
   return save(fig, path)
 
