@@ -17,6 +17,7 @@ from absl import app, flags, logging
 import ml_collections
 from ml_collections import config_flags
 
+from ropex import inputs
 from ropex.config import loading
 from ropex.errors import ConfigError
 from ropex.training import distributed
@@ -132,14 +133,14 @@ def analyze_main() -> str:
   if len(sources) != 1:
     raise ConfigError('give exactly one of --workdir, --gemma or --config (or the command '
                       '"theory")')
+  if not (_WORKDIR.value or _OUT.value):
+    raise ConfigError('--out is required with --gemma or --config')
+  out = _OUT.value or os.path.join(_WORKDIR.value, 'analysis')
+  inputs.output(out, '--out')   # before any weights are read
   if _WORKDIR.value:
     cfg, params, data_cfg, meta, placement = _load_workdir()
-    out = _OUT.value or os.path.join(_WORKDIR.value, 'analysis')
   else:
-    if not _OUT.value:
-      raise ConfigError('--out is required with --gemma or --config')
     cfg, params, data_cfg, meta, placement = _load_gemma() if _GEMMA.value else _load_config()
-    out = _OUT.value
   counts = model_lib.count_params(cfg)
   meta.update(layers=cfg.num_layers, d_model=cfg.embed_dim,
               heads=f'{cfg.num_heads} query / {cfg.num_kv_heads} KV, head dim {cfg.head_dim}',
@@ -168,6 +169,7 @@ def theory_main() -> str:
   from ropex.analysis import theory  # pylint: disable=g-import-not-at-top
   if not _OUT.value:
     raise ConfigError('--out is required for "theory"')
+  inputs.output(_OUT.value, '--out')
   for result in theory.run_all(_OUT.value, html=_HTML.value):
     print(f'{result.title}: ' + '; '.join(theory.summary_lines(result)))
   path = os.path.join(_OUT.value, 'theory.md')

@@ -19,13 +19,13 @@ from ml_collections import config_flags
 from ropex.model.config import ModelConfig
 from ropex.tools.describe import describe, format_table
 from ropex.config import loading
-from ropex.errors import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
                                           lock_config=True)
 _JSON = flags.DEFINE_bool('json', False, 'Print one JSON object instead of a table.')
 _SEQ_LEN = flags.DEFINE_integer('seq_len', None, 'Sequence length for length-dependent RoPE '
-                                'scalings (dynamic_ntk, longrope); default train.seq_len.')
+                                'scalings (dynamic_ntk, longrope); default train.seq_len.',
+                                lower_bound=1)
 
 
 def main(argv):
@@ -33,10 +33,7 @@ def main(argv):
   config = _CONFIG.value
   if config is None:
     raise app.UsageError('--config is required, e.g. --config configs/prope_2b.py:p=0.25')
-  try:
-    model_cfg = ModelConfig.from_config(config.model)
-  except ConfigError as err:
-    loading.fail('ropex.describe', str(err))
+  model_cfg = ModelConfig.from_config(config.model)
   seq_len = _SEQ_LEN.value
   if seq_len is None and config.get('train') is not None:
     seq_len = int(config.train.seq_len)

@@ -18,11 +18,10 @@ evaluation folder or a ``results.json``::
 from __future__ import annotations
 
 import re
-import sys
 
 from absl import app, flags, logging
 
-from ropex import paths
+from ropex import inputs, paths
 from ropex.errors import ConfigError
 from ropex.training import distributed
 
@@ -120,20 +119,23 @@ def default_out(workdir: str, override_texts) -> str:
 
 def evaluate_workdir(workdir: str, out: str | None) -> tuple[dict, list[str]]:
   from ropex.training import inference, workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  from ropex.evaluation import suite  # pylint: disable=g-import-not-at-top
+  from ropex.evaluation import data_spec, suite  # pylint: disable=g-import-not-at-top
   options = _options()  # validate flags before reading the checkpoint
   if not (paths.path(workdir, '--workdir') / 'config.json').is_file():
     raise ConfigError(f'--workdir={workdir!r} holds no config.json; allowed: a training workdir '
                       '(python -m ropex.train --workdir ...)')
   config = workdir_lib.load_config(workdir)
   suite.resolve(config, options)
+  data_spec.check(config, options.data)   # --data opens, before the checkpoint is read
+  out = out or default_out(workdir, _OVERRIDE.value)
+  inputs.output(out, '--out')
   # parameters restored directly into their shards on the run's mesh (config.mesh, all devices)
   config, params, step, placement = inference.load_sharded(workdir, _STEP.value)
   results = suite.evaluate(config, params, options, step=step, workdir=workdir, progress=True,
                            placement=placement)
   if not distributed.is_primary():   # every process evaluated; process 0 writes the files
     return results, []
-  return results, suite.write(results, out or default_out(workdir, _OVERRIDE.value))
+  return results, suite.write(results, out)
 
 
 def _summary(results: dict) -> str:
@@ -173,25 +175,32 @@ def rows_line(p: dict) -> str:
   return f'rows (--examples auto): {rows}; stopped because {why}'
 
 
-def compare_paths(given: list[str], out: str) -> str:
+def _compare_source(path: str) -> dict | None:
+  """compare: the results ``path`` already holds, or None for a workdir to evaluate (a path
+  that is neither, or an unreadable results.json: ConfigError)."""
   from ropex.evaluation import suite  # pylint: disable=g-import-not-at-top
+  is_workdir = (paths.path(path, 'compare') / 'config.json').is_file()
+  if is_workdir and not _REUSE.value:
+    return None
+  try:
+    return suite.load(path)
+  except FileNotFoundError:
+    if not is_workdir:
+      raise ConfigError(f'compare: {path!r} is neither a workdir (config.json) nor an '
+                        'evaluation (results.json)') from None
+    return None
+
+
+def compare_paths(given: list[str], out: str) -> str:
   from ropex.evaluation.reporting import compare  # pylint: disable=g-import-not-at-top
+  inputs.output(out, '--out')                 # before any run is evaluated
+  sources = [(path, _compare_source(path)) for path in given]   # every path checked first
   results = []
-  for path in given:
-    try:
-      if not _REUSE.value and (paths.path(path, 'compare') / 'config.json').is_file():
-        raise FileNotFoundError(path)
-      try:
-        loaded = suite.load(path)
-      except (ValueError, AttributeError) as e:  # not JSON, or JSON that is not an object
-        raise ConfigError(f'compare: {path!r} is not a readable results.json '
-                          f'({type(e).__name__}: {str(e)[:120]})') from None
+  for path, loaded in sources:
+    if loaded is not None:
       print(f'{path}: using {loaded["run"]["name"]} step {loaded["run"]["step"]} '
             '(existing results)', flush=True)
-    except FileNotFoundError:
-      if not (paths.path(path, 'compare') / 'config.json').is_file():
-        raise ConfigError(f'compare: {path!r} is neither a workdir (config.json) nor an '
-                          'evaluation (results.json)') from None
+    else:
       loaded, _ = evaluate_workdir(path, None)
       print(_summary(loaded), flush=True)
     results.append(loaded)
@@ -204,26 +213,22 @@ def compare_paths(given: list[str], out: str) -> str:
 def main(argv):
   logging.set_verbosity(logging.WARNING)
   distributed.initialize_from_flags()
-  try:
-    if len(argv) > 1 and argv[1] == 'compare':
-      if len(argv) < 3 or not _OUT.value:
-        raise app.UsageError('usage: python -m ropex.evaluate compare PATH [PATH ...] --out DIR')
-      text = compare_paths(argv[2:], _OUT.value)
-      if text:
-        print(text)
-      return
-    if len(argv) > 1:
-      raise app.UsageError(f'unexpected arguments {argv[1:]}; use --workdir DIR, or compare '
-                           'PATH [PATH ...] --out DIR')
-    if not _WORKDIR.value:
-      raise app.UsageError('--workdir is required (or use: compare PATH ... --out DIR)')
-    results, written = evaluate_workdir(_WORKDIR.value, _OUT.value)
-    if distributed.is_primary():
-      print(_summary(results))
-      print('wrote ' + ', '.join(written))
-  except ConfigError as e:
-    print(f'ropex.evaluate: {e}', file=sys.stderr, flush=True)
-    sys.exit(2)
+  if len(argv) > 1 and argv[1] == 'compare':
+    if len(argv) < 3 or not _OUT.value:
+      raise app.UsageError('usage: python -m ropex.evaluate compare PATH [PATH ...] --out DIR')
+    text = compare_paths(argv[2:], _OUT.value)
+    if text:
+      print(text)
+    return
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments {argv[1:]}; use --workdir DIR, or compare '
+                         'PATH [PATH ...] --out DIR')
+  if not _WORKDIR.value:
+    raise app.UsageError('--workdir is required (or use: compare PATH ... --out DIR)')
+  results, written = evaluate_workdir(_WORKDIR.value, _OUT.value)
+  if distributed.is_primary():
+    print(_summary(results))
+    print('wrote ' + ', '.join(written))
 
 
 if __name__ == '__main__':

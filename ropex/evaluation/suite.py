@@ -18,7 +18,7 @@ import ml_collections
 import tqdm
 
 from ropex import data
-from ropex import fields, paths
+from ropex import fields, inputs, paths
 from ropex.data import sources
 from ropex.errors import ConfigError
 from ropex.evaluation import (data_spec, intervals, overrides as overrides_lib,
@@ -135,6 +135,10 @@ def resolve(config: ml_collections.ConfigDict, options: Options,
     if kind not in retrieval.KINDS:
       raise ConfigError(f'--retrieval names {kind!r}; allowed: {", ".join(retrieval.KINDS)}, '
                         'auto, none')
+  if 'perplexity' not in o.suite and not (o.retrieval or o.tasks or o.ruler):
+    raise ConfigError(f'--suite={",".join(o.suite)} with --ruler, --retrieval and --tasks as given '
+                      'leaves nothing to evaluate; allowed: a suite part with at least one '
+                      f'task (RULER: {", ".join(ruler_lib.TASKS)})')
   o.depths = tuple(float(d) for d in o.depths)
   if not o.depths or any(not 0 <= d <= 1 for d in o.depths):
     raise ConfigError(f'--depths={o.depths!r} must be numbers in [0, 1]')
@@ -304,9 +308,11 @@ def load(path: str) -> dict:
   root = paths.path(path)
   for candidate in (root, root / RESULTS_FILE, root / 'eval' / RESULTS_FILE):
     if candidate.is_file():
-      results = json.loads(candidate.read_text())
-      if results.get('format') != FORMAT:
-        raise ConfigError(f'{candidate} is not a ropex evaluation (format {results.get("format")!r}'
-                          f'; allowed: {FORMAT})')
+      with inputs.reading(f'{path}: results file', candidate, f'a ropex evaluation ({FORMAT})'):
+        results = json.loads(candidate.read_text())
+      if not isinstance(results, dict) or results.get('format') != FORMAT:
+        found = results.get('format') if isinstance(results, dict) else type(results).__name__
+        raise ConfigError(f'{candidate} is not a ropex evaluation (format {found!r}; allowed: '
+                          f'{FORMAT})')
       return results
   raise FileNotFoundError(f'no {RESULTS_FILE} in {path} or {path}/eval')

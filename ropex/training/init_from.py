@@ -60,10 +60,11 @@ def _official_tree(source: Source) -> tuple[dict, int | None]:
   """The source's parameters as the official (unscanned) tree of host arrays, and its step."""
   if source.kind == 'gemma':
     from ropex.analysis import gemma_import  # pylint: disable=g-import-not-at-top
-    return gemma_import.load(source.path, scan_layers=False).params, None
+    return gemma_import.load(source.path, scan_layers=False, what='train.init_from').params, None
   from ropex.training import inference  # pylint: disable=g-import-not-at-top
   try:
-    config, params, step = inference.load_for_inference(source.path, source.step)
+    config, params, step = inference.load_for_inference(
+        source.path, source.step, names=('train.init_from', 'train.init_from (its :step)'))
   except FileNotFoundError as e:
     raise ConfigError(f'train.init_from={source.path}: {e}') from None
   cfg = ModelConfig.from_config(config.model)
