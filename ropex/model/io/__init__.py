@@ -1,4 +1,4 @@
-"""Released weights -> a ropex model: ``load_model(path)`` for every format ropex reads.
+"""Released weights -> a ropex model: ``load_model(path)`` for every format ropex reads::
 
     imported = load_model('/ckpt/Qwen3-0.6B')            # a Hugging Face folder
     logits = Transformer(ModelConfig.from_config(imported.model)).apply(
@@ -7,7 +7,8 @@
 One module per format: :mod:`ropex.model.io.huggingface` (``config.json`` + safetensors, every
 family of :mod:`ropex.model.io.hf_families`) and, for the official Gemma Flax checkpoints,
 :mod:`ropex.model.io.gemma2_flax` (Gemma 2/3; config from a sidecar or a preset,
-:mod:`ropex.model.io.gemma_flax_config`) and :mod:`ropex.model.io.gemma_flax` (Gemma v1).
+:mod:`ropex.model.io.gemma_flax_config`) and :mod:`ropex.model.io.gemma_flax` (Gemma v1); :mod:`ropex.model.io.gguf` (llama.cpp files,
+dequantised, through the Hugging Face families' mapping).
 ``Imported.model`` is a complete ``model`` block (unscanned: the
 released layer-by-layer tree), ``params`` the matching tree, ``source`` what run records keep.
 """
