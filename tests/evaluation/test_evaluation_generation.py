@@ -1,4 +1,5 @@
-"""Free greedy generation (ropex.evaluation.generation) and RULER's string-match metrics."""
+"""Free greedy generation (Scorer.generate, through ropex.model.generation's KV cache) and
+RULER's string-match metrics (ropex.evaluation.generation)."""
 
 import jax.numpy as jnp
 import numpy as np
@@ -14,7 +15,7 @@ from evaluation_testlib import copier
 C = synthetic.CONTENT
 
 
-def test_greedy_decode_equals_argmax_of_a_dense_forward(micro_rope):
+def test_scorer_generation_equals_argmax_of_a_dense_forward(micro_rope):
   """Every generated token is the argmax of the dense logits (``Transformer.__call__``, one
   causal forward over prompt + generation) at the position before it: the definition of greedy
   decoding. Chunked attention (rows of 19 > 8 tokens), two batches, unequal prompt lengths."""
