@@ -40,6 +40,34 @@ def rope(x, positions, theta: float = 10_000.0):
   return rotate_pairs(x, positions, half_pairs(H), rope_frequencies(H, theta))
 
 
+def fope(x, positions, kv_head, cos_coef, sin_coef, theta: float, train_length: int):
+  """FoPE (Hua et al. 2412.17739, with the authors' defaults) of one head's ``x`` [B, T, H] at
+  ``positions`` [B, T], read from the paper's formula, float64: frequencies below
+  ``2*pi/train_length`` are dropped from the basis, the first ``M = min(D, H/4)`` chunks turn
+  by the Fourier series ``cos_m(n) = sum_j A[j, m] cos(w_j n)``, ``sin_m(n) = sum_j B[j, m]
+  sin(w_j n)`` over the ``D`` kept frequencies, the remaining chunks by ``cos = sin = 1``.
+  ``cos_coef`` / ``sin_coef`` are [K, D, M]; ``kv_head`` picks this head's coefficients."""
+  x = np.asarray(x, np.float64)
+  H = x.shape[-1]
+  w = rope_frequencies(H, theta)
+  w = w[w >= 2 * math.pi / train_length]
+  M = min(len(w), H // 4)
+  A = np.asarray(cos_coef, np.float64)[kv_head]
+  B = np.asarray(sin_coef, np.float64)[kv_head]
+  out = x.copy()
+  n = np.asarray(positions, np.float64)
+  for m in range(H // 2):
+    if m < M:
+      c = sum(A[j, m] * np.cos(w[j] * n) for j in range(len(w)))
+      s = sum(B[j, m] * np.sin(w[j] * n) for j in range(len(w)))
+    else:
+      c = s = np.ones_like(n)
+    i, k = m, m + H // 2
+    out[..., i] = x[..., i] * c - x[..., k] * s
+    out[..., k] = x[..., k] * c + x[..., i] * s
+  return out
+
+
 def rms_norm(x, scale):
   return x / np.sqrt(np.mean(x * x, -1, keepdims=True) + 1e-6) * (1 + scale)
 

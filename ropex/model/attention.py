@@ -19,9 +19,27 @@ agree with ``xla`` up to float summation order (``tests/model/test_model_attenti
 ``cudnn``    ``jax.nn.dot_product_attention(implementation='cudnn')`` (GPU; bfloat16/float16):
              causal + sliding window natively, segment ids as a boolean mask, a logit bias as
              its ``bias``. Cannot express the logit soft-cap.
-``auto``     TPU: ``splash``; GPU: ``cudnn``; CPU: ``dense`` up to ``attention_chunk``
-             positions, ``chunked`` beyond.
+``auto``     :func:`choose_attention`: TPU ``splash``; GPU ``cudnn`` where cuDNN flash attention
+             takes the layer's dtype and head dim on that GPU, else as CPU; CPU ``dense`` up to
+             ``attention_chunk`` positions, ``chunked`` beyond.
 ===========  ===================================================================================
+
+``auto`` on a GPU (the limits ``jax.nn.dot_product_attention(implementation='cudnn')`` enforces in
+``jax/_src/cudnn/fused_attention_stablehlo.py``, jax 0.10: ``check_layout`` takes float16 / bfloat16
+(or fp8) only; ``check_is_flash_attention`` takes a head dim that is a multiple of 8 and at most
+256 on compute capability >= 9.0 (Hopper and later), at most 128 before; cuDNN's fused flash
+attention needs Ampere (8.0) or later, which JAX does not check itself):
+
+=================  ==============================  =================================
+dtype              head dim                        GPU compute capability -> impl
+=================  ==============================  =================================
+float32            any                             any -> dense / chunked
+bfloat16, float16  multiple of 8, <= 128           >= 8.0 -> cudnn; < 8.0 -> dense
+bfloat16, float16  multiple of 8, 129..256         >= 9.0 -> cudnn; < 9.0 -> dense
+bfloat16, float16  not a multiple of 8, or > 256   any -> dense / chunked
+=================  ==============================  =================================
+
+An unknown compute capability (tracing for a GPU on a host without one) counts as Ampere (8.x).
 
 A kernel that cannot express a layer's attention (``splash`` with a bias, ``cudnn`` with a
 soft-cap) falls back to ``dense`` / ``chunked`` with a log line naming the reason, never
@@ -70,14 +88,43 @@ def _log_once(message: str) -> None:
     _log.warning(message)
 
 
-def resolve(impl: str, seq_len: int, opts: Options, on: str | None = None) -> str:
-  """The implementation that runs for ``impl`` on platform ``on`` (default: the current one)."""
-  on = on or platform.current()
+CUDNN_DTYPES = ('bfloat16', 'float16')
+CUDNN_MIN_CAPABILITY = (8, 0)      # Ampere: cuDNN's fused flash attention
+CUDNN_HOPPER = (9, 0)              # head dim up to 256 from here, up to 128 before
+
+
+def choose_attention(backend: str, dtype, head_dim: int,
+                     gpu_compute_capability: tuple[int, int] | None) -> str:
+  """``auto``'s kernel: ``'splash'``, ``'cudnn'`` or ``'dense'`` (dense, or chunked beyond
+  ``attention_chunk``) for a layer of ``dtype`` and ``head_dim`` on ``backend`` (cpu / gpu /
+  tpu); on a GPU, cuDNN only where it accepts the dtype and head dim (table above)."""
+  if backend == 'tpu':
+    return 'splash'
+  if backend != 'gpu' or str(jnp.dtype(dtype)) not in CUDNN_DTYPES or head_dim % 8:
+    return 'dense'
+  capability = tuple(gpu_compute_capability or (0, 0))
+  if capability < CUDNN_MIN_CAPABILITY and gpu_compute_capability is not None:
+    return 'dense'
+  max_head_dim = 256 if capability >= CUDNN_HOPPER else 128
+  return 'cudnn' if head_dim <= max_head_dim else 'dense'
+
+
+def resolve(impl: str, seq_len: int, opts: Options, on: str | None = None, dtype=None,
+            head_dim: int | None = None,
+            gpu_compute_capability: tuple[int, int] | None = None) -> str:
+  """The implementation that runs for ``impl`` on platform ``on`` (default: the current one,
+  with this host's GPU generation) for a layer of ``dtype`` and ``head_dim`` (both needed by
+  ``auto``)."""
+  if on is None:
+    on, gpu_compute_capability = platform.current(), platform.gpu_compute_capability()
   if impl not in IMPLS:
     raise ValueError(f'attention_impl {impl!r} is not one of {IMPLS}')
   if impl == 'auto':
-    impl = {'tpu': 'splash', 'gpu': 'cudnn'}.get(on, 'dense' if seq_len <= opts.chunk
-                                                 else 'chunked')
+    if dtype is None or head_dim is None:
+      raise ValueError('attention_impl auto needs the layer\'s dtype and head_dim')
+    impl = choose_attention(on, dtype, head_dim, gpu_compute_capability)
+    if impl == 'dense' and seq_len > opts.chunk:
+      impl = 'chunked'
   reason = None
   if impl == 'splash' and opts.bias_fn is not None:
     reason = 'the splash kernel cannot add a positional logit bias'
@@ -95,7 +142,7 @@ def resolve(impl: str, seq_len: int, opts: Options, on: str | None = None) -> st
 
 def attend(impl: str, q_BTKGH, k_BSKH, v_BSKH, segment_ids_BT, opts: Options):
   """``(out_BTKGH, probs_BKGTS or None)`` of self-attention (T == S) with ``impl``."""
-  impl = resolve(impl, q_BTKGH.shape[1], opts)
+  impl = resolve(impl, q_BTKGH.shape[1], opts, dtype=q_BTKGH.dtype, head_dim=q_BTKGH.shape[-1])
   return _IMPLS[impl](q_BTKGH, k_BSKH, v_BSKH, segment_ids_BT, opts)
 
 

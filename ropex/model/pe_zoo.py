@@ -118,15 +118,31 @@ class FIRE(Encoding):
 
 @dataclasses.dataclass(frozen=True)
 class FoPE(Encoding):
-  """Fourier Position Embedding (Hua et al., 2412.17739).
+  """Fourier Position Embedding (Hua et al., 2412.17739), with the authors' defaults.
 
-  Each chunk ``m`` (half layout) is rotated by a Fourier series over the RoPE frequencies
-  instead of one frequency: ``cos_m(n) = sum_j A_jm cos(ω_j n)``, ``sin_m(n) = sum_j B_jm
-  sin(ω_j n)``, with learned coefficients ``A``, ``B`` per KV head ([K, C, C]; query heads use
-  their KV head's), initialised to ``I + N(0, σ²·2/(C + C))`` (the reference's eye + Xavier
-  normal with gain ``fourier_sigma`` = 0.3). Frequencies below the floor ``2π/train_length``
-  (under-trained: less than one period in the training context) are clipped to 0, so those
-  components are constant. With σ = 0 and A = B = I it is RoPE with the clipped frequencies."""
+  Defaults are those of the authors' code (``olmo/model.py`` ``FourierEmbedding`` and the
+  ``fourier_*`` / ``rope_clamp_*`` fields of ``olmo/config.py``, as read in the public copy
+  github.com/yiju-zhao/Fourier-Position-Embedding; their FoPE runs, e.g. ``configs/c4/
+  length-512/ce-fourier/OLMo-60M-...-sep_basis_head-ignore_clamp_zero.yaml``, set
+  ``rope_clamp_floor_freq``, ``rope_clamp_floor_to_zero``, ``fourier_separate_basis``,
+  ``fourier_separate_head``, ``fourier_ignore_zero``, ``fourier_init: eye_xavier_norm`` and gain
+  0.3 / 0.4 / 0.6 for 60M / 180M / 1.2B):
+
+  * RoPE frequencies ``ω_j = θ^(-2j/H)``; those below the floor ``2π/train_length`` (less than
+    one period in the training context) are clipped to zero and *dropped from the basis*: the
+    ``D`` nonzero ones (``j < D``) are the inputs.
+  * The first ``M = min(D, H/4)`` chunks mix them: ``cos_m(n) = Σ_j A_jm cos(ω_j n)``,
+    ``sin_m(n) = Σ_j B_jm sin(ω_j n)`` with separate ``A`` (cos) and ``B`` (sin) ``[K, D, M]``
+    per KV head (the authors': per head, in MHA models).
+  * The other chunks get ``cos = sin = 1`` (the reference pads both with 1: a fixed,
+    position-independent map that doubles q·k in those chunks).
+  * ``A`` and ``B`` are *fixed* (``fourier_learnable=False``): drawn at init as Xavier-normal
+    noise with gain ``fourier_sigma`` = 0.3 plus an identity (``D == M``) or a strided identity
+    (``[j·ceil(D/M), j] = 1``), never trained (gradient stopped; no weight decay: their names
+    start ``fixed_``). The Xavier std is torch's for a ``[K, D, M]`` tensor:
+    ``σ·sqrt(2 / ((D + K)·M))``.
+  * Rotation in the half layout: ``(x1 cos - x2 sin, x2 cos + x1 sin)``.
+  """
   head_dim: int
   max_wavelength: float = 10_000.0
   train_length: int = 4096
@@ -134,32 +150,48 @@ class FoPE(Encoding):
   kind: str = 'fope'
 
   def inv_freq(self, seq_len: int | None = None) -> np.ndarray:
+    """All ``H/2`` RoPE frequencies with those below the floor clipped to 0."""
     del seq_len
     d = self.head_dim
     inv = 1.0 / np.power(self.max_wavelength, np.arange(0, d, 2, dtype=np.float64) / d)
     return np.where(inv < 2 * math.pi / self.train_length, 0.0, inv)
 
+  def basis(self) -> np.ndarray:
+    """The ``D`` nonzero frequencies (the Fourier basis)."""
+    inv = self.inv_freq()
+    return inv[inv > 0]
+
+  def mixed_chunks(self) -> int:
+    """``M = min(D, H/4)``: the chunks whose rotation is a Fourier series."""
+    return min(len(self.basis()), self.head_dim // 4)
+
   def rotated_chunks(self) -> tuple[int, ...]:
-    return tuple(int(c) for c in np.flatnonzero(self.inv_freq() > 0))
+    return tuple(range(self.mixed_chunks()))
 
   def param_specs(self, dims: Dims) -> dict[str, ParamSpec]:
-    C = dims.head_dim // 2
-    std = self.fourier_sigma * math.sqrt(2.0 / (C + C))
+    D, M, K = len(self.basis()), self.mixed_chunks(), dims.num_kv_heads
+    std = self.fourier_sigma * math.sqrt(2.0 / ((D + K) * M))
+    step = math.ceil(D / M)
+    eye_DM = np.zeros((D, M), np.float32)
+    cols = np.arange(M)[np.arange(M) * step < D]
+    eye_DM[cols * step, cols] = 1.0   # the identity when D == M
 
     def init(key, shape, dtype=jnp.float32):
-      return (jnp.eye(C, dtype=dtype) + std * jax.random.normal(key, shape, dtype)).astype(dtype)
+      return (jnp.asarray(eye_DM, dtype) + std * jax.random.normal(key, shape, dtype))
 
-    spec = ParamSpec((dims.num_kv_heads, C, C), ('kv_heads', None, None), init)
-    return {'cos_coef': spec, 'sin_coef': spec}
+    spec = ParamSpec((K, D, M), ('kv_heads', None, None), init)
+    return {'fixed_cos_coef': spec, 'fixed_sin_coef': spec}
 
   def _apply(self, x_BTHK, positions_BT, params):
-    C = self.head_dim // 2
-    angle_BTC = positions_BT.astype(jnp.float32)[..., None] * jnp.asarray(self.inv_freq(),
+    C, M = self.head_dim // 2, self.mixed_chunks()
+    angle_BTD = positions_BT.astype(jnp.float32)[..., None] * jnp.asarray(self.basis(),
                                                                           jnp.float32)
-    cos_BTKC = jnp.einsum('btj,kjm->btkm', jnp.cos(angle_BTC),
-                          params['cos_coef'].astype(jnp.float32))
-    sin_BTKC = jnp.einsum('btj,kjm->btkm', jnp.sin(angle_BTC),
-                          params['sin_coef'].astype(jnp.float32))
+    coef = {k: jax.lax.stop_gradient(v.astype(jnp.float32)) for k, v in params.items()}
+    cos_BTKM = jnp.einsum('btd,kdm->btkm', jnp.cos(angle_BTD), coef['fixed_cos_coef'])
+    sin_BTKM = jnp.einsum('btd,kdm->btkm', jnp.sin(angle_BTD), coef['fixed_sin_coef'])
+    pad = [(0, 0)] * 3 + [(0, C - M)]
+    cos_BTKC = jnp.pad(cos_BTKM, pad, constant_values=1.0)
+    sin_BTKC = jnp.pad(sin_BTKM, pad, constant_values=1.0)
     heads, kv_heads = x_BTHK.shape[2], cos_BTKC.shape[2]
     if heads != kv_heads:  # queries: head n reads KV head n // G
       cos_BTKC = jnp.repeat(cos_BTKC, heads // kv_heads, axis=2)
@@ -181,7 +213,8 @@ class FoPE(Encoding):
   def summary(self) -> dict:
     return {'pe_kind': self.kind, 'max_wavelength': self.max_wavelength, 'layout': 'half',
             'rotated_chunks': list(self.rotated_chunks()), 'train_length': self.train_length,
-            'fourier_sigma': self.fourier_sigma}
+            'fourier_sigma': self.fourier_sigma, 'fourier_basis': len(self.basis()),
+            'fourier_learnable': False}
 
 
 def sinusoid_table(positions_BT, embed_dim: int, max_wavelength: float):

@@ -61,6 +61,18 @@ def target(name: str) -> Iterator[None]:
     _TARGET.reset(token)
 
 
+def gpu_compute_capability() -> tuple[int, int] | None:
+  """``(major, minor)`` of this host's first GPU (``(9, 0)`` on an H100), or None when the
+  process has no GPU (also when it only traces for one: see :func:`target`)."""
+  if jax.default_backend() not in ('cuda', 'gpu'):
+    return None
+  text = getattr(jax.devices()[0], 'compute_capability', None)
+  if not text:
+    return None
+  major, _, minor = str(text).partition('.')
+  return int(major), int(minor or 0)
+
+
 def cpu_tunings(remat: str) -> bool:
   """Whether the hand-written backward passes of :mod:`ropex.model.ops` apply: on CPU only
   (where ``python -m ropex.bench`` measured them to help), and only with remat ``none`` or

@@ -60,7 +60,8 @@ def attention_impls(config, on: str) -> list[str]:
   for spec in cfg.pattern:
     opts = attention.Options(window=spec.window, softcap=cfg.attn_logit_softcap,
                              chunk=cfg.attention_chunk)
-    impl = attention.resolve(cfg.attention_impl, seq_len, opts, on=on)
+    impl = attention.resolve(cfg.attention_impl, seq_len, opts, on=on, dtype=cfg.dtype,
+                             head_dim=cfg.head_dim)
     if impl not in out:
       out.append(impl)
   return out

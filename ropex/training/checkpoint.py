@@ -2,7 +2,8 @@
 
 Each step directory holds ``state`` (the :class:`ropex.training.step.TrainState`: step, float32
 params in the scanned layout, optimizer state), ``data`` (the global data-iterator state, see
-:mod:`ropex.training.data_state`) and ``ropex_checksums.json`` (:mod:`ropex.training.integrity`).
+:mod:`ropex.training.data_state`), ``config`` (the run's ``config.json``, so that a workdir that
+lost it is still checked on resume) and ``ropex_checksums.json`` (:mod:`ropex.training.integrity`).
 
 Restoring never resets a run by accident:
 
@@ -19,6 +20,7 @@ A save that fails (disk full, read-only) raises :class:`CheckpointSaveError` at 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -36,6 +38,7 @@ from ropex.errors import ConfigError
 from ropex.training import data_state, integrity, resume
 
 log = logging.getLogger('ropex')
+CONFIG_ITEM = 'config'   # the run's config.json, saved with every step
 
 
 class CheckpointSaveError(RuntimeError):
@@ -60,6 +63,21 @@ def saved_steps(workdir) -> list[int]:
   return sorted(ocp.utils.checkpoint_steps(directory))
 
 
+def saved_config(workdir) -> dict | None:
+  """The run config saved in the newest checkpoint step that has one (item ``config``, the
+  JSON of ``config.json``), or None."""
+  directory = epath.Path(checkpoint_dir(workdir))
+  for step in reversed(saved_steps(workdir)):
+    path = directory / str(step) / CONFIG_ITEM / 'metadata'
+    if path.exists():
+      try:
+        return json.loads(path.read_text())
+      except ValueError as e:
+        raise ConfigError(f'{path} is not valid JSON ({e}); restore the run\'s config.json, or '
+                          'use a new --workdir') from None
+  return None
+
+
 def has_checkpoints(workdir: str) -> bool:
   """Whether ``workdir`` holds any finished checkpoint step."""
   path = epath.Path(checkpoint_dir(workdir))
@@ -69,8 +87,9 @@ def has_checkpoints(workdir: str) -> bool:
 class Checkpointer:
   """Saves every ``checkpoint.every_steps`` steps (and on demand), keeps ``checkpoint.keep``."""
 
-  def __init__(self, workdir: str, ckpt_cfg):
+  def __init__(self, workdir: str, ckpt_cfg, config_json: dict | None = None):
     self.workdir = resolve(workdir)
+    self.config_json = config_json  # saved with every step as item ``config`` when given
     self.every_steps = int(ckpt_cfg.every_steps)
     self.primary = jax.process_index() == 0
     options = ocp.CheckpointManagerOptions(
@@ -80,12 +99,13 @@ class Checkpointer:
     self.manager = ocp.CheckpointManager(
         checkpoint_dir(workdir), options=options,
         item_handlers={'state': ocp.StandardCheckpointHandler(),
-                       'data': ocp.JsonCheckpointHandler()})
+                       'data': ocp.JsonCheckpointHandler(),
+                       CONFIG_ITEM: ocp.JsonCheckpointHandler()})
     self._unsealed: int | None = None  # a step saved whose checksums are not written yet
     self._sealer: threading.Thread | None = None
     self._seal_error: BaseException | None = None
     self.failed = False
-    _quiet_orbax_save_errors()
+    self._log_scope = _SaveLogScope()
 
   # --- saving --------------------------------------------------------------------------------
 
@@ -97,9 +117,13 @@ class Checkpointer:
     data = data_state.gather(local_data_state)
     self._seal()  # the previous save must be complete (orbax waits for it anyway)
     self._unsealed = step
-    self._saving(lambda: self.manager.save(step, force=True, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        data=ocp.args.JsonSave({'step': int(step), 'iterator': data}))))
+    self._log_scope.enter()
+    items = {'state': ocp.args.StandardSave(state),
+             'data': ocp.args.JsonSave({'step': int(step), 'iterator': data})}
+    if self.config_json is not None:
+      items[CONFIG_ITEM] = ocp.args.JsonSave(self.config_json)
+    self._saving(lambda: self.manager.save(step, force=True,
+                                           args=ocp.args.Composite(**items)))
     if not self.manager._options.enable_async_checkpointing:  # pylint: disable=protected-access
       self._seal()
     return True
@@ -131,6 +155,7 @@ class Checkpointer:
     """Process 0 hashes the finished step in a thread; the others have nothing to do."""
     if not self.primary:
       self._unsealed = None
+      self._log_scope.exit()
       return
     step_dir = epath.Path(checkpoint_dir(self.workdir)) / str(self._unsealed)
     self._sealer = threading.Thread(target=self._write_checksums, args=(step_dir,),
@@ -141,6 +166,7 @@ class Checkpointer:
     try:
       integrity.write(step_dir)
       self._unsealed = None
+      self._log_scope.exit()
     except BaseException as e:  # pylint: disable=broad-except  (re-raised in the main thread)
       self._seal_error = e
 
@@ -275,18 +301,39 @@ def _reason(error: BaseException) -> str:
       type(error).__name__
 
 
-class _DropOrbaxSaveTracebacks(logging.Filter):
-  """orbax logs a failed background save with full tracebacks from several threads; the same
-  failure reaches the loop as one :class:`CheckpointSaveError` line, so those records go."""
+# orbax's modules that log a failed background save (with tracebacks from several threads).
+_SAVE_THREAD_MODULES = ('/orbax/checkpoint/_src/checkpointers/async_checkpointer.py',
+                        '/orbax/checkpoint/_src/futures/future.py',
+                        '/orbax/checkpoint/checkpoint_manager.py')
+
+
+class _DropSaveThreadErrors(logging.Filter):
+  """Drops ERROR records of orbax's save threads; installed only while a save is in flight."""
 
   def filter(self, record: logging.LogRecord) -> bool:
-    return not (record.levelno >= logging.ERROR and '/orbax/' in (record.pathname or ''))
+    path = (record.pathname or '').replace(os.sep, '/')
+    return not (record.levelno >= logging.ERROR and path.endswith(_SAVE_THREAD_MODULES))
 
 
-def _quiet_orbax_save_errors() -> None:
-  absl_logger = logging.getLogger('absl')
-  if not any(isinstance(f, _DropOrbaxSaveTracebacks) for f in absl_logger.filters):
-    absl_logger.addFilter(_DropOrbaxSaveTracebacks())
+class _SaveLogScope:
+  """While open, orbax's save-thread ERROR records (the failed save's tracebacks, which reach
+  the loop as one :class:`CheckpointSaveError` line) are dropped from the ``absl`` logger; any
+  other record, and every record outside the scope, is logged as usual. Opened when a save
+  starts, closed when it is complete (a failed save keeps it open: the run stops)."""
+
+  def __init__(self):
+    self._filter = _DropSaveThreadErrors()
+    self.open = False
+
+  def enter(self) -> None:
+    if not self.open:
+      logging.getLogger('absl').addFilter(self._filter)
+      self.open = True
+
+  def exit(self) -> None:
+    if self.open:
+      logging.getLogger('absl').removeFilter(self._filter)
+      self.open = False
 
 
 def _first_problem(problem: str | None) -> str | None:

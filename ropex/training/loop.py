@@ -15,6 +15,7 @@ log / eval / checkpoint steps, where the step's loss is checked before anything 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from typing import Any
@@ -100,7 +101,7 @@ def _start(config, workdir: str) -> _Run:
   evaluator = Evaluator(config, setup, process_index, process_count)
   it = data.make_iterator(config, 'train', process_index, process_count)
   pretrained = None if checkpoint.has_checkpoints(workdir) else init_from.load(config, setup)
-  ckpt = checkpoint.Checkpointer(workdir, config.checkpoint)
+  ckpt = checkpoint.Checkpointer(workdir, config.checkpoint, json.loads(config.to_json()))
   restored = ckpt.restore_latest(setup.abstract_state)
   if restored:
     state, saved_data, start = restored

@@ -144,6 +144,7 @@ class Window:
     self.tokens_per_step = tokens_per_step
     self.loss_sum, self.loss_n, self.grad_norm = 0.0, 0, float('nan')
     self.timer, self.timed_tokens, self.last_tokens_per_s = None, 0, float('nan')
+    self.max_position = -1
 
   def add(self, step_i: int, m: dict) -> None:
     loss, grad_norm = float(m['loss']), float(m['grad_norm'])
@@ -152,6 +153,7 @@ class Window:
           f'train/loss={loss} and train/grad_norm={grad_norm} at step {step_i}', step_i,
           {'train/loss': loss, 'train/grad_norm': grad_norm})
     self.loss_sum, self.loss_n, self.grad_norm = self.loss_sum + loss, self.loss_n + 1, grad_norm
+    self.max_position = max(self.max_position, int(m.get('max_position', -1)))
     if self.timer is None:  # the first step includes compilation: not timed
       self.timer = time.perf_counter()
     else:
@@ -167,8 +169,9 @@ class Window:
 
   def pop(self, lr: float) -> dict:
     out = {'train/loss': self.loss_sum / max(self.loss_n, 1), 'train/learning_rate': lr,
-           'train/grad_norm': self.grad_norm, 'train/tokens_per_s': self.tokens_per_s()}
-    self.loss_sum, self.loss_n = 0.0, 0
+           'train/grad_norm': self.grad_norm, 'train/tokens_per_s': self.tokens_per_s(),
+           'train/max_position': self.max_position}
+    self.loss_sum, self.loss_n, self.max_position = 0.0, 0, -1
     return out
 
 

@@ -9,6 +9,9 @@ import optax
 
 SCHEDULES = ('cosine', 'rsqrt', 'constant')
 NO_DECAY_MARKERS = ('norm', 'embedder')  # parameter-path substrings excluded from decay
+# parameter names of constants the model never trains (their gradient is stopped, e.g. FoPE's
+# Fourier coefficients): never decayed, whatever ``train.decay_norms_and_embeddings`` says
+FIXED_MARKER = 'fixed_'
 
 
 def learning_rate_schedule(train) -> optax.Schedule:
@@ -37,6 +40,8 @@ def decay_mask(params, decay_norms_and_embeddings: bool = False):
   """True for parameters that get weight decay."""
   def decays(path, _):
     name = jax.tree_util.keystr(path, simple=True, separator='/')
+    if FIXED_MARKER in name:
+      return False
     return decay_norms_and_embeddings or not any(m in name for m in NO_DECAY_MARKERS)
   return jax.tree_util.tree_map_with_path(decays, params)
 

@@ -144,6 +144,12 @@ def _grads(setup: Setup, params, batch):
   return ce_sum, grads, total_weight
 
 
+def max_position(batch) -> jax.Array:
+  """The largest position of a real (non-padding) token in the batch: how far into its context
+  the model was trained (``train/max_position``; -1 for an all-padding batch)."""
+  return jnp.max(jnp.where(batch['segment_ids'] > 0, batch['positions'], -1))
+
+
 def make_train_step(setup: Setup) -> Callable:
   """``train_step(state, batch) -> (state, metrics)``, jitted with shardings and donation."""
   def train_step(state: TrainState, batch):
@@ -153,7 +159,8 @@ def make_train_step(setup: Setup) -> Callable:
       updates, opt_state = setup.optimizer.update(grads, state.opt_state, state.params)
       params = optax.apply_updates(state.params, updates)
     new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
-    metrics = {'loss': ce_sum / total_weight, 'grad_norm': grad_norm, 'tokens': total_weight}
+    metrics = {'loss': ce_sum / total_weight, 'grad_norm': grad_norm, 'tokens': total_weight,
+               'max_position': max_position(batch)}
     return new_state, metrics
 
   batch_shardings = {k: setup.batch_sharding for k in BATCH_DTYPES}

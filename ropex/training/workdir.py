@@ -9,25 +9,34 @@ from etils import epath
 import ml_collections
 
 from ropex.errors import ConfigError
-from ropex.training import resume
+from ropex.training import checkpoint, resume
 
 
 def check_resumable(config, workdir: str) -> None:
   """Refuses (ConfigError, nothing written) a workdir whose run differs from ``config`` in a
-  field that cannot change on resume (see :mod:`ropex.training.resume`), or that is not a
-  directory."""
+  field that cannot change on resume (see :mod:`ropex.training.resume`) — checked against its
+  ``config.json``, or the copy in its newest checkpoint when that file is lost — that holds
+  checkpoints with neither, or that is not a directory."""
   root = epath.Path(workdir)
   if root.exists() and not root.is_dir():
     raise ConfigError(f'--workdir {workdir} is a file, not a directory; give a directory (it is '
                       'created if missing)')
   path = root / 'config.json'
-  if not path.exists():
+  if path.exists():
+    try:
+      previous = json.loads(path.read_text())
+    except ValueError as e:
+      raise ConfigError(f'{path} is not valid JSON ({e}); restore it from the run, or use a new '
+                        '--workdir') from None
+  elif checkpoint.has_checkpoints(workdir):
+    previous = checkpoint.saved_config(workdir)  # config.json lost: the checkpoint's copy
+    if previous is None:
+      raise ConfigError(f'--workdir {workdir} holds checkpoints but no config.json (and its '
+                        'checkpoints hold no copy), so this command cannot be checked against '
+                        'the run it would resume; restore its config.json, or use a new '
+                        '--workdir')
+  else:
     return
-  try:
-    previous = json.loads(path.read_text())
-  except ValueError as e:
-    raise ConfigError(f'{path} is not valid JSON ({e}); restore it from the run, or use a new '
-                      '--workdir') from None
   resume.check_config(previous, json.loads(config.to_json()), workdir)
 
 

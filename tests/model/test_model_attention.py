@@ -144,16 +144,62 @@ def test_kernels_that_cannot_express_a_layer_fall_back_with_a_log_line(caplog):
 
 def test_auto_picks_the_platforms_implementation():
   opts = attention.Options(chunk=64)
-  assert attention.resolve('auto', 8192, opts, on='tpu') == 'splash'
-  assert attention.resolve('auto', 8192, opts, on='gpu') == 'cudnn'
-  assert attention.resolve('auto', 64, opts, on='cpu') == 'dense'
-  assert attention.resolve('auto', 65, opts, on='cpu') == 'chunked'
-  assert attention.resolve('auto', 8192, opts._replace(softcap=50.0), on='gpu') == 'chunked'
+  layer = dict(dtype='bfloat16', head_dim=128)
+  assert attention.resolve('auto', 8192, opts, on='tpu', **layer) == 'splash'
+  assert attention.resolve('auto', 8192, opts, on='gpu', gpu_compute_capability=(9, 0),
+                           **layer) == 'cudnn'
+  assert attention.resolve('auto', 64, opts, on='cpu', **layer) == 'dense'
+  assert attention.resolve('auto', 65, opts, on='cpu', **layer) == 'chunked'
+  assert attention.resolve('auto', 8192, opts._replace(softcap=50.0), on='gpu',
+                           gpu_compute_capability=(9, 0), **layer) == 'chunked'
+  assert attention.resolve('auto', 8192, opts, on='gpu', dtype='float32', head_dim=128,
+                           gpu_compute_capability=(9, 0)) == 'chunked'
+  with pytest.raises(ValueError, match='needs the layer'):
+    attention.resolve('auto', 8, opts, on='gpu')
   with platform.target('tpu'):
-    assert platform.current() == 'tpu' and attention.resolve('auto', 8, opts) == 'splash'
+    assert platform.current() == 'tpu' and attention.resolve('auto', 8, opts, **layer) == 'splash'
     assert not platform.cpu_tunings('none')
   assert platform.current() == 'cpu' and platform.cpu_tunings('none')
   assert platform.cpu_tunings('full') and not platform.cpu_tunings('dots')
+
+
+# cuDNN flash attention's limits as jax.nn.dot_product_attention checks them
+# (jax/_src/cudnn/fused_attention_stablehlo.py: check_layout takes fp16/bf16 only;
+# check_is_flash_attention: head dim a multiple of 8, <= 256 from compute capability 9.0, <= 128
+# before) and cuDNN's own (fused flash attention from Ampere, 8.0). Rows: backend, dtype, head
+# dim, compute capability -> kernel.
+CHOICE_TABLE = [
+    ('tpu', 'float32', 256, None, 'splash'),
+    ('tpu', 'bfloat16', 64, None, 'splash'),
+    ('cpu', 'bfloat16', 128, None, 'dense'),
+    ('gpu', 'float32', 128, (9, 0), 'dense'),     # cuDNN: fp16/bf16 only
+    ('gpu', 'float32', 64, (8, 0), 'dense'),
+    ('gpu', 'bfloat16', 128, (8, 0), 'cudnn'),
+    ('gpu', 'float16', 64, (8, 6), 'cudnn'),
+    ('gpu', 'bfloat16', 256, (8, 0), 'dense'),    # > 128 before Hopper (Gemma's head dim)
+    ('gpu', 'bfloat16', 256, (8, 9), 'dense'),
+    ('gpu', 'bfloat16', 256, (9, 0), 'cudnn'),
+    ('gpu', 'bfloat16', 256, (10, 0), 'cudnn'),
+    ('gpu', 'bfloat16', 288, (9, 0), 'dense'),    # > 256 anywhere
+    ('gpu', 'bfloat16', 36, (9, 0), 'dense'),     # not a multiple of 8
+    ('gpu', 'bfloat16', 64, (7, 5), 'dense'),     # pre-Ampere: no fused flash attention
+    ('gpu', 'bfloat16', 128, None, 'cudnn'),      # unknown generation counts as Ampere
+    ('gpu', 'bfloat16', 256, None, 'dense'),
+]
+
+
+@pytest.mark.parametrize('backend, dtype, head_dim, capability, want', CHOICE_TABLE)
+def test_auto_choice_table(backend, dtype, head_dim, capability, want):
+  assert attention.choose_attention(backend, dtype, head_dim, capability) == want
+
+
+def test_every_default_config_gets_a_kernel_that_takes_it_on_a_gpu():
+  """The float32 default presets never reach cuDNN (which rejects float32)."""
+  from ropex.model.config import ModelConfig, model_block  # pylint: disable=g-import-not-at-top
+  cfg = ModelConfig.from_config(model_block('tiny'))
+  assert cfg.dtype == 'float32'
+  for capability in [(8, 0), (9, 0)]:
+    assert attention.choose_attention('gpu', cfg.dtype, cfg.head_dim, capability) == 'dense'
 
 
 def test_attention_impl_is_validated():

@@ -16,6 +16,7 @@ from ropex.model.config import ModelConfig, pe_block
 from ropex.model.pe_interface import Dims
 from ropex.errors import ConfigError
 from model_testlib import make_cfg
+import reference
 
 
 def init(cfg, seed=0, length=16):
@@ -129,29 +130,73 @@ def test_alibi_attention_equals_an_independent_softmax():
   np.testing.assert_allclose(attn['probs_BNTS'][0], probs, atol=1e-5)
 
 
-def test_fope_with_identity_coefficients_is_rope_with_clipped_frequencies():
-  d, L = 16, 64
+def test_fope_with_identity_coefficients_is_rope_on_its_mixed_chunks():
+  d, L = 32, 128
   pe = positional.from_config({'kind': 'fope', 'train_length': L}, d)
   inv = 10_000.0 ** (-np.arange(0, d, 2) / d)
-  clipped = np.where(inv < 2 * np.pi / L, 0.0, inv)
-  np.testing.assert_allclose(pe.inv_freq(), clipped)
-  assert clipped[-1] == 0 and clipped[0] == 1  # the floor really clips some
-  eye = jnp.broadcast_to(jnp.eye(d // 2), (2, d // 2, d // 2))
-  params = {'cos_coef': eye, 'sin_coef': eye}
+  kept = inv[inv >= 2 * np.pi / L]
+  assert len(kept) == 6 and pe.mixed_chunks() == 6  # D = 6 kept of 16; M = min(6, 32/4)
+  np.testing.assert_allclose(pe.basis(), kept)
+  eye = jnp.broadcast_to(jnp.eye(6), (2, 6, 6))
+  params = {'fixed_cos_coef': eye, 'fixed_sin_coef': eye}
   rng = np.random.default_rng(0)
   x = rng.standard_normal((1, 5, 2, d)).astype(np.float32)
   pos = rng.integers(0, 200, (1, 5))
-  a = pos[..., None, None] * clipped
-  x1, x2 = x[..., :d // 2], x[..., d // 2:]
-  want = np.concatenate([x1 * np.cos(a) - x2 * np.sin(a), x2 * np.cos(a) + x1 * np.sin(a)], -1)
-  np.testing.assert_allclose(pe.keys(x, pos, params), want, atol=1e-4)
-  specs = pe.param_specs(Dims(4, 2, d, 32))
+  got = np.asarray(pe.keys(x, pos, params))
+  # chunks 0-5: RoPE with the kept frequencies; chunks 6-15: cos = sin = 1 (the reference's pad)
+  pairs = [(k, k + d // 2) for k in range(6)]
+  want = reference.rotate_pairs(x, pos, pairs, kept)
+  x1, x2 = x[..., 6:16], x[..., 22:32]
+  want[..., 6:16], want[..., 22:32] = x1 - x2, x2 + x1
+  np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+@pytest.mark.parametrize('d, L, theta', [(32, 128, 10_000.0), (16, 4096, 10_000.0),
+                                         (32, 64, 500.0)])
+def test_fope_golden_against_the_papers_formula_with_random_coefficients(d, L, theta):
+  """Random (non-identity) Fourier coefficients, GQA (4 query heads on 2 KV heads): queries and
+  keys equal the numpy formula of tests/reference.py."""
+  pe = positional.from_config({'kind': 'fope', 'train_length': L, 'max_wavelength': theta}, d)
+  D, M = len(pe.basis()), pe.mixed_chunks()
+  rng = np.random.default_rng(1)
+  A = rng.standard_normal((2, D, M)).astype(np.float32)
+  B = rng.standard_normal((2, D, M)).astype(np.float32)
+  params = {'fixed_cos_coef': A, 'fixed_sin_coef': B}
+  q = rng.standard_normal((2, 7, 4, d)).astype(np.float32)
+  k = rng.standard_normal((2, 7, 2, d)).astype(np.float32)
+  pos = rng.integers(0, min(3 * L, 1500), (2, 7))  # float32 angles: keep n·ω_0 moderate
+  got_q, got_k = np.asarray(pe.queries(q, pos, params)), np.asarray(pe.keys(k, pos, params))
+  for n in range(4):
+    np.testing.assert_allclose(got_q[:, :, n], reference.fope(q[:, :, n], pos, n // 2, A, B,
+                                                              theta, L), atol=2e-4, rtol=1e-4)
+  for h in range(2):
+    np.testing.assert_allclose(got_k[:, :, h], reference.fope(k[:, :, h], pos, h, A, B,
+                                                              theta, L), atol=2e-4, rtol=1e-4)
+
+
+def test_fope_coefficients_are_the_authors_init_and_fixed():
+  """eye / strided eye + Xavier-normal (gain 0.3, torch's fans of a [K, D, M] tensor); the
+  gradient never reaches them and weight decay skips them."""
+  from ropex.training import optim  # pylint: disable=g-import-not-at-top
+  pe = positional.from_config({'kind': 'fope', 'train_length': 4096}, 16)
+  D, M = len(pe.basis()), pe.mixed_chunks()
+  assert (D, M) == (6, 4)  # 6 frequencies kept, M = 16/4: the strided identity
+  specs = pe.param_specs(Dims(4, 2, 16, 32))
   assert {k: (s.shape, s.axes) for k, s in specs.items()} == {
-      'cos_coef': ((2, 8, 8), ('kv_heads', None, None)),
-      'sin_coef': ((2, 8, 8), ('kv_heads', None, None))}
-  coef = specs['cos_coef'].init(jax.random.key(0), (2, 8, 8))
-  off_diagonal = np.asarray(coef)[:, ~np.eye(8, dtype=bool)]
-  assert abs(off_diagonal.std() - 0.3 * math.sqrt(2 / 16)) < 0.03  # eye + Xavier(gain 0.3)
+      'fixed_cos_coef': ((2, 6, 4), ('kv_heads', None, None)),
+      'fixed_sin_coef': ((2, 6, 4), ('kv_heads', None, None))}
+  draws = np.stack([np.asarray(specs['fixed_cos_coef'].init(jax.random.key(i), (2, 6, 4)))
+                    for i in range(400)])
+  strided_eye = np.zeros((6, 4))
+  strided_eye[[0, 2, 4], [0, 1, 2]] = 1.0  # [j * ceil(6/4), j] for j * 2 < 6
+  np.testing.assert_allclose(draws.mean(0), np.broadcast_to(strided_eye, (2, 6, 4)), atol=0.02)
+  assert abs((draws - strided_eye).std() - 0.3 * math.sqrt(2 / ((6 + 2) * 4))) < 0.005
+  params = {k: s.init(jax.random.key(0), s.shape) for k, s in specs.items()}
+  x = jnp.ones((1, 3, 2, 16))
+  grads = jax.grad(lambda p: jnp.sum(pe.keys(x, jnp.arange(3)[None], p) ** 2))(params)
+  assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads))
+  mask = optim.decay_mask({'pe': params, 'w': jnp.ones(2)}, decay_norms_and_embeddings=True)
+  assert mask == {'pe': {'fixed_cos_coef': False, 'fixed_sin_coef': False}, 'w': True}
 
 
 def test_sinusoidal_absolute_golden_and_learned_absolute_table():
@@ -229,7 +274,8 @@ def test_invalid_zoo_configs_name_the_field(overrides, words):
 
 def test_learned_encodings_train_and_are_checkpointed(tmp_path):
   """FIRE and FoPE layers plus a learned absolute table: one short run on the synthetic tasks;
-  the loss falls, every PE parameter moves, and the checkpoint holds them."""
+  the loss falls, every learned PE parameter moves (FoPE's fixed coefficients stay bit for bit),
+  and the checkpoint holds them."""
   from ropex.training import inference, loop, metrics  # pylint: disable=g-import-not-at-top
   c = config_base.base_config('tiny', pe=pe_block('learned_absolute', max_positions=64))
   c.model.layer_pattern = ('fire', 'fope')
@@ -249,14 +295,18 @@ def test_learned_encodings_train_and_are_checkpointed(tmp_path):
                'fope': params['layers']['layer_1']['attn']['pe'],
                'absolute': params['pe_embedding']}
   assert set(pe_params['fire']) == {'mlp_w1', 'mlp_b1', 'mlp_w2', 'mlp_b2', 'c', 'L_multiplier'}
-  assert set(pe_params['fope']) == {'cos_coef', 'sin_coef'}
+  assert set(pe_params['fope']) == {'fixed_cos_coef', 'fixed_sin_coef'}
   for name, tree in pe_params.items():
     start = {'fire': initial['layers']['layer_0']['attn']['pe'],
              'fope': initial['layers']['layer_1']['attn']['pe'],
              'absolute': initial['pe_embedding']}[name]
     for key, value in tree.items():
       assert value.shape == start[key].shape
-      assert np.abs(np.asarray(value) - np.asarray(start[key])).max() > 1e-5, (name, key)
+      moved = np.abs(np.asarray(value) - np.asarray(start[key])).max()
+      if name == 'fope':  # the authors' fixed Fourier coefficients (fourier_learnable=False)
+        assert moved == 0.0, key
+      else:
+        assert moved > 1e-5, (name, key)
 
 
 def test_learned_pe_params_are_sharded_and_a_2x2x2_mesh_matches_one_device():
@@ -287,7 +337,7 @@ def test_learned_pe_params_are_sharded_and_a_2x2x2_mesh_matches_one_device():
   setup, losses_8 = run(sharding.make_mesh(c))
   specs = setup.state_shardings.params
   assert specs['layers']['layer_0']['attn']['pe']['mlp_w2'].spec == P(None, None, 'tensor')
-  assert specs['layers']['layer_1']['attn']['pe']['cos_coef'].spec == P(None, None, None, None)
+  assert specs['layers']['layer_1']['attn']['pe']['fixed_cos_coef'].spec == P(None, None, None, None)
   assert specs['pe_embedding']['position_embedding'].spec == P(None, 'fsdp')
   c.mesh.update(data=1, fsdp=1, tensor=1)
   _, losses_1 = run(sharding.make_mesh(c, jax.devices()[:1]))

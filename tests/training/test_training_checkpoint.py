@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from ropex.training import loop, metrics, sharding, inference
+from ropex.training import checkpoint, loop, metrics, sharding, inference
 from ropex.config import defaults as config_base
 from ropex import data, model
 from ropex.model.config import ModelConfig
@@ -116,3 +116,32 @@ def test_make_train_step_lowers_from_abstract_values():
   embedding = out_state.params['embedder']['input_embedding']
   assert embedding.spec == P('tensor', 'fsdp')
   assert embedding == abstract_state.params['embedder']['input_embedding'].sharding
+
+
+def _orbax_error(module: str) -> logging.LogRecord:
+  """An ERROR record as orbax's ``module`` (a path under orbax/checkpoint/_src) logs it."""
+  import orbax.checkpoint as ocp_pkg  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(ocp_pkg.__file__), '_src', module)
+  return logging.LogRecord('absl', logging.ERROR, path, 1, f'an error in {module}', None, None)
+
+
+def test_orbax_errors_are_hidden_only_while_a_save_is_in_flight(tmp_path, caplog):
+  """The failed-save filter is scoped: unrelated orbax ERROR records always reach the log, and
+  save-thread records do outside a save."""
+  config = config_base.base_config('tiny')
+  config.checkpoint.update(every_steps=1, async_save=True)
+  absl_logger = logging.getLogger('absl')
+  save_thread = 'checkpointers/async_checkpointer.py'
+  unrelated = 'metadata/checkpoint.py'
+  with caplog.at_level(logging.ERROR):
+    ckpt = checkpoint.Checkpointer(str(tmp_path / 'run'), config.checkpoint)
+    absl_logger.handle(_orbax_error(save_thread))     # no save in flight: logged
+    ckpt.save(1, {'x': np.arange(4.0)}, {'k': 1}, force=True)
+    absl_logger.handle(_orbax_error(save_thread))     # in flight: the failed save's tracebacks
+    absl_logger.handle(_orbax_error(unrelated))       # in flight but unrelated: logged
+    ckpt.close()
+    absl_logger.handle(_orbax_error(save_thread))     # the save is complete: logged again
+  got = [r.getMessage() for r in caplog.records if r.getMessage().startswith('an error in')]
+  assert got == [f'an error in {save_thread}', f'an error in {unrelated}',
+                 f'an error in {save_thread}']
+  assert not absl_logger.filters

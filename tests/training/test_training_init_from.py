@@ -96,14 +96,20 @@ def test_bad_source_is_a_clear_error(spec, message, tmp_path):
 
 
 @pytest.mark.parametrize('recipe', ['theta', 'yarn', 'pi', 'drope'])
-def test_context_extension_recipes_run_from_a_source(recipe, source, tmp_path):
+def test_context_extension_recipes_train_from_the_source_at_the_new_length(recipe, source,
+                                                                           tmp_path):
+  """The source (examples of 14-20 tokens: L0 = 25 with packed remainders) continued by each
+  recipe: extending recipes train on examples reaching 2 x L0 positions (train/max_position),
+  DroPE at the source's own length."""
   from ropex.config import loading  # pylint: disable=g-import-not-at-top
   path = os.path.join(cli_runs.ROOT, 'configs', 'context_extension.py')
-  c = loading.load(f'{path}:src={source},recipe={recipe},base_len=64,factor=2,steps=1')
-  c.train.batch_size = 8
-  c.eval.steps = 0
-  assert c.train.seq_len == (64 if recipe == 'drope' else 128)
+  c = loading.load(f'{path}:src={source},recipe={recipe},factor=2,steps=1')
   summary = loop.train(c, str(tmp_path / recipe))
   assert summary['step'] == 1 and np.isfinite(summary['train/loss'])
   record = json.loads(open(tmp_path / recipe / 'init_from.json').read())
   assert record['path'] == os.path.abspath(source) and record['step'] == 4
+  max_position = metrics.read_metrics(str(tmp_path / recipe))[-1]['train/max_position']
+  if recipe == 'drope':
+    assert c.train.seq_len == 64 and max_position <= 24
+  else:
+    assert c.train.seq_len == 100 and max_position == 2 * 25 - 1

@@ -194,3 +194,36 @@ def test_a_torn_metrics_line_is_survived_by_resume_and_report(trained, tmp_path,
   assert any('line 5 is not a metrics record' in r.getMessage() for r in caplog.records)
   assert records[3]['train/loss'] == trained[1][4]
   assert run_summary.summarize(workdir).status == 'finished'
+
+
+def test_a_lost_config_json_is_checked_against_the_checkpoints_copy(trained, tmp_path):
+  """Without config.json the run's config saved in its checkpoints stands in: a changed θ is
+  refused in one line with nothing changed; the unchanged command resumes."""
+  workdir = _copy(trained, tmp_path)
+  with open(os.path.join(workdir, 'config.json')) as f:
+    written = json.load(f)
+  assert checkpoint.saved_config(workdir) == written
+  os.remove(os.path.join(workdir, 'config.json'))
+  before = listing(workdir)
+  c = _config(steps=6)
+  c.model.pe.max_wavelength = 500.0  # would otherwise resume silently with another θ
+  with pytest.raises(ConfigError, match=r'holds a run with model.pe.max_wavelength=10000.0 but '
+                     r'this command has model.pe.max_wavelength=500.0') as e:
+    loop.train(c, workdir)
+  assert '\n' not in str(e.value)
+  assert listing(workdir) == before
+  summary = loop.train(_config(steps=6), workdir)
+  assert summary['step'] == 6 and os.path.exists(os.path.join(workdir, 'config.json'))
+
+
+def test_checkpoints_without_config_json_or_a_copy_are_refused(trained, tmp_path):
+  workdir = _copy(trained, tmp_path)
+  os.remove(os.path.join(workdir, 'config.json'))
+  for step_dir in os.listdir(os.path.join(workdir, 'checkpoints')):
+    shutil.rmtree(os.path.join(workdir, 'checkpoints', step_dir, 'config'))
+  before = listing(workdir)
+  with pytest.raises(ConfigError, match=r'holds checkpoints but no config.json \(and its '
+                     r'checkpoints hold no copy\)') as e:
+    loop.train(_config(steps=8), workdir)
+  assert '\n' not in str(e.value)
+  assert listing(workdir) == before
