@@ -31,8 +31,10 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HELPER = os.path.join(ROOT, 'tests', 'docs', 'verb_flags.py')
@@ -172,13 +174,34 @@ def _is_path(value: str) -> bool:
 
 
 class Produced:
-  """Paths written by the commands of one document so far, with the config of trained runs."""
+  """Paths written by the commands of one document so far, with the config of trained runs.
 
-  def __init__(self):
+  A trained run also gets a stand-in under ``scratch`` (its ``config.json`` and an empty
+  ``checkpoints/``), so that a later config file that reads the run (``src=/tmp/rope`` of
+  ``configs/context_extension.py``) can be loaded as if the run were there."""
+
+  def __init__(self, scratch: str):
     self.paths: dict[str, object] = {}
+    self.scratch = scratch
 
   def add(self, path: str, config=None):
     self.paths[path.rstrip('/')] = config
+    if config is not None and not path.startswith('gs://'):
+      from ropex.training import workdir  # pylint: disable=g-import-not-at-top
+      stand_in = self.stand_in(path)
+      workdir.write_config(config, stand_in, primary=True)
+      os.makedirs(os.path.join(stand_in, 'checkpoints'), exist_ok=True)
+
+  def stand_in(self, path: str) -> str:
+    return os.path.join(self.scratch, path.strip('/'))
+
+  def with_stand_ins(self, spec: str) -> str:
+    """``spec`` with every trained run it names as a config argument replaced by its stand-in."""
+    head, sep, arg = spec.partition(':')
+    for path in sorted((p for p, c in self.paths.items() if c is not None), key=len,
+                       reverse=True):
+      arg = re.sub(rf'(?<==){re.escape(path)}(?=$|[,:/])', self.stand_in(path), arg)
+    return head + sep + arg
 
   def covers(self, path: str) -> bool:
     path = path.rstrip('/')
@@ -236,7 +259,7 @@ def _config_problems(res, info, produced, problems):
           for run in _sweep_runs(spec, root, values, problems):
             produced.add(run.workdir)
           continue
-        reference = loading.load(spec, f'--{flag}')
+        reference = loading.load(produced.with_stand_ins(spec), f'--{flag}')
         for key, value in fields:
           if not is_placeholder(value):
             overrides.set_field(reference, key, value)
@@ -333,28 +356,32 @@ def _check_documents(docs: list[str]) -> tuple[list[Command], list[str]]:
       if cmd.verb != 'make' and os.path.isfile(os.path.join(ROOT, 'ropex', f'{cmd.verb}.py')):
         verbs.setdefault(cmd.verb, []).append(cmd.argv)
   infos = verb_flags(verbs)
-  index = {verb: 0 for verb in verbs}
-  all_cmds, problems = [], []
+  results = {verb: iter(info.get('commands', [])) for verb, info in infos.items()}
   known = sorted(os.path.splitext(f)[0] for f in os.listdir(os.path.join(ROOT, 'ropex'))
                  if f.endswith('.py') and "__name__ == '__main__'" in
                  open(os.path.join(ROOT, 'ropex', f)).read())
-  for doc, cmds in per_doc.items():
-    produced = Produced()
-    for cmd in cmds:
-      all_cmds.append(cmd)
-      if cmd.verb == 'make':
-        found = makefile_commands(cmd.argv[0]) is not None
-        errs = [] if found else [f'the Makefile has no target {cmd.argv[0]!r}']
-      elif cmd.verb not in verbs:
-        errs = [f'python -m ropex.{cmd.verb}: no such entry point; the verbs are '
-                f'{", ".join(known)}']
-      else:
-        info = infos[cmd.verb]
-        res = info['commands'][index[cmd.verb]] if 'commands' in info else {}
-        index[cmd.verb] += 1
-        errs = check_command(cmd, info, res, produced)
-      problems += [f'{cmd.where()}: {e}' for e in errs]
+  all_cmds, problems = [], []
+  scratch = tempfile.mkdtemp(prefix='ropex-doc-commands-')
+  try:
+    for doc, cmds in per_doc.items():
+      produced = Produced(os.path.join(scratch, os.path.basename(doc)))
+      for cmd in cmds:       # in document order: what a command writes, later ones may read
+        all_cmds.append(cmd)
+        errs = _problems(cmd, infos, results, known, produced)
+        problems += [f'{cmd.where()}: {e}' for e in errs]
+  finally:
+    shutil.rmtree(scratch, ignore_errors=True)
   return all_cmds, problems
+
+
+def _problems(cmd, infos, results, known, produced) -> list[str]:
+  if cmd.verb == 'make':
+    found = makefile_commands(cmd.argv[0]) is not None
+    return [] if found else [f'the Makefile has no target {cmd.argv[0]!r}']
+  if cmd.verb not in infos:
+    return [f'python -m ropex.{cmd.verb}: no such entry point; the verbs are '
+            f'{", ".join(known)}']
+  return check_command(cmd, infos[cmd.verb], next(results[cmd.verb], {}), produced)
 
 
 def shown_outputs(path: str) -> list[tuple[int, str, list[str]]]:
