@@ -4,6 +4,10 @@ RoPE scaling ×8 on the global layers only, 5 local : 1 global.
 Args: arch (any preset; tiny for a CPU run), window, factor.
 
   python -m ropex.describe --config configs/gemma3_schedule.py:arch=tiny --json
+
+This is the schedule on any preset's block (default: the Gemma v1 2B block, an ablation of the
+paper's model); the released model, its block fields and schedule, is
+configs/family.py:arch=gemma3_1b (docs/models.md).
 """
 from ropex.config.loading import parse_arg
 from ropex.config import defaults

@@ -4,6 +4,10 @@ rope_type="proportional", partial_rotary_factor 0.25, θ = 1M; sliding layers de
 models with a 512 window), global layers p-RoPE ("proportional") p = 0.25 θ = 1M, 5 local :
 1 global (local_per_global=4 for the 4:1 E2B schedule).
 Args: arch (any preset; tiny for a CPU run), window, local_per_global.
+
+This is the schedule on any preset's block (default: the Gemma v1 2B block, an ablation of the
+paper's model); the released model, its block fields and schedule, is
+configs/family.py:arch=gemma4_e2b (docs/models.md).
 """
 from ropex.config.loading import parse_arg
 from ropex.config import defaults

@@ -1,7 +1,9 @@
 r"""Looks inside a model the way the paper looked inside Gemma 7B.
 
   python -m ropex.analyze --workdir DIR [--step N] [--prompts FILE] [--out DIR/analysis]
-  python -m ropex.analyze --gemma PATH [--tokenizer tokenizer.model] --out DIR
+  python -m ropex.analyze --model PATH [--tokenizer FILE] --out DIR   # released weights
+  (a Hugging Face folder of any family in ropex.model.io, or an official Gemma Flax folder;
+  --gemma PATH is an alias of --model)
   python -m ropex.analyze --config configs/tiny.py:pe=rope --out DIR   # a fresh (random) model
   python -m ropex.analyze theory --out DIR
 
@@ -17,6 +19,7 @@ from absl import app, flags, logging
 import ml_collections
 from ml_collections import config_flags
 
+from ropex import inputs
 from ropex.config import loading
 from ropex.errors import ConfigError
 from ropex.training import distributed
@@ -24,12 +27,15 @@ from ropex.training import distributed
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir to analyse (latest or --step '
                                'checkpoint).')
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
-_GEMMA = flags.DEFINE_string('gemma', None, 'Official Gemma v1 Flax checkpoint folder or '
-                             'Hugging Face Gemma safetensors (file or folder).')
-_TOKENIZER = flags.DEFINE_string('tokenizer', None, 'SentencePiece model for --gemma (default: '
-                                 'tokenizer.model next to the weights).')
+_MODEL = flags.DEFINE_string('model', None, 'Released weights: a Hugging Face checkpoint folder '
+                             '(config.json + safetensors; Llama, Qwen 2/3, Gemma 1-4) or an '
+                             'official Gemma v1 Flax checkpoint folder.')
+_GEMMA = flags.DEFINE_string('gemma', None, 'Alias of --model.')
+_TOKENIZER = flags.DEFINE_string('tokenizer', None, 'Tokenizer for --model: a SentencePiece '
+                                 '.model or a tokenizer.json (default: the one next to the '
+                                 'weights).')
 _GEMMA_DTYPE = flags.DEFINE_enum('gemma_dtype', 'float32', ['float32', 'bfloat16'],
-                                 'Parameter and compute dtype for --gemma.')
+                                 'Parameter and compute dtype for --model / --gemma.')
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Analyse a freshly initialised model '
                                           'of this config (no --workdir).')
 _INIT_SEED = flags.DEFINE_integer('init_seed', 0, 'Seed of the --config initialisation.')
@@ -80,21 +86,25 @@ def _prompts(data_cfg, tokenizer, vocab_size: int):
   return batch
 
 
-def _load_gemma():
-  from ropex.analysis import gemma_import  # pylint: disable=g-import-not-at-top
+def _load_model():
+  """Released weights (--model, or its alias --gemma) placed on the default mesh, each tensor
+  as it is read."""
   from ropex.config import defaults  # pylint: disable=g-import-not-at-top
-  imported = gemma_import.load(_GEMMA.value, dtype=_GEMMA_DTYPE.value,
-                               tokenizer_path=_TOKENIZER.value)
-  if not imported.tokenizer_path:
-    raise ConfigError(f'--tokenizer is not set and no tokenizer.model lies next to '
-                      f'--gemma={_GEMMA.value!r}; give the SentencePiece file')
-  meta = {'weights': _GEMMA.value, 'format': imported.source, 'arch': imported.model_block.arch,
-          'tokenizer': imported.tokenizer_path}
-  data_cfg = ml_collections.ConfigDict({'source': 'text', 'tokenizer': 'sentencepiece',
-                                        'tokenizer_path': imported.tokenizer_path})
-  # the library's default mesh block (data parallel over all devices, parameters replicated);
-  # the host arrays are placed on it once
-  return imported.cfg, imported.params, data_cfg, meta, _placement(defaults.base_config())
+  from ropex.model import io  # pylint: disable=g-import-not-at-top
+  path = _MODEL.value or _GEMMA.value
+  placement = _placement(defaults.base_config())
+  imported = io.load_model(path, mesh=placement, dtype=_GEMMA_DTYPE.value)
+  tokenizer_path = _TOKENIZER.value or imported.tokenizer_path
+  if not tokenizer_path:
+    raise ConfigError(f'--tokenizer is not set and no tokenizer.model / tokenizer.json lies '
+                      f'next to --model={path!r}; give the tokenizer file')
+  data_cfg = ml_collections.ConfigDict({
+      'source': 'text', 'tokenizer_path': tokenizer_path,
+      'tokenizer': 'sentencepiece' if tokenizer_path.endswith('.model') else 'huggingface'})
+  meta = {'weights': path, 'format': imported.source['format'],
+          'family': imported.source['family'], 'arch': imported.model.arch,
+          'tokenizer': tokenizer_path, 'source': imported.source}
+  return imported.cfg, imported.params, data_cfg, meta, placement
 
 
 def _load_config():
@@ -128,18 +138,19 @@ def analyze_main() -> str:
   from ropex import model as model_lib  # pylint: disable=g-import-not-at-top
   from ropex.analysis import pipeline  # pylint: disable=g-import-not-at-top
   from ropex.data import tokenizers  # pylint: disable=g-import-not-at-top
-  sources = [s for s in (_WORKDIR.value, _GEMMA.value, _CONFIG.value) if s]
+  sources = [s for s in (_WORKDIR.value, _MODEL.value, _GEMMA.value, _CONFIG.value) if s]
   if len(sources) != 1:
-    raise ConfigError('give exactly one of --workdir, --gemma or --config (or the command '
-                      '"theory")')
+    raise ConfigError('give exactly one of --workdir, --model (alias --gemma) or --config (or '
+                      'the command "theory")')
+  if not (_WORKDIR.value or _OUT.value):
+    raise ConfigError('--out is required with --model or --config')
+  out = _OUT.value or os.path.join(_WORKDIR.value, 'analysis')
+  inputs.output(out, '--out')   # before any weights are read
   if _WORKDIR.value:
     cfg, params, data_cfg, meta, placement = _load_workdir()
-    out = _OUT.value or os.path.join(_WORKDIR.value, 'analysis')
   else:
-    if not _OUT.value:
-      raise ConfigError('--out is required with --gemma or --config')
-    cfg, params, data_cfg, meta, placement = _load_gemma() if _GEMMA.value else _load_config()
-    out = _OUT.value
+    cfg, params, data_cfg, meta, placement = (
+        _load_config() if _CONFIG.value else _load_model())
   counts = model_lib.count_params(cfg)
   meta.update(layers=cfg.num_layers, d_model=cfg.embed_dim,
               heads=f'{cfg.num_heads} query / {cfg.num_kv_heads} KV, head dim {cfg.head_dim}',
@@ -168,6 +179,7 @@ def theory_main() -> str:
   from ropex.analysis import theory  # pylint: disable=g-import-not-at-top
   if not _OUT.value:
     raise ConfigError('--out is required for "theory"')
+  inputs.output(_OUT.value, '--out')
   for result in theory.run_all(_OUT.value, html=_HTML.value):
     print(f'{result.title}: ' + '; '.join(theory.summary_lines(result)))
   path = os.path.join(_OUT.value, 'theory.md')

@@ -22,6 +22,7 @@ import time
 
 from absl import flags, logging
 
+from ropex import inputs
 from ropex.config import loading
 from ropex.errors import ConfigError
 from ropex.experiments import sweep as sweep_lib
@@ -140,6 +141,7 @@ def run_demo(sweep: str, workdir: str, seeds=None, steps: int = 0, out=print) ->
   start = time.time()
   runs = demo_runs(sweep, workdir, seeds, steps)
   options = eval_options(sweep)
+  inputs.output(workdir, '--workdir')   # before the first run trains
   rows, results = [], []
   for run, config in runs:
     out(f'\n=== {run.name} ===')

@@ -1,4 +1,6 @@
 r"""``python -m ropex.describe --config CONFIG [--json]``: what a config builds, allocating nothing.
+``python -m ropex.describe --model PATH [--json]``: the same for a released checkpoint (a Hugging
+Face folder), from its ``config.json`` alone, reading no weights.
 
 Prints parameter counts (from ``jax.eval_shape``) and, per layer, the attention shape and the
 positional encoding: kind, θ, which frequency chunks rotate (0 = highest frequency), window or
@@ -19,28 +21,40 @@ from ml_collections import config_flags
 from ropex.model.config import ModelConfig
 from ropex.tools.describe import describe, format_table
 from ropex.config import loading
-from ropex.errors import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
                                           lock_config=True)
 _JSON = flags.DEFINE_bool('json', False, 'Print one JSON object instead of a table.')
+_MODEL = flags.DEFINE_string('model', None, 'A Hugging Face checkpoint folder: describe the '
+                              'model its config.json builds (no weights are read).')
 _SEQ_LEN = flags.DEFINE_integer('seq_len', None, 'Sequence length for length-dependent RoPE '
-                                'scalings (dynamic_ntk, longrope); default train.seq_len.')
+                                'scalings (dynamic_ntk, longrope); default train.seq_len.',
+                                lower_bound=1)
+
+
+def _from_model(path: str):
+  from ropex.model import io  # pylint: disable=g-import-not-at-top
+  block, source = io.read_model(path)
+  return ModelConfig.from_config(block), path, source
 
 
 def main(argv):
   del argv
   config = _CONFIG.value
-  if config is None:
-    raise app.UsageError('--config is required, e.g. --config configs/prope_2b.py:p=0.25')
-  try:
-    model_cfg = ModelConfig.from_config(config.model)
-  except ConfigError as err:
-    loading.fail('ropex.describe', str(err))
+  if (config is None) == (_MODEL.value is None):
+    raise app.UsageError('give one of --config (e.g. --config configs/prope_2b.py:p=0.25) or '
+                         '--model (a Hugging Face checkpoint folder)')
+  source = None
+  if _MODEL.value:
+    model_cfg, name, source = _from_model(_MODEL.value)
+  else:
+    model_cfg, name = ModelConfig.from_config(config.model), config.get('name', '')
   seq_len = _SEQ_LEN.value
-  if seq_len is None and config.get('train') is not None:
+  if seq_len is None and config is not None and config.get('train') is not None:
     seq_len = int(config.train.seq_len)
-  d = describe(model_cfg, config.get('name', ''), seq_len)
+  d = describe(model_cfg, name, seq_len)
+  if source is not None:
+    d['source'] = source
   print(json.dumps(d, indent=1) if _JSON.value else format_table(d))
   return 0
 

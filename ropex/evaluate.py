@@ -18,16 +18,22 @@ evaluation folder or a ``results.json``::
 from __future__ import annotations
 
 import re
-import sys
 
 from absl import app, flags, logging
 
-from ropex import paths
+from ropex import inputs, paths
 from ropex.errors import ConfigError
 from ropex.training import distributed
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir (config.json + checkpoints).')
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
+_MODEL = flags.DEFINE_string('model', None, 'Released weights instead of --workdir: a Hugging '
+                             'Face checkpoint folder (any family ropex reads) or an official '
+                             'Gemma Flax folder; evaluated with its own tokenizer (--out needed).')
+_MODEL_DTYPE = flags.DEFINE_enum('model_dtype', 'float32', ['float32', 'bfloat16'],
+                                 'Parameter and compute dtype for --model.')
+_MODEL_SEQ_LEN = flags.DEFINE_integer('model_seq_len', 8192, 'For --model: the context length '
+                                      'it was trained to (sets the default --lengths).')
 _OUT = flags.DEFINE_string('out', None, 'Output folder (default WORKDIR/eval[_<overrides>]; '
                            'required for compare).')
 _LENGTHS = flags.DEFINE_list('lengths', None, 'Context lengths, evaluated exactly as given '
@@ -107,20 +113,47 @@ def default_out(workdir: str, override_texts) -> str:
 
 def evaluate_workdir(workdir: str, out: str | None) -> tuple[dict, list[str]]:
   from ropex.training import inference, workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  from ropex.evaluation import suite  # pylint: disable=g-import-not-at-top
+  from ropex.evaluation import data_spec, suite  # pylint: disable=g-import-not-at-top
   options = _options()  # validate flags before reading the checkpoint
   if not (paths.path(workdir, '--workdir') / 'config.json').is_file():
     raise ConfigError(f'--workdir={workdir!r} holds no config.json; allowed: a training workdir '
                       '(python -m ropex.train --workdir ...)')
   config = workdir_lib.load_config(workdir)
   suite.resolve(config, options)
+  data_spec.check(config, options.data)   # --data opens, before the checkpoint is read
+  out = out or default_out(workdir, _OVERRIDE.value)
+  inputs.output(out, '--out')
   # parameters restored directly into their shards on the run's mesh (config.mesh, all devices)
   config, params, step, placement = inference.load_sharded(workdir, _STEP.value)
   results = suite.evaluate(config, params, options, step=step, workdir=workdir, progress=True,
                            placement=placement)
   if not distributed.is_primary():   # every process evaluated; process 0 writes the files
     return results, []
-  return results, suite.write(results, out or default_out(workdir, _OVERRIDE.value))
+  return results, suite.write(results, out)
+
+
+def evaluate_model(path: str, out: str) -> tuple[dict, list[str]]:
+  """Released weights (:func:`ropex.model.io.load_model`) placed on the default mesh and
+  evaluated like a run; the results record the source."""
+  from ropex.evaluation import suite  # pylint: disable=g-import-not-at-top
+  from ropex.model import io  # pylint: disable=g-import-not-at-top
+  from ropex.training.placement import Placement  # pylint: disable=g-import-not-at-top
+  options = _options()
+  if not out:
+    raise ConfigError('--out is required with --model')
+  inputs.output(out, '--out')          # before any weight is read
+  block, _ = io.read_model(path)     # config.json checked before any weight is read
+  del block
+  from ropex.config import defaults  # pylint: disable=g-import-not-at-top
+  placement = Placement.from_config(defaults.base_config())
+  imported = io.load_model(path, mesh=placement, dtype=_MODEL_DTYPE.value)
+  config = io.experiment_config(imported, _MODEL_SEQ_LEN.value)
+  suite.resolve(config, options)
+  results = suite.evaluate(config, imported.params, options, progress=True, placement=placement)
+  results['run']['imported_from'] = imported.source
+  if not distributed.is_primary():
+    return results, []
+  return results, suite.write(results, out)
 
 
 def _summary(results: dict) -> str:
@@ -148,24 +181,32 @@ def _summary(results: dict) -> str:
   return '\n'.join(lines)
 
 
+def _compare_source(path: str) -> dict | None:
+  """compare: the results ``path`` already holds, or None for a workdir to evaluate (a path
+  that is neither, or an unreadable results.json: ConfigError)."""
+  from ropex.evaluation import suite  # pylint: disable=g-import-not-at-top
+  is_workdir = (paths.path(path, 'compare') / 'config.json').is_file()
+  if is_workdir and not _REUSE.value:
+    return None
+  try:
+    return suite.load(path)
+  except FileNotFoundError:
+    if not is_workdir:
+      raise ConfigError(f'compare: {path!r} is neither a workdir (config.json) nor an '
+                        'evaluation (results.json)') from None
+    return None
+
+
 def compare_paths(given: list[str], out: str) -> str:
-  from ropex.evaluation import compare, suite  # pylint: disable=g-import-not-at-top
+  from ropex.evaluation import compare  # pylint: disable=g-import-not-at-top
+  inputs.output(out, '--out')                 # before any run is evaluated
+  sources = [(path, _compare_source(path)) for path in given]   # every path checked first
   results = []
-  for path in given:
-    try:
-      if not _REUSE.value and (paths.path(path, 'compare') / 'config.json').is_file():
-        raise FileNotFoundError(path)
-      try:
-        loaded = suite.load(path)
-      except (ValueError, AttributeError) as e:  # not JSON, or JSON that is not an object
-        raise ConfigError(f'compare: {path!r} is not a readable results.json '
-                          f'({type(e).__name__}: {str(e)[:120]})') from None
+  for path, loaded in sources:
+    if loaded is not None:
       print(f'{path}: using {loaded["run"]["name"]} step {loaded["run"]["step"]} '
             '(existing results)', flush=True)
-    except FileNotFoundError:
-      if not (paths.path(path, 'compare') / 'config.json').is_file():
-        raise ConfigError(f'compare: {path!r} is neither a workdir (config.json) nor an '
-                          'evaluation (results.json)') from None
+    else:
       loaded, _ = evaluate_workdir(path, None)
       print(_summary(loaded), flush=True)
     results.append(loaded)
@@ -178,26 +219,26 @@ def compare_paths(given: list[str], out: str) -> str:
 def main(argv):
   logging.set_verbosity(logging.WARNING)
   distributed.initialize_from_flags()
-  try:
-    if len(argv) > 1 and argv[1] == 'compare':
-      if len(argv) < 3 or not _OUT.value:
-        raise app.UsageError('usage: python -m ropex.evaluate compare PATH [PATH ...] --out DIR')
-      text = compare_paths(argv[2:], _OUT.value)
-      if text:
-        print(text)
-      return
-    if len(argv) > 1:
-      raise app.UsageError(f'unexpected arguments {argv[1:]}; use --workdir DIR, or compare '
-                           'PATH [PATH ...] --out DIR')
-    if not _WORKDIR.value:
-      raise app.UsageError('--workdir is required (or use: compare PATH ... --out DIR)')
+  if len(argv) > 1 and argv[1] == 'compare':
+    if len(argv) < 3 or not _OUT.value:
+      raise app.UsageError('usage: python -m ropex.evaluate compare PATH [PATH ...] --out DIR')
+    text = compare_paths(argv[2:], _OUT.value)
+    if text:
+      print(text)
+    return
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments {argv[1:]}; use --workdir DIR, or compare '
+                         'PATH [PATH ...] --out DIR')
+  if bool(_WORKDIR.value) == bool(_MODEL.value):
+    raise app.UsageError('give one of --workdir or --model (or use: compare PATH ... --out '
+                         'DIR)')
+  if _MODEL.value:
+    results, written = evaluate_model(_MODEL.value, _OUT.value)
+  else:
     results, written = evaluate_workdir(_WORKDIR.value, _OUT.value)
-    if distributed.is_primary():
-      print(_summary(results))
-      print('wrote ' + ', '.join(written))
-  except ConfigError as e:
-    print(f'ropex.evaluate: {e}', file=sys.stderr, flush=True)
-    sys.exit(2)
+  if distributed.is_primary():
+    print(_summary(results))
+    print('wrote ' + ', '.join(written))
 
 
 if __name__ == '__main__':

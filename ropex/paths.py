@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob as glob_lib
 import importlib.util
+import logging
 import os
 import re
 
@@ -82,9 +83,21 @@ def _tf_serves_gs() -> bool:
   return not off and importlib.util.find_spec('tensorflow') is not None
 
 
+class _DropRaisedErrorTracebacks(logging.Filter):
+  """gcsfs logs a request that ran out of retries with its traceback, then raises the same
+  error to the caller, where it becomes one line naming the flag (:mod:`ropex.inputs`): the
+  logged traceback goes."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not (record.levelno >= logging.ERROR and record.exc_info)
+
+
 def _check_backend(s: str, what: str, p) -> None:
   if s == 'gs' and _tf_serves_gs():
     return
+  gcsfs_log = logging.getLogger('gcsfs')
+  if not any(isinstance(f, _DropRaisedErrorTracebacks) for f in gcsfs_log.filters):
+    gcsfs_log.addFilter(_DropRaisedErrorTracebacks())
   import fsspec  # pylint: disable=g-import-not-at-top
   try:
     fsspec.get_filesystem_class(s)

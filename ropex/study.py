@@ -32,4 +32,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  loading.run(main, 'ropex.study')   # a ConfigError: one line, exit status 2
+  loading.run(main, 'ropex.study')

@@ -10,13 +10,14 @@ separated fields are joined with a newline) of every record. The model uses Gemm
 
 from __future__ import annotations
 
+import sys
 from typing import Sequence
 
 from absl import app
 from absl import flags
 
 from ropex.config import loading
-from ropex.tools.tokenizer_training import train
+from ropex.tools.tokenizer_training import pieces, train
 
 _INPUT = flags.DEFINE_string('input', None, 'Glob of .txt / .jsonl files (** recurses).',
                             required=True)
@@ -39,7 +40,12 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   path = train(_INPUT.value, _VOCAB.value, _OUTPUT.value, _MODEL_TYPE.value, _TEXT_FIELD.value,
                _COVERAGE.value, _MAX_SENTENCES.value, _SEED.value)
-  print(f'wrote {path}; use --config.data.tokenizer=sentencepiece '
+  size = pieces(path)
+  if size < _VOCAB.value:  # SentencePiece stops where the corpus has no more pieces to give
+    print(f'ropex.tokenizer: --vocab_size={_VOCAB.value} is more than this corpus yields: the '
+          f'model has {size} pieces (model.vocab_size >= {size} suffices; a larger corpus gives '
+          'more)', file=sys.stderr, flush=True)
+  print(f'wrote {path} ({size} pieces); use --config.data.tokenizer=sentencepiece '
         f'--config.data.tokenizer_path={path}')
 
 

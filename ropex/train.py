@@ -17,8 +17,8 @@ import sys
 from absl import flags, logging
 from ml_collections import config_flags
 
+from ropex import errors
 from ropex.config import loading
-from ropex.errors import ConfigError
 from ropex.training import distributed
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file '
@@ -27,18 +27,10 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metr
 distributed.define_flags()   # --coordinator_address, --num_processes, --process_id, --distributed
 flags.mark_flags_as_required(['config', 'workdir'])
 
-EXIT_CONFIG, EXIT_NONFINITE, EXIT_SAVE = 2, 3, 4
-
-
-def _fail(message: str, status: int):
-  print(f'ropex.train: {message}', file=sys.stderr, flush=True)
-  sys.exit(status)
-
-
 def main(argv):
   if len(argv) > 1:
-    _fail(f'unexpected arguments {argv[1:]}; allowed: --config, --workdir, --config.<field>=v',
-          EXIT_CONFIG)
+    loading.fail('ropex.train', f'unexpected arguments {argv[1:]}; allowed: --config, '
+                 '--workdir, --config.<field>=v')
   logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
   distributed.initialize_from_flags()
   from ropex.training import checkpoint, loop, metrics  # pylint: disable=g-import-not-at-top
@@ -46,20 +38,18 @@ def main(argv):
   try:
     config.get('model')
   except OSError as e:
-    _fail(f'--config could not be loaded: {" ".join(str(e).split())}', EXIT_CONFIG)
+    loading.fail('ropex.train', f'--config could not be loaded: {e}')
   try:
     loop.train(config, _WORKDIR.value)
-  except ConfigError as e:
-    _fail(str(e), EXIT_CONFIG)
   except metrics.NonFiniteLossError as e:
-    _fail(str(e), EXIT_NONFINITE)
+    loading.fail('ropex.train', str(e), errors.EXIT_NONFINITE)
   except checkpoint.CheckpointSaveError as e:
     # The failed background write's threads may still print their own traceback at interpreter
     # shutdown; the run has already stopped and its last complete checkpoint is intact, so it
     # exits at once after the one line that says so.
     print(f'ropex.train: {e}', file=sys.stderr, flush=True)
     sys.stdout.flush()
-    os._exit(EXIT_SAVE)  # pylint: disable=protected-access
+    os._exit(errors.EXIT_SAVE)  # pylint: disable=protected-access
 
 
 def run():

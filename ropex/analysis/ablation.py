@@ -39,20 +39,24 @@ class ZeroChunks(Encoding):
   head_dim: int
 
   @classmethod
-  def build(cls, base_pe, cfg: ModelConfig, chunks, heads) -> 'ZeroChunks':
-    layout = chunk_layout(base_pe, cfg.head_dim)
+  def build(cls, base_pe, cfg: ModelConfig, chunks, heads,
+            spec: LayerSpec | None = None) -> 'ZeroChunks':
+    """``spec``: the layer's spec, for its own attention shape (default: the model's)."""
+    num_kv_heads, head_dim = (cfg.attention_shape(spec) if spec is not None
+                              else (cfg.num_kv_heads, cfg.head_dim))
+    layout = chunk_layout(base_pe, head_dim)
     chunks = sorted({int(c) for c in chunks})
     heads = sorted({int(h) for h in heads})
     if any(not 0 <= c < layout.num_chunks for c in chunks):
       raise ConfigError(f'ablation chunks={chunks} must lie in [0, {layout.num_chunks})')
     if any(not 0 <= h < cfg.num_heads for h in heads):
       raise ConfigError(f'ablation heads={heads} must lie in [0, {cfg.num_heads})')
-    group = cfg.num_heads // cfg.num_kv_heads
-    kv_heads = [g for g in range(cfg.num_kv_heads)
+    group = cfg.num_heads // num_kv_heads
+    kv_heads = [g for g in range(num_kv_heads)
                 if all(h in heads for h in range(g * group, (g + 1) * group))]
     dims = sorted(int(d) for d in layout.dims_C2[chunks].reshape(-1))
     return cls(base_pe, tuple(dims), tuple(heads), tuple(kv_heads), cfg.num_heads,
-               cfg.num_kv_heads, cfg.head_dim)
+               num_kv_heads, head_dim)
 
   def mask(self, num_heads_in_x: int) -> np.ndarray:
     """[heads, head_dim] multiplier for an input with that many heads."""
@@ -119,15 +123,16 @@ def ablated_config(cfg: ModelConfig, ablations: dict[int, tuple]) -> ModelConfig
   pattern = list(cfg.pattern)
   for layer, (chunks, heads) in ablations.items():
     spec = pattern[layer]
-    pattern[layer] = LayerSpec(ZeroChunks.build(spec.pe, cfg, chunks, heads), spec.window,
-                               spec.type_name)
+    pattern[layer] = dataclasses.replace(
+        spec, pe=ZeroChunks.build(spec.pe, cfg, chunks, heads, spec))
   return dataclasses.replace(cfg, pattern=tuple(pattern))
 
 
 def band(cfg: ModelConfig, layer: int, which: str, fraction: float) -> list[int]:
   """The ``fraction`` highest- (``which='high'``) or lowest-frequency chunks of a layer
   (unrotated chunks count as the lowest; at least one chunk)."""
-  order = chunk_layout(cfg.layers[layer].pe, cfg.head_dim).by_frequency()
+  spec = cfg.layers[layer]
+  order = chunk_layout(spec.pe, cfg.attention_shape(spec)[1]).by_frequency()
   n = max(1, int(round(fraction * len(order))))
   if which == 'high':
     return sorted(order[:n].tolist())

@@ -26,6 +26,8 @@ class FrequencyUsage:
   freqs_LC: np.ndarray  # angular frequency of every chunk (0 = unrotated)
   tokens: int           # tokens averaged over
   declared_L: np.ndarray | None = None  # False: the layer's encoding declares no frequencies
+  chunks_L: np.ndarray | None = None    # chunks of each layer (layers with their own head dim,
+                                        # Gemma 4: arrays are padded to the widest, NaN beyond)
 
   def declared(self, layer: int) -> bool:
     return True if self.declared_L is None else bool(self.declared_L[layer])
@@ -42,9 +44,10 @@ class FrequencyUsage:
           high.append(np.nan)
           low.append(np.nan)
           continue
-        order = np.argsort(-self.freqs_LC[layer], kind='stable')
+        C = self.freqs_LC.shape[1] if self.chunks_L is None else int(self.chunks_L[layer])
+        order = np.argsort(-self.freqs_LC[layer, :C], kind='stable')
         n = max(1, int(round(fraction * len(order))))
-        per_chunk = x_LHC[layer].sum(axis=0)
+        per_chunk = np.nansum(x_LHC[layer, :, :C], axis=0)
         total = per_chunk.sum() or 1.0
         high.append(per_chunk[order[:n]].sum() / total)
         low.append(per_chunk[order[-n:]].sum() / total)
@@ -56,24 +59,34 @@ class FrequencyAccumulator:
   """Sums chunk norms over the valid tokens of many batches."""
 
   def __init__(self, cfg: ModelConfig):
-    self.layouts: list[ChunkLayout] = [chunk_layout(s.pe, cfg.head_dim) for s in cfg.layers]
-    C = cfg.head_dim // 2
-    self._q = np.zeros((cfg.num_layers, cfg.num_heads, C))
-    self._k = np.zeros((cfg.num_layers, cfg.num_kv_heads, C))
+    shapes = [cfg.attention_shape(s) for s in cfg.layers]      # (kv heads, head dim) per layer
+    self.layouts: list[ChunkLayout] = [chunk_layout(s.pe, H) for s, (_, H) in
+                                       zip(cfg.layers, shapes)]
+    C, K = max(H for _, H in shapes) // 2, max(k for k, _ in shapes)
+    self._q = np.full((cfg.num_layers, cfg.num_heads, C), np.nan)
+    self._k = np.full((cfg.num_layers, K, C), np.nan)
+    for layer, (k, H) in enumerate(shapes):   # NaN marks what a narrower layer does not have
+      self._q[layer, :, :H // 2] = 0.0
+      self._k[layer, :k, :H // 2] = 0.0
     self._tokens = 0
 
   def add(self, captured: Captured) -> None:
     valid_BT = captured.valid_BT
     self._tokens += int(valid_BT.sum())
     for layer, layout in enumerate(self.layouts):
-      self._q[layer] += chunk_norms(captured.q[layer], layout)[valid_BT].sum(axis=0)
-      self._k[layer] += chunk_norms(captured.k[layer], layout)[valid_BT].sum(axis=0)
+      q_NC = chunk_norms(captured.q[layer], layout)[valid_BT].sum(axis=0)
+      k_KC = chunk_norms(captured.k[layer], layout)[valid_BT].sum(axis=0)
+      self._q[layer, :, :q_NC.shape[-1]] += q_NC
+      self._k[layer, :k_KC.shape[0], :k_KC.shape[-1]] += k_KC
 
   def result(self) -> FrequencyUsage:
     n = max(self._tokens, 1)
-    return FrequencyUsage(self._q / n, self._k / n,
-                          np.stack([layout.freqs_C for layout in self.layouts]), self._tokens,
-                          np.asarray([layout.declared for layout in self.layouts]))
+    C = self._q.shape[-1]
+    freqs_LC = np.stack([np.pad(l.freqs_C, (0, C - len(l.freqs_C)), constant_values=np.nan)
+                         for l in self.layouts])
+    return FrequencyUsage(self._q / n, self._k / n, freqs_LC, self._tokens,
+                          np.asarray([layout.declared for layout in self.layouts]),
+                          np.asarray([len(l.freqs_C) for l in self.layouts]))
 
 
 def _boundary(ax, freqs_C: np.ndarray) -> None:

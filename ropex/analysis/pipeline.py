@@ -113,11 +113,11 @@ def pe_summary(cfg: ModelConfig) -> list[str]:
   """One line per run of consecutive layers with the same encoding and window."""
   lines, start = [], 0
   specs = cfg.layers
-  key = lambda sp: (sp.pe, sp.window, sp.chunk_attention)
+  key = lambda sp: (sp.pe, sp.window, sp.chunk_attention, cfg.attention_shape(sp))
   for i in range(1, len(specs) + 1):
     if i == len(specs) or key(specs[i]) != key(specs[start]):
       span = f'layer {start}' if i - 1 == start else f'layers {start}-{i - 1}'
-      lines.append(f'{span}: {_pe_text(specs[start], cfg.head_dim)}')
+      lines.append(f'{span}: {_pe_text(specs[start], cfg.attention_shape(specs[start])[1])}')
       start = i
   if cfg.input_pe is not None:
     lines.append(f'input embedding: {pe_interface.as_encoding(cfg.input_pe).summary()["pe_kind"]}')

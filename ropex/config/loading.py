@@ -13,12 +13,13 @@ import ast
 import importlib.util
 import os
 import re
+import signal
 import sys
 import types
 
 import ml_collections
 
-from ropex.errors import ConfigError
+from ropex.errors import EXIT_USAGE, ConfigError, Interrupted, exit_status_for_signal
 
 _BOOLS = {'true': True, 'false': False, '1': True, '0': False}
 
@@ -97,7 +98,7 @@ def _config_spec(argv, flag: str) -> str | None:
   return None
 
 
-def fail(prog: str, message: str, status: int = 2):
+def fail(prog: str, message: str, status: int = EXIT_USAGE):
   """Prints ``prog: message`` as one line on stderr and exits with ``status``."""
   print(f'{prog}: {" ".join(str(message).split())}', file=sys.stderr, flush=True)
   sys.exit(status)
@@ -130,10 +131,48 @@ def parse_flags(argv, prog: str, config_flag: str | None = '--config'):
     fail(prog, f'a --config.<field> override names a field that does not exist: {detail}')
 
 
+def _raise_interrupted(signum, frame):
+  del frame
+  raise Interrupted(signum)
+
+
+def _install_signal_handlers() -> None:
+  """SIGTERM / SIGINT raise :class:`Interrupted` (the training loop installs its own handlers
+  for the steps, which save a checkpoint and exit 0)."""
+  for sig in (signal.SIGTERM, signal.SIGINT):
+    try:
+      signal.signal(sig, _raise_interrupted)
+    except ValueError:  # not the main thread (main() called from a test's thread)
+      pass
+
+
+def exit_for(prog: str, error: BaseException) -> None:
+  """The one line and exit status of an error that reached the entry point's top; returns
+  (for the caller to re-raise) when ``error`` is none of the kinds below.
+
+  * :class:`ConfigError`, ``absl.app.UsageError``: the message, status 2;
+  * :class:`Interrupted` (SIGTERM / SIGINT outside the training loop): status 128 + signum;
+  * an :class:`OSError` no boundary mapped (:func:`ropex.inputs.reason` names its file):
+    status 2.
+  """
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from ropex import inputs  # pylint: disable=g-import-not-at-top
+  if isinstance(error, (ConfigError, app.UsageError)):
+    fail(prog, str(error), EXIT_USAGE)
+  if isinstance(error, Interrupted):
+    fail(prog, f'stopped by {error.name} before it finished; files it was writing may be '
+         'incomplete: rerun the same command', exit_status_for_signal(error.signum))
+  if isinstance(error, OSError):
+    fail(prog, f'a file or folder could not be read or written: {inputs.reason(error)}',
+         EXIT_USAGE)
+
+
 def run(main, prog: str, config_flag: str | None = '--config') -> None:
   """``absl.app.run(main)`` for an entry point: bad flags and config files (see
-  :func:`parse_flags`) and every :class:`ConfigError` raised by ``main`` become one line on
-  stderr and exit status 2, without a traceback."""
+  :func:`parse_flags`) and every error :func:`exit_for` knows become one line on stderr and
+  its exit status (2 for bad input and usage), without a traceback. A new entry point calls
+  this, checks its inputs with :mod:`ropex.inputs` before any expensive work or write, and
+  raises :class:`ConfigError` for anything else it refuses."""
   from absl import app  # pylint: disable=g-import-not-at-top
   from ropex.model import platform  # pylint: disable=g-import-not-at-top
   platform.skip_absent_tpu()
@@ -141,7 +180,12 @@ def run(main, prog: str, config_flag: str | None = '--config') -> None:
   def checked_main(argv):
     try:
       return main(argv)
-    except ConfigError as e:
-      fail(prog, str(e))
+    except (ConfigError, app.UsageError, Interrupted, OSError) as e:
+      exit_for(prog, e)
+      raise
 
-  app.run(checked_main, flags_parser=lambda argv: parse_flags(argv, prog, config_flag))
+  _install_signal_handlers()
+  try:
+    app.run(checked_main, flags_parser=lambda argv: parse_flags(argv, prog, config_flag))
+  except Interrupted as e:   # during flag parsing or absl's own set-up
+    exit_for(prog, e)

@@ -11,7 +11,7 @@ import numpy as np
 from ropex import paths
 from ropex.errors import ConfigError
 
-TOKENIZERS = ('byte', 'sentencepiece')
+TOKENIZERS = ('byte', 'sentencepiece', 'huggingface')
 
 
 class ByteTokenizer:
@@ -66,11 +66,45 @@ class SentencePieceTokenizer:
     return self._sp.decode(ids)
 
 
+class HuggingFaceTokenizer:
+  """A ``tokenizer.json`` (the ``tokenizers`` library: Llama 3, Qwen) with the bos/eos ids of
+  the model's ``config.json``; ``pad_id`` is 0 as for every ropex tokenizer (padded positions
+  are masked, never scored)."""
+
+  pad_id = 0
+
+  def __init__(self, path: str, hf_config: dict | None = None):
+    try:
+      import tokenizers  # pylint: disable=g-import-not-at-top
+    except ImportError:
+      raise ConfigError(f'{path!r} needs the tokenizers package (pip install '
+                        '"tokenizers>=0.20,<1")') from None
+    self._tok = tokenizers.Tokenizer.from_file(path)
+    self.vocab_size = int(self._tok.get_vocab_size())
+    hf_config = hf_config or {}
+    ids = lambda v: (v[0] if isinstance(v, list) and v else v)
+    self.bos_id = int(ids(hf_config.get('bos_token_id')) or 0)
+    self.eos_id = int(ids(hf_config.get('eos_token_id')) or 0)
+
+  def encode_array(self, text: str) -> np.ndarray:
+    return np.asarray(self.encode(text), np.int32)
+
+  def encode(self, text: str) -> list[int]:
+    return list(self._tok.encode(text, add_special_tokens=False).ids)
+
+  def decode(self, ids) -> str:
+    return self._tok.decode([int(i) for i in np.asarray(ids).reshape(-1)])
+
+
 def make_tokenizer(data_cfg):
-  """The tokenizer named by ``data.tokenizer`` (``byte`` or ``sentencepiece``)."""
+  """The tokenizer named by ``data.tokenizer`` (``byte``, ``sentencepiece`` or ``huggingface``:
+  a ``tokenizer.json``)."""
   kind = data_cfg.tokenizer
   if kind == 'byte':
     return ByteTokenizer()
   if kind == 'sentencepiece':
     return SentencePieceTokenizer(data_cfg.tokenizer_path)
+  if kind == 'huggingface':   # a released model's tokenizer.json (ropex.model.io)
+    from ropex.model.io import tokenizer  # pylint: disable=g-import-not-at-top
+    return tokenizer.load(data_cfg.tokenizer_path)
   raise ConfigError(f'data.tokenizer={kind!r} is not allowed; allowed: {", ".join(TOKENIZERS)}')

@@ -77,3 +77,19 @@ def config_for(config: ml_collections.ConfigDict, spec: str) -> ml_collections.C
   elif parsed['kind'] != 'eval':
     raise _error(spec, 'is not a document source')
   return c
+
+
+def check(config: ml_collections.ConfigDict, spec: str) -> None:
+  """Opens the documents ``spec`` names (files matched and readable, a TFDS split prepared)
+  with the run's tokenizer, before any checkpoint is read; a problem is a ConfigError naming
+  ``--data``."""
+  from ropex import data as data_lib  # pylint: disable=g-import-not-at-top
+  from ropex.data import sources  # pylint: disable=g-import-not-at-top
+  if parse(spec)['kind'] not in ('text', 'tfds'):
+    return
+  c = config_for(config, spec)
+  try:
+    data_lib.validate(c)
+    sources.documents(c, 'eval', data_lib.make_tokenizer(c.data))
+  except ConfigError as e:
+    raise _error(spec, f'cannot be read ({e})') from None

@@ -1,15 +1,16 @@
-"""The RULER-style suite: its tasks (:mod:`ropex.evaluation.ruler_tasks`) swept over length x
-depth and scored as RULER scores them, with RULER's per-length average table.
+"""The RULER-style suite: its tasks (:mod:`ropex.evaluation.ruler_tasks`) as
+:class:`ropex.evaluation.grid.Task` s, and RULER's per-length average table.
 
-Scoring. RULER's metric for these tasks is string-match recall: per example, the fraction of
-the expected answers found in the model's output, averaged over examples (x 100 in its tables).
-Here the model is teacher-forced through the answer text (RULER's answer prefix is the end
-of the question) and an expected answer counts as found when every one of its tokens is the
-model's argmax — what greedy decoding would write (answers come in a fixed order: see the
-tasks). Cells are :func:`ropex.evaluation.grid.accuracy_grid` grids whose primary number is
-``recall`` (in [0, 1]). Depth-free tasks (``cwe``, ``fwe``) have the depth axis ``[None]``.
+Scoring (:mod:`ropex.evaluation.grid`): RULER's ``string_match_all`` on a free greedy generation
+from the prompt (bounded at the length of the expected answer in tokens), the expected answers
+found in any order, as RULER scores these tasks (``scripts/eval/synthetic/constants.py``: niah,
+variable_tracking, common_words_extraction and freq_words_extraction all use
+``string_match_all``). Decoding: the run's tokenizer (text style) or one bracketed symbol per
+token (symbol style, so that ``<w1>`` is not found inside ``<w12>``). The teacher-forced numbers
+are kept beside it under their own names. Depth-free tasks (``cwe``, ``fwe``) have the depth
+axis ``[None]``.
 
-The table (:func:`average_table`): for every task its recall at each length averaged over
+The table (:func:`average_table`): for every task its primary score at each length averaged over
 depths, and the ``average`` row over tasks — RULER's per-length score. A cell whose examples do
 not fit the length (a long template with a byte tokenizer at a short length) is ``None``,
 with the reason in the grid's ``errors``; an average over tasks is ``None`` unless every task
@@ -18,57 +19,34 @@ has a number at that length (as in RULER, where every task runs at every length)
 
 from __future__ import annotations
 
-import zlib
-from typing import Callable, Sequence
+import functools
+from typing import Sequence
 
 import numpy as np
 
-from ropex.evaluation import grid, rows as rows_lib, ruler_tasks
+from ropex.evaluation import grid, ruler_tasks, words
 from ropex.evaluation.words import Lexicon
 
 TASKS = tuple(ruler_tasks.TASKS)
 
 
-def examples(lex: Lexicon, name: str, length: int, depth: float | None, count: int, seed: int,
-             bos_id: int | None, **task_kw) -> list[tuple[np.ndarray, np.ndarray]]:
-  """``count`` ``(tokens, answer_ids)`` of ``name`` filling rows of ``length`` tokens; example
-  ``i`` depends on ``(seed, name, length, i)`` only (not on the depth)."""
+def match_text(lex: Lexicon):
+  """ids -> the text RULER's string match compares (see the module doc)."""
+  if lex.style == 'symbol':
+    return words.SymbolTokenizer(lex.vocab).match_text
+  return lambda ids: lex.decode([int(i) for i in ids])
+
+
+def task(lex: Lexicon, name: str, **task_kw) -> grid.Task:
+  """RULER task ``name`` of the run whose words are ``lex`` (keyword arguments ``task_kw``)."""
   ruler_tasks.check([name])
-  n = rows_lib.doc_length(length, bos_id)
-  salt = zlib.crc32(name.encode())
-  out = []
-  for i in range(count):
-    rng = np.random.default_rng((seed, salt, length, i))
-    out.append(ruler_tasks.TASKS[name](lex, rng, n, depth, **task_kw))
-  return out
+  make = functools.partial(ruler_tasks.TASKS[name], lex, **task_kw)
+  return grid.Task(name, lambda rng, n, depth: make(rng, n, depth), ruler_tasks.has_depth(name),
+                   text=match_text(lex), metric='string_match_all')
 
 
-def rows(lex: Lexicon, name: str, length: int, depth: float | None, count: int, seed: int,
-         bos_id: int | None, **task_kw) -> dict[str, np.ndarray]:
-  """Rows (:func:`ropex.evaluation.rows.from_documents`) plus ``answer_ids`` [N, L]: the
-  expected answer each target token belongs to (-1: not scored)."""
-  docs = examples(lex, name, length, depth, count, seed, bos_id, **task_kw)
-  out = rows_lib.from_documents([(t, ids >= 0) for t, ids in docs], length, bos_id)
-  ids_NM = np.full((len(docs), length + 1), -1, np.int32)
-  for i, (tokens, ids) in enumerate(docs):
-    ids_NM[i, length + 1 - len(tokens):] = ids
-  out['answer_ids'] = ids_NM[:, 1:]
-  return out
-
-
-def sweep(scorer, lex: Lexicon, names: Sequence[str], lengths: Sequence[int],
-          depths: Sequence[float], count: int, seed: int, bos_id: int | None,
-          progress: Callable[[str], None] | None = None) -> dict:
-  """``{task: grid}`` (primary ``recall``) over depths x lengths (``[None]`` for depth-free
-  tasks)."""
-  out = {}
-  for name in ruler_tasks.check(names):
-    task_depths = list(depths) if ruler_tasks.has_depth(name) else [None]
-    rows_fn = lambda L, d, name=name: rows(lex, name, L, d, count, seed, bos_id)
-    out[name] = grid.accuracy_grid(scorer, rows_fn, lengths, task_depths, progress,
-                                   name=f'ruler {name}', primary='recall')
-    out[name]['lexicon'] = {'style': lex.style, 'haystack': lex.haystack}
-  return out
+def tasks(lex: Lexicon, names: Sequence[str]) -> list[grid.Task]:
+  return [task(lex, name) for name in ruler_tasks.check(names)]
 
 
 def _mean(values) -> float | None:
@@ -77,12 +55,12 @@ def _mean(values) -> float | None:
 
 
 def task_means(g: dict) -> list[float | None]:
-  """A task's recall at each length, averaged over its depths."""
-  return [_mean(column) for column in zip(*g['recall'])]
+  """A task's primary score at each length, averaged over its depths."""
+  return [_mean(column) for column in zip(*g[g.get('primary', 'recall')])]
 
 
 def average_table(ruler: dict) -> tuple[list[int], dict[str, list[float | None]]]:
-  """``(lengths, {task: recall per length, ..., 'average': mean over tasks})``."""
+  """``(lengths, {task: primary score per length, ..., 'average': mean over tasks})``."""
   lengths = sorted({L for g in ruler.values() for L in g['lengths']})
   table = {}
   for name, g in ruler.items():
@@ -94,12 +72,17 @@ def average_table(ruler: dict) -> tuple[list[int], dict[str, list[float | None]]
   return lengths, table
 
 
+def _metric(results: dict) -> str:
+  """The metric of a result's RULER grids (``recall``: teacher-forced, files before 2026-12)."""
+  return ' / '.join(dict.fromkeys(g.get('primary', 'recall') for g in results['ruler'].values()))
+
+
 def _pct(v) -> str:
   return '–' if v is None else f'{100 * v:.1f}'
 
 
 def markdown(results: Sequence[dict], labels: Sequence[str], trained: int) -> str:
-  """One RULER table per run (tasks x lengths, recall in %) and the average of every run."""
+  """One RULER table per run (tasks x lengths, score in %) and the average of every run."""
   with_ruler = [(r, name) for r, name in zip(results, labels) if r.get('ruler')]
   if not with_ruler:
     return ''
@@ -116,9 +99,10 @@ def markdown(results: Sequence[dict], labels: Sequence[str], trained: int) -> st
     cols = {L: i for i, L in enumerate(ls)}
     cell = lambda row, L: _pct(row[cols[L]]) if L in cols else '–'
     avg_rows.append([name] + [cell(t['average'], L) for L in lengths])
-    out += ['', f'RULER ({name}): recall % per task (mean over depths)', '',
+    out += ['', f'RULER ({name}): {_metric(r)} % per task (mean over depths)', '',
             table(['task'] + header, [[k] + [cell(v, L) for L in lengths]
                                       for k, v in t.items()])]
-  head = ['RULER average (recall %, mean over tasks; * = beyond the positions seen in '
+  metric = ' / '.join(dict.fromkeys(_metric(r) for r, _ in with_ruler))
+  head = [f'RULER average ({metric} %, mean over tasks; * = beyond the positions seen in '
           'training)', '', table(['run'] + header, avg_rows)]
   return '\n'.join(head + out) + '\n'

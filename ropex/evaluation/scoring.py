@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ropex import model as model_lib
+from ropex.evaluation import generation
 from ropex.model import loss as loss_lib
 from ropex.model.config import ModelConfig
 from ropex.training.placement import Placement
@@ -69,6 +70,22 @@ def _score_batch(cfg: ModelConfig, loss_chunk: int, params, inputs_BT, targets_B
   loss_BT = jnp.moveaxis(loss_nBC, 0, 1).reshape(B, n * loss_chunk)[:, :T]
   correct_BT = jnp.moveaxis(correct_nBC, 0, 1).reshape(B, n * loss_chunk)[:, :T]
   return loss_BT, correct_BT
+
+
+@dataclasses.dataclass(frozen=True)
+class NextLogits:
+  """``(params, tokens_BT, at_B) -> logits_BV``: the next-token logits after position ``at_B``
+  of every row (float32, soft-capped as the model's own logits); the ``model_apply`` of
+  :func:`ropex.evaluation.generation.greedy_decode`."""
+  cfg: ModelConfig
+
+  def __call__(self, params, tokens_BT, at_B):
+    h_BTD = model_lib.Transformer(self.cfg).apply({'params': params}, tokens_BT,
+                                                  method=model_lib.Transformer.hidden)
+    h_BD = jnp.take_along_axis(h_BTD, at_B[:, None, None], axis=1)[:, 0]
+    emb_VD = params['embedder']['input_embedding'].astype(self.cfg.dtype)
+    logits_BV = jnp.einsum('BD,VD->BV', h_BD, emb_VD, preferred_element_type=jnp.float32)
+    return model_lib.softcap(logits_BV, self.cfg.final_logit_softcap)
 
 
 @dataclasses.dataclass
@@ -125,3 +142,25 @@ class Scorer:
       loss_NT[start:stop] = np.asarray(Placement.to_host(loss_BT), np.float64)[:stop - start, :T]
       correct_NT[start:stop] = Placement.to_host(correct_BT)[:stop - start, :T]
     return loss_NT, correct_NT
+
+  def generate(self, prompts_NT: np.ndarray, lengths_N: np.ndarray,
+               max_new_tokens: int) -> np.ndarray:
+    """``tokens_NM``: greedy generation of ``max_new_tokens`` tokens after the first
+    ``lengths_N[i]`` tokens of every row (:func:`ropex.evaluation.generation.greedy_decode`,
+    in batches of :meth:`batch_size` rows; chunked attention beyond ``attention_chunk``)."""
+    N, T = prompts_NT.shape
+    cfg, width = self.model_cfg(T + max_new_tokens)
+    B = self.batch_size(width, N)
+    out = np.zeros((N, max_new_tokens), np.int32)
+    for start in range(0, N, B):
+      stop = min(start + B, N)
+      prompts = np.zeros((B, T), np.int32)
+      prompts[:stop - start] = prompts_NT[start:stop]
+      lengths = np.ones(B, np.int32)
+      lengths[:stop - start] = lengths_N[start:stop]
+      put = self.placement.batch if self.placement else jnp.asarray
+      with self.placement.rules_context() if self.placement else contextlib.nullcontext():
+        out[start:stop] = generation.greedy_decode(
+            NextLogits(cfg), self.params, prompts, lengths, max_new_tokens, width, put,
+            Placement.to_host)[:stop - start]
+    return out

@@ -26,6 +26,7 @@ A variant whose overrides do not apply to a run (e.g. ``position_scale`` on a No
 
 from __future__ import annotations
 
+import difflib
 import glob
 import os
 import time
@@ -34,10 +35,48 @@ from typing import Sequence
 import ml_collections
 import numpy as np
 
-from ropex import paths
+from ropex import inputs, paths
 from ropex.evaluation import compare, grouped, overrides as overrides_lib, suite
 from ropex.evaluation.plotting import plt, save
 from ropex.errors import ConfigError
+
+
+REQUIRED = ('runs', 'variants', 'lengths', 'depths', 'suite', 'examples', 'task_examples',
+            'out')
+OPTIONAL = ('name', 'ruler', 'data', 'seed', 'step', 'reuse')
+
+
+def check_fields(study) -> None:
+  """ConfigError for a study config that is not one (not a ConfigDict of study fields), has a
+  field no study has (with the nearest known name) or lacks a required one."""
+  known = REQUIRED + OPTIONAL
+  if not isinstance(study, ml_collections.ConfigDict):
+    raise ConfigError(f'--config: a study config is an ml_collections.ConfigDict with the '
+                      f'fields {", ".join(known)} (see configs/study_tiny.py)')
+  for key in study.keys():
+    if key not in known:
+      near = difflib.get_close_matches(key, known, n=1)
+      raise ConfigError(f'study field {key!r} is not known' +
+                        (f'; did you mean {near[0]!r}?' if near else '') +
+                        f' allowed: {", ".join(known)}')
+  missing = [k for k in REQUIRED if k not in study]
+  if missing:
+    raise ConfigError(f'--config is not a study config: it has no {", ".join(missing)}; a study '
+                      f'needs {", ".join(REQUIRED)} (see configs/study_tiny.py)')
+
+
+def check_overrides(dirs: Sequence[str], variants) -> None:
+  """Every variant's override names a field of every run's config (a typo stops the study
+  before anything is evaluated; an override that exists but does not apply to a run, such as
+  position_scale on a NoPE run, is skipped for that run later)."""
+  from ropex.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  for workdir in dirs:
+    config = workdir_lib.load_config(workdir)
+    for label, variant in variants:
+      try:
+        overrides_lib.apply(config, variant)
+      except ConfigError as e:
+        raise ConfigError(f'study variant {label!r}: {e}') from None
 
 
 def parse_variants(text: str) -> list[tuple[str, dict]]:
@@ -96,10 +135,13 @@ def run(study: ml_collections.ConfigDict, progress=print) -> dict:
   """Evaluates every run x variant (or reuses ``out/evals``) and writes the report."""
   from ropex.training import inference  # pylint: disable=g-import-not-at-top
   start = time.time()
+  check_fields(study)
   variants = parse_variants(study.variants)
   dirs = workdirs(study.runs)
   for _, variant in variants:           # every option is checked before anything is read
     options(study, variant)
+  check_overrides(dirs, variants)
+  inputs.output(study.out, 'study out')
   results, skipped = [], []
   for workdir in dirs:
     loaded = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import logging
 import time
@@ -18,10 +19,10 @@ import ml_collections
 import tqdm
 
 from ropex import data
-from ropex import fields, paths
+from ropex import fields, inputs, paths
 from ropex.data import sources
 from ropex.errors import ConfigError
-from ropex.evaluation import (data_spec, figures, intervals, overrides as overrides_lib,
+from ropex.evaluation import (data_spec, figures, grid, intervals, overrides as overrides_lib,
                               perplexity, retrieval, rows as rows_lib, ruler as ruler_lib,
                               ruler_tasks, scoring,
                               tasks as tasks_lib, words)
@@ -132,6 +133,10 @@ def resolve(config: ml_collections.ConfigDict, options: Options,
     if kind not in retrieval.KINDS:
       raise ConfigError(f'--retrieval names {kind!r}; allowed: {", ".join(retrieval.KINDS)}, '
                         'auto, none')
+  if 'perplexity' not in o.suite and not (o.retrieval or o.tasks or o.ruler):
+    raise ConfigError(f'--suite={",".join(o.suite)} with --ruler, --retrieval and --tasks as given '
+                      'leaves nothing to evaluate; allowed: a suite part with at least one '
+                      f'task (RULER: {", ".join(ruler_lib.TASKS)})')
   o.depths = tuple(float(d) for d in o.depths)
   if not o.depths or any(not 0 <= d <= 1 for d in o.depths):
     raise ConfigError(f'--depths={o.depths!r} must be numbers in [0, 1]')
@@ -168,14 +173,16 @@ def evaluate(config: ml_collections.ConfigDict, params: dict, options: Options,
   results = _header(config, cfg, o, step, workdir, trained)
   if 'perplexity' in o.suite:
     results['perplexity'] = _perplexity(config, o, scorer, tokenizer, bos, log)
-  results['retrieval'] = retrieval.retrieval_sweep(
-      scorer, o.retrieval, o.lengths, o.depths, o.task_examples, o.seed, bos, tokenizer,
-      progress=log, **task_kwargs(config))
-  results['tasks'] = tasks_lib.task_sweep(scorer, o.tasks, o.lengths, o.depths,
-                                          o.task_examples, o.seed, bos, log, **task_kwargs(config))
+  sweep = functools.partial(grid.sweep, scorer, lengths=o.lengths, depths=o.depths,
+                            count=o.task_examples, seed=o.seed, bos_id=bos, progress=log)
+  kw = task_kwargs(config)
+  results['retrieval'] = sweep([retrieval.task(k, tokenizer, **kw) for k in o.retrieval])
+  results['tasks'] = sweep([tasks_lib.task(t, **kw) for t in o.tasks])
   if o.ruler:
-    results['ruler'] = ruler_lib.sweep(scorer, words.for_run(config, o.haystack), o.ruler,
-                                       o.lengths, o.depths, o.task_examples, o.seed, bos, log)
+    lex = words.for_run(config, o.haystack)
+    results['ruler'] = sweep(ruler_lib.tasks(lex, o.ruler), label='ruler ')
+    for g in results['ruler'].values():
+      g['lexicon'] = {'style': lex.style, 'haystack': lex.haystack}
   bar.close()
   results['seconds'] = round(time.time() - start, 2)
   return results
@@ -254,9 +261,11 @@ def load(path: str) -> dict:
   root = paths.path(path)
   for candidate in (root, root / RESULTS_FILE, root / 'eval' / RESULTS_FILE):
     if candidate.is_file():
-      results = json.loads(candidate.read_text())
-      if results.get('format') != FORMAT:
-        raise ConfigError(f'{candidate} is not a ropex evaluation (format {results.get("format")!r}'
-                          f'; allowed: {FORMAT})')
+      with inputs.reading(f'{path}: results file', candidate, f'a ropex evaluation ({FORMAT})'):
+        results = json.loads(candidate.read_text())
+      if not isinstance(results, dict) or results.get('format') != FORMAT:
+        found = results.get('format') if isinstance(results, dict) else type(results).__name__
+        raise ConfigError(f'{candidate} is not a ropex evaluation (format {found!r}; allowed: '
+                          f'{FORMAT})')
       return results
   raise FileNotFoundError(f'no {RESULTS_FILE} in {path} or {path}/eval')

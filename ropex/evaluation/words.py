@@ -43,12 +43,12 @@ _VOWELS = 'aeiou'
 
 @functools.lru_cache(maxsize=1)
 def word_list() -> tuple[str, ...]:
-  """4900 distinct pseudo-words of two syllables (``'bako'``, ``'tizu'``, ...), then 1000 of
+  """4900 distinct pseudo-words of two syllables (``'bako'``, ``'tizu'``, ...), then 20000 of
   three, in a fixed order (no file, no package)."""
   syllables = [c + v for c in _CONSONANTS for v in _VOWELS]
   two = [a + b for a, b in itertools.product(syllables, syllables)]
   three = [a + b + c for a, b, c in itertools.islice(
-      itertools.product(syllables[::7], syllables, syllables), 1000)]
+      itertools.product(syllables[::7], syllables, syllables), 20_000)]
   return tuple(two + three)
 
 
@@ -80,6 +80,14 @@ class SymbolTokenizer:
     names = {v: k for k, v in self.SPECIAL.items()}
     return ' '.join(names.get(int(i), f'w{int(i) - synthetic.CONTENT}')
                     if int(i) in names or int(i) >= synthetic.CONTENT else '' for i in ids)
+
+  def match_text(self, ids) -> str:
+    """Every id as one bracketed symbol (``<w3><Q><t0>``), so that a substring match (RULER's
+    string match) is a match of whole tokens: ``<w1>`` is not found in ``<w12>``."""
+    names = {v: k[1:-1] for k, v in self.SPECIAL.items()}
+    return ''.join('<' + names.get(int(i), f'w{int(i) - synthetic.CONTENT}'
+                                   if int(i) >= synthetic.CONTENT else f't{int(i)}') + '>'
+                   for i in ids)
 
 
 @dataclasses.dataclass
@@ -119,6 +127,29 @@ class Lexicon:
       raise ConfigError(f'the task needs {n} distinct words; at most {len(pool)} exist')
     return [pool[i] for i in rng.permutation(len(pool))[:n]]
 
+  def list_pool(self) -> int:
+    """How many distinct :meth:`list_words` exist."""
+    if self.style == 'symbol':
+      return self.vocab // 2 * (self.vocab - self.vocab // 2) ** 2
+    return len(word_list())
+
+  def list_words(self, rng, n: int) -> list[str]:
+    """``n`` distinct words of a word list (cwe / fwe). Symbols: three tokens each, a key-half
+    symbol then two value-half symbols (``(vocab/2) * (vocab/2)^2`` words, 512 at vocab 16), so
+    that the list can grow with the length and a word starts exactly at its key-half symbol."""
+    if self.style != 'symbol':
+      return self.words(rng, n)
+    half, rest = self.vocab // 2, self.vocab - self.vocab // 2
+    total = self.list_pool()
+    if n > total:
+      raise ConfigError(f'the task needs {n} distinct list words but vocab {self.vocab} makes '
+                        f'only {total} (data.synthetic_vocab); use a shorter context')
+    out = []
+    for i in rng.choice(total, size=n, replace=False):
+      a, b, c = int(i) // (rest * rest), int(i) // rest % rest, int(i) % rest
+      out.append(f'w{a} w{half + b} w{half + c}')
+    return out
+
   def keys(self, rng, n: int) -> list[str]:
     """``n`` distinct needle keys."""
     if self.style == 'symbol':
@@ -129,12 +160,10 @@ class Lexicon:
     """``n`` distinct needle values."""
     if self.style == 'symbol':
       return self._symbols(rng, n, 1)
-    values: list[str] = []
+    values: dict[str, None] = {}
     while len(values) < n:
-      value = str(int(rng.integers(1_000_000, 10_000_000)))
-      if value not in values:
-        values.append(value)
-    return values
+      values.setdefault(str(int(rng.integers(1_000_000, 10_000_000))))
+    return list(values)
 
   def variables(self, rng, n: int) -> list[str]:
     """``n`` distinct variable names (variable tracking)."""

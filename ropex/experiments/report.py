@@ -25,7 +25,7 @@ from typing import Sequence
 
 from absl import app, flags
 
-from ropex import paths
+from ropex import inputs, paths
 from ropex.evaluation import intervals
 from ropex.errors import ConfigError
 from ropex.experiments.paper import DATASET_TITLES, PAPER_TABLE2
@@ -220,6 +220,7 @@ def _band(curves):
 
 def report(workdirs: Sequence[str], out_dir: str, diverge_margin: float = 1.0) -> dict:
   """Writes every output into ``out_dir``; returns {'markdown': text, 'runs': [...], paths}."""
+  inputs.output(out_dir, '--out')   # before any run is read
   runs = [summarize(w, diverge_margin) for w in workdirs]
   paths.path(out_dir, '--out').mkdir(parents=True, exist_ok=True)
   text = markdown(runs)

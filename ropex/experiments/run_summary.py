@@ -13,7 +13,7 @@ import json
 import math
 from typing import Any, Mapping
 
-from ropex import paths
+from ropex import inputs, paths
 from ropex.evaluation import intervals
 from ropex.training.metrics import read_metrics
 
@@ -146,7 +146,8 @@ def summarize(workdir: str, diverge_margin: float = 1.0) -> RunSummary:
   config_path = path / 'config.json'
   if not config_path.exists():
     raise FileNotFoundError(f'{workdir} has no config.json: not a ropex run directory')
-  config = json.loads(config_path.read_text())
+  with inputs.reading('run config', config_path, 'the config.json ropex.train writes'):
+    config = json.loads(config_path.read_text())
   model, train = config.get('model', {}), config.get('train', {})
   records = read_metrics(workdir)
   train_curve, eval_curve = _curve(records, 'train/loss'), _curve(records, 'eval/loss')

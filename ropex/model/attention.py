@@ -55,6 +55,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from ropex.errors import ConfigError
 from ropex.model import ops, platform
 
 IMPLS = ('auto', 'xla', 'dense', 'chunked', 'splash', 'cudnn')
@@ -137,7 +138,17 @@ def resolve(impl: str, seq_len: int, opts: Options, on: str | None = None, dtype
     fallback = 'dense' if seq_len <= opts.chunk else 'chunked'
     _log_once(f'attention_impl={impl}: {reason}; this attention runs {fallback} instead')
     impl = fallback
+  check_platform(impl, on)
   return impl
+
+
+def check_platform(impl: str, on: str | None = None) -> None:
+  """ConfigError when ``impl`` cannot run on platform ``on`` (default: the current one):
+  ``cudnn`` needs a GPU (cuDNN ships with JAX's CUDA wheels)."""
+  on = on or platform.current()
+  if impl == 'cudnn' and on != 'gpu':
+    raise ConfigError(f"model.attention_impl='cudnn' needs a GPU with cuDNN, and this runs on "
+                      f"{on}; allowed here: auto, xla, dense, chunked")
 
 
 def attend(impl: str, q_BTKGH, k_BSKH, v_BSKH, segment_ids_BT, opts: Options):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ropex import model
 from ropex.model import pe_interface
-from ropex.model.config import ModelConfig
+from ropex.model.config import BLOCK_FIELDS, ModelConfig
 from ropex.model.layers import pe_dims
 
 
@@ -44,10 +44,13 @@ def describe(model_cfg: ModelConfig, name: str = '', seq_len: int | None = None)
   dims = pe_dims(model_cfg)
   layers = []
   for i, spec in enumerate(model_cfg.layers):
+    kv_heads, head_dim = model_cfg.attention_shape(spec)
     layers.append({'layer': i, 'type': spec.type_name, 'window': spec.window,
                    'chunk_attention': spec.chunk_attention,
-                   'num_heads': model_cfg.num_heads, 'num_kv_heads': model_cfg.num_kv_heads,
-                   'head_dim': model_cfg.head_dim, **layer_pe(spec.pe, dims, seq_len)})
+                   'num_heads': model_cfg.num_heads, 'num_kv_heads': kv_heads,
+                   'head_dim': head_dim, 'k_eq_v': spec.k_eq_v, 'kv_source': spec.kv_source,
+                   'hidden_dim': model_cfg.mlp_dim(spec),
+                   **layer_pe(spec.pe, pe_dims(model_cfg, spec), seq_len)})
   input_pe = None
   if model_cfg.input_pe is not None:
     enc = pe_interface.as_encoding(model_cfg.input_pe)
@@ -57,6 +60,7 @@ def describe(model_cfg: ModelConfig, name: str = '', seq_len: int | None = None)
           'num_layers': model_cfg.num_layers, 'embed_dim': model_cfg.embed_dim,
           'hidden_dim': model_cfg.hidden_dim, 'vocab_size': model_cfg.vocab_size,
           'frequency_chunks': model_cfg.head_dim // 2, 'seq_len': seq_len,
+          'block': {name: getattr(model_cfg, name) for name in BLOCK_FIELDS},
           'input_pe': input_pe,
           'pe_params_total': sum(l['pe_params'] for l in layers) + (
               input_pe['pe_params'] if input_pe else 0),
@@ -79,12 +83,17 @@ def _extras(layer: dict) -> str:
     parts.append('query temperature')
   if layer.get('pe_params'):
     parts.append(f'{layer["pe_params"]:,} PE params')
+  if layer.get('k_eq_v'):
+    parts.append('keys = values')
+  if layer.get('kv_source', -1) >= 0:
+    parts.append(f'K/V of layer {layer["kv_source"]}')
   return ', '.join(parts)
 
 
 def format_table(d: dict) -> str:
+  glu = 'SwiGLU' if d.get('block', {}).get('hidden_activation') == 'silu' else 'GeGLU'
   lines = [f'{d["name"]}: {d["num_layers"]} layers, d_model {d["embed_dim"]}, '
-           f'GeGLU hidden {d["hidden_dim"]}, vocab {d["vocab_size"]}',
+           f'{glu} hidden {d["hidden_dim"]}, vocab {d["vocab_size"]}',
            f'parameters: total {d["params_total"]:,}  embedding {d["params_embedding"]:,}  '
            f'non-embedding {d["params_non_embedding"]:,}',
            f'{"layer":>5}  {"type":<8} {"heads":>9}  {"pe":<15} {"theta":>10}  '

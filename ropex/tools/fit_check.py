@@ -34,6 +34,7 @@ from absl import app, flags
 import jax
 from ml_collections import config_flags
 
+from ropex import errors
 from ropex.training import loop, sharding
 from ropex.model import attention, platform
 from ropex.tools import flops as step_flops, tpu_topology
@@ -43,7 +44,8 @@ from ropex.errors import ConfigError
 
 GIB = tpu_topology.GIB
 _UNITS = {'': 1, 'B': 1, 'K': 2 ** 10, 'M': 2 ** 20, 'G': 2 ** 30, 'T': 2 ** 40}
-EXIT_FITS, EXIT_DOES_NOT_FIT, EXIT_CONFIG = 0, 1, 2
+EXIT_FITS, EXIT_DOES_NOT_FIT, EXIT_CONFIG = (errors.EXIT_OK, errors.EXIT_DOES_NOT_FIT,
+                                             errors.EXIT_USAGE)
 
 
 def model_flops_per_step(config) -> float:
@@ -245,11 +247,7 @@ def main(argv):
     # The command line only compiles: never claim an attached device (importing this module
     # leaves the platform of the importing process alone).
     jax.config.update('jax_platforms', 'cpu')
-  try:
-    topology = tpu_topology.describe(FLAGS.topology, FLAGS.num_slices)
-    result = fit_check(FLAGS.config, topology, FLAGS.mfu)
-  except ConfigError as e:
-    print(f'ropex.tools.fit_check: {e}', file=sys.stderr)
-    sys.exit(EXIT_CONFIG)
+  topology = tpu_topology.describe(FLAGS.topology, FLAGS.num_slices)  # a ConfigError: the
+  result = fit_check(FLAGS.config, topology, FLAGS.mfu)                # runner's one line, 2
   print(json.dumps(result) if FLAGS.json else format_result(result), flush=True)
   sys.exit(EXIT_FITS if result['fits'] else EXIT_DOES_NOT_FIT)

@@ -41,6 +41,10 @@ log = logging.getLogger('ropex')
 CONFIG_ITEM = 'config'   # the run's config.json, saved with every step
 
 
+_UNREADABLE = ('restore its files, or move the step out of checkpoints/ to resume from an older '
+               'one, or use a new --workdir (nothing was moved or written)')
+
+
 class CheckpointSaveError(RuntimeError):
   """A checkpoint could not be written; the message names it and the last complete one."""
 
@@ -210,9 +214,10 @@ class Checkpointer:
     for step in steps:
       if step > chosen:
         self._set_aside(step, problems[step])
-    restored = integrity.retry(lambda: self.manager.restore(chosen, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore())),
-        f'reading checkpoint {chosen}')
+    with integrity.reading_checkpoint(self._step_dir(chosen), _UNREADABLE):
+      restored = integrity.retry(lambda: self.manager.restore(chosen, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore())),
+          f'reading checkpoint {chosen}')
     data = restored['data']
     if int(data['step']) != chosen or int(restored['state'].step) != chosen:
       raise ConfigError(f'checkpoint {chosen} in {checkpoint_dir(self.workdir)} stores step '
@@ -221,30 +226,22 @@ class Checkpointer:
     return restored['state'], data['iterator'], chosen
 
   def _newest_readable(self, steps: list[int]) -> tuple[int | None, dict[int, str]]:
-    """The newest verified step (else the newest complete step without checksums, with a
-    warning), and what is wrong with each newer one."""
-    problems, unverified = {}, None
-    for step in steps:
+    """The step :func:`integrity.choose` picks (verified first), and what is wrong with each
+    newer one."""
+
+    def verdict(step: int) -> str | None:
       step_dir = epath.Path(checkpoint_dir(self.workdir)) / str(step)
-      try:
-        problem = integrity.retry(lambda d=step_dir: integrity.verify(
-            d, jax.process_index(), jax.process_count()), f'verifying checkpoint {step}')
-      except integrity.Unverified:
-        problems[step] = 'no checksums (the run stopped before they were written)'
-        unverified = step if unverified is None else unverified
-        continue
-      problem = _first_problem(problem)
-      if problem is None:
-        return step, problems
-      problems[step] = problem
-    if unverified is not None:
-      log.warning('checkpoint at step %d has no checksums (the run stopped right after writing '
-                  'it) and no verified checkpoint exists; restoring it unverified', unverified)
-    return unverified, problems
+      problem = integrity.retry(lambda: integrity.verify(
+          step_dir, jax.process_index(), jax.process_count()), f'verifying checkpoint {step}')
+      return _first_problem(problem)
+
+    choice = integrity.choose(steps, verdict, where=checkpoint_dir(self.workdir))
+    return choice.step, choice.passed_over
 
   def _check_layout(self, step: int, abstract_state) -> None:
-    saved = integrity.retry(lambda: self.manager.item_metadata(step)['state'],
-                            f'reading checkpoint {step} metadata')
+    with integrity.reading_checkpoint(self._step_dir(step), _UNREADABLE):
+      saved = integrity.retry(lambda: self.manager.item_metadata(step)['state'],
+                              f'reading checkpoint {step} metadata')
     difference = resume.layout_difference(saved, abstract_state)
     if difference:
       raise ConfigError(
@@ -252,6 +249,9 @@ class Checkpointer:
           f'layout than this config builds ({difference}); a config field that shapes the model '
           'or optimizer changed: rerun with the config in its config.json, or use a new '
           '--workdir')
+
+  def _step_dir(self, step: int) -> epath.Path:
+    return epath.Path(checkpoint_dir(self.workdir)) / str(step)
 
   def _set_aside(self, step: int, problem: str) -> None:
     aside = epath.Path(self.workdir) / 'checkpoints_corrupt'

@@ -1,8 +1,8 @@
 """Starting a run from another run's (or Gemma's) weights: ``train.init_from``.
 
 ``train.init_from`` is ``WORKDIR`` or ``WORKDIR:STEP`` (a ropex training workdir; default the
-latest checkpoint) or the folder of a released Gemma (v1) checkpoint (official Flax or Hugging
-Face safetensors, read by :mod:`ropex.analysis.gemma_import`). The new run's config may change
+latest checkpoint) or the folder of released weights (a Hugging Face checkpoint of any family
+ropex reads, or an official Gemma v1 Flax checkpoint; :func:`ropex.model.io.load_model`). The new run's config may change
 the positional encoding and its scaling, ``seq_len``, the data and the schedule — anything
 that keeps every parameter shape; the parameters are loaded (laid out for the new model's layer
 scan, placed directly in their shards) and the optimizer starts fresh at step 0. A parameter
@@ -31,12 +31,12 @@ from ropex.training import step as step_lib
 @dataclasses.dataclass(frozen=True)
 class Source:
   path: str
-  step: int | None       # None for a Gemma checkpoint
-  kind: str              # 'workdir' | 'gemma'
+  step: int | None       # None for released weights
+  kind: str              # 'workdir' | 'released'
 
 
 def parse(spec: str) -> Source:
-  """``'/runs/a'``, ``'/runs/a:400'`` or a Gemma checkpoint folder -> :class:`Source`."""
+  """``'/runs/a'``, ``'/runs/a:400'`` or a released checkpoint folder -> :class:`Source`."""
   path, step = spec, None
   head, sep, tail = spec.rpartition(':')
   if sep and tail.isdigit() and head:
@@ -51,24 +51,27 @@ def parse(spec: str) -> Source:
     raise ConfigError(f'train.init_from={spec!r}: {path!r} is not a ropex workdir (no '
                       f'config.json and checkpoints/), so it takes no :step')
   if paths.is_url(path):
-    raise ConfigError(f'train.init_from={spec!r}: a Gemma checkpoint is read from a local '
+    raise ConfigError(f'train.init_from={spec!r}: released weights are read from a local '
                       'folder; allowed URLs: a ropex workdir[:step]')
-  return Source(os.path.abspath(path), None, 'gemma')
+  return Source(os.path.abspath(path), None, 'released')
 
 
-def _official_tree(source: Source) -> tuple[dict, int | None]:
-  """The source's parameters as the official (unscanned) tree of host arrays, and its step."""
-  if source.kind == 'gemma':
-    from ropex.analysis import gemma_import  # pylint: disable=g-import-not-at-top
-    return gemma_import.load(source.path, scan_layers=False).params, None
+def _official_tree(source: Source) -> tuple[dict, int | None, dict | None]:
+  """The source's parameters as the official (unscanned) tree of host arrays, its step and
+  (released weights) what :func:`ropex.model.io.load_model` records."""
+  if source.kind == 'released':
+    from ropex.model import io  # pylint: disable=g-import-not-at-top
+    imported = io.load_model(source.path)
+    return imported.params, None, imported.source
   from ropex.training import inference  # pylint: disable=g-import-not-at-top
   try:
-    config, params, step = inference.load_for_inference(source.path, source.step)
+    config, params, step = inference.load_for_inference(
+        source.path, source.step, names=('train.init_from', 'train.init_from (its :step)'))
   except FileNotFoundError as e:
     raise ConfigError(f'train.init_from={source.path}: {e}') from None
   cfg = ModelConfig.from_config(config.model)
   params = jax.device_get(params)
-  return (model_lib.unstack_layers(params, cfg) if cfg.scan_layers else params), step
+  return (model_lib.unstack_layers(params, cfg) if cfg.scan_layers else params), step, None
 
 
 def _check_shapes(loaded: dict, abstract: dict, spec: str) -> None:
@@ -104,7 +107,7 @@ def load(config, setup: step_lib.Setup) -> Pretrained | None:
   if not spec:
     return None
   source = parse(spec)
-  tree, step = _official_tree(source)
+  tree, step, released = _official_tree(source)
   cfg = setup.model.cfg
   loaded = model_lib.stack_layers(tree, cfg) if cfg.scan_layers else tree
   abstract = nn.unbox(setup.abstract_state.params)
@@ -113,7 +116,10 @@ def load(config, setup: step_lib.Setup) -> Pretrained | None:
       lambda host, target, sh: jax.make_array_from_callback(
           target.shape, sh, lambda idx, h=host, t=target: np.asarray(h[idx], t.dtype)),
       loaded, abstract, setup.state_shardings.params)
-  return Pretrained(params, {'path': source.path, 'step': step, 'format': source.kind})
+  record = {'path': source.path, 'step': step, 'format': source.kind}
+  if released is not None:
+    record.update(released)
+  return Pretrained(params, record)
 
 
 def initial_state(setup: step_lib.Setup, pretrained: Pretrained | None,

@@ -11,14 +11,19 @@ Any path ``etils.epath`` supports works (local, ``gs://``).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import errno
 import hashlib
 import json
 import logging
 import time
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, Sequence, TypeVar
 
 from etils import epath
+
+from ropex import inputs
+from ropex.errors import ConfigError
 
 MANIFEST = 'ropex_checksums.json'
 _BLOCK = 1 << 22
@@ -29,6 +34,51 @@ T = TypeVar('T')
 
 class Unverified(Exception):
   """The step has no checksum manifest."""
+
+
+NO_CHECKSUMS = 'no checksums (its run stopped before they were written)'
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+  """Which checkpoint step to load: ``step`` (None: no step is readable), whether its files
+  matched its checksums, and why each step passed over was not used."""
+  step: int | None
+  verified: bool
+  passed_over: dict[int, str]
+
+
+def choose(steps: Sequence[int], verdict: Callable[[int], str | None],
+           requested: int | None = None, where: str = '') -> Choice:
+  """THE rule for which checkpoint to load, for training's resume and every inference load
+  (evaluate, analyze, study, ``train.init_from``): the newest step whose files match their
+  checksums; a step without checksums only when no step is verified, with a warning. With
+  ``requested``, only that step is considered (unverified: loaded, with a warning).
+
+  ``verdict(step)`` is None for a verified step, what is wrong in words for an unreadable
+  one, and raises :class:`Unverified` for a step without checksums."""
+  candidates = [int(requested)] if requested is not None else sorted(steps, reverse=True)
+  passed_over, unverified = {}, None
+  for step in candidates:
+    try:
+      problem = verdict(step)
+    except Unverified:
+      passed_over[step] = NO_CHECKSUMS
+      unverified = step if unverified is None else unverified
+      continue
+    if problem is None:
+      if passed_over:
+        log.warning('checkpoint %s: using step %d, the newest whose files match their '
+                    'checksums; passed over: %s', where, step,
+                    '; '.join(f'step {s}: {p}' for s, p in passed_over.items()))
+      return Choice(step, True, passed_over)
+    passed_over[step] = problem
+  if unverified is not None:
+    passed_over.pop(unverified)
+    log.warning('CHECKPOINT %d IN %s IS UNVERIFIED: it has no checksums (its run stopped right '
+                'after writing it)%s; loading it without verification', unverified, where,
+                '' if requested is not None else ' and no verified checkpoint exists')
+  return Choice(unverified, False, passed_over)
 
 
 def _files(step_dir: epath.Path) -> list[str]:
@@ -79,6 +129,34 @@ def verify(step_dir, share: int = 0, shares: int = 1) -> str | None:
   for name in present[share::shares]:
     if _digest(step_dir / name) != expected[name]:
       return f'{name} does not match its sha256 checksum'
+  return None
+
+
+@contextlib.contextmanager
+def reading_checkpoint(step_dir, allowed: str) -> Iterator[None]:
+  """Inside the block (orbax reading one step), a file that cannot be read or parsed — the
+  damage of a step without checksums: truncated metadata, an overwritten array file — is one
+  ConfigError naming the step and ``allowed``."""
+  try:
+    yield
+  except Exception as e:  # pylint: disable=broad-except  (orbax wraps tensorstore's error in a
+    # bare Exception: only an error caused by a typed storage / format error is mapped)
+    cause = _typed_cause(e)
+    if cause is None:
+      raise
+    why = inputs.reason(cause) or f'{type(cause).__name__}: {" ".join(str(cause).split())[:200]}'
+    raise ConfigError(f'checkpoint {step_dir} cannot be read ({why}); allowed: '
+                      f'{allowed}') from None
+
+
+def _typed_cause(error: BaseException) -> BaseException | None:
+  """The first error in ``error``'s cause chain of a type :func:`inputs.typed_errors` lists
+  (tensorstore reports a damaged file as ValueError, a missing one as OSError)."""
+  typed = inputs.typed_errors()
+  while error is not None:
+    if isinstance(error, typed):
+      return error
+    error = error.__cause__ or error.__context__
   return None
 
 

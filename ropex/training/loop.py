@@ -20,9 +20,10 @@ import logging
 import time
 from typing import Any
 
+from etils import epath
 import jax
 
-from ropex import data
+from ropex import data, inputs
 from ropex.training import (checkpoint, data_state, init_from, metrics, optim, sharding, signals,
                             step, validation)
 from ropex.training import workdir as workdir_lib
@@ -77,7 +78,7 @@ def train(config, workdir: str) -> dict:
   Raises ConfigError (before anything is compiled or written) for a bad config, and
   NonFiniteLossError if the loss diverges (no checkpoint is written for a bad step)."""
   started = time.perf_counter()
-  run = _start(config, workdir)
+  run = _start_or_leave_nothing(config, workdir)
   try:
     step_i, stop_signal = _run_steps(run)
   except NonFiniteLossError as e:
@@ -87,15 +88,36 @@ def train(config, workdir: str) -> dict:
   return _summarize(run, step_i, stop_signal, time.perf_counter() - started)
 
 
+def _check(config, workdir: str) -> None:
+  """Everything that reads only: the config, the workdir (writable, reachable, resumable)."""
+  validation.validate(config, jax.device_count(), jax.process_count())
+  if jax.process_count() > 1:
+    signals.require_preemption_service()  # before anything is compiled or written
+  inputs.output(workdir, '--workdir')  # writable and reachable, before anything is built
+  workdir_lib.check_resumable(config, workdir)  # reads only: a refused resume writes nothing
+
+
+def _start_or_leave_nothing(config, workdir: str) -> _Run:
+  """:func:`_check`, then :func:`_start`; when that fails or is interrupted (SIGTERM during
+  set-up) in a workdir it created, the workdir is removed again: a run that never started
+  leaves no partial workdir."""
+  root = epath.Path(checkpoint.resolve(workdir))
+  _check(config, str(root))
+  fresh = not root.exists()
+  try:
+    return _start(config, workdir)
+  except BaseException:
+    if fresh and jax.process_index() == 0 and root.exists():
+      root.rmtree()
+    raise
+
+
 def _start(config, workdir: str) -> _Run:
-  """Validates, builds the step and the data, writes ``config.json``, restores or initialises."""
+  """Builds the step and the data, writes ``config.json``, restores or initialises (the
+  config and workdir are checked: :func:`_check`)."""
   process_index, process_count = jax.process_index(), jax.process_count()
   primary = process_index == 0
   workdir = checkpoint.resolve(workdir)
-  validation.validate(config, jax.device_count(), process_count)
-  if process_count > 1:
-    signals.require_preemption_service()  # before anything is compiled or written
-  workdir_lib.check_resumable(config, workdir)  # reads only: a refused resume writes nothing
   setup = step.make_setup(config, sharding.make_mesh(config))
   train_step = step.make_train_step(setup)
   evaluator = Evaluator(config, setup, process_index, process_count)

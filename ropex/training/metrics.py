@@ -15,7 +15,7 @@ from absl import logging
 from etils import epath
 import tqdm
 
-from ropex import paths
+from ropex import inputs, paths
 
 
 class MetricsWriter:
@@ -31,7 +31,7 @@ class MetricsWriter:
       root.mkdir(parents=True, exist_ok=True)
       self._path = root / 'metrics.jsonl'
       self._remote = paths.is_url(workdir)
-      text = self._path.read_text() if self._path.exists() else ''
+      text = read_text(self._path) if self._path.exists() else ''
       torn = bool(text) and not text.endswith('\n')
       if self._remote:
         self._text = text + ('\n' if torn else '')
@@ -107,6 +107,14 @@ def _plain(value) -> float | None:
   return value if math.isfinite(value) else None
 
 
+def read_text(path) -> str:
+  """``metrics.jsonl`` as text; bytes that are not UTF-8 (the file is damaged: every record is
+  ASCII JSON) are one ConfigError naming it."""
+  with inputs.reading('metrics file', path, 'the metrics.jsonl ropex.train writes (UTF-8 JSON '
+                      'lines); restore or remove it'):
+    return epath.Path(path).read_text()
+
+
 def read_metrics(workdir) -> list[dict]:
   """All records of ``WORKDIR/metrics.jsonl`` (a local path or any ``etils.epath`` URL, e.g.
   ``gs://``), one per step; for a step logged twice (a resumed run) the last record wins. A torn
@@ -115,7 +123,7 @@ def read_metrics(workdir) -> list[dict]:
   if not path.exists():
     return []
   by_step: dict[int, dict] = {}
-  for number, line in enumerate(path.read_text().splitlines(), 1):
+  for number, line in enumerate(read_text(path).splitlines(), 1):
     if not line.strip():
       continue
     try:

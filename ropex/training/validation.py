@@ -12,6 +12,7 @@ import math
 
 from ropex import data as data_lib
 from ropex.training import optim, sharding
+from ropex.model import attention
 from ropex.model.config import ModelConfig
 from ropex.errors import ConfigError
 from ropex.fields import boolean as _bool, check, choice as _choice, integer as _int, number as _number
@@ -79,6 +80,7 @@ def validate(config, num_devices: int | None = None, process_count: int = 1) -> 
       raise ConfigError(f'config block {block!r} is missing; required blocks: '
                         f'{", ".join(BLOCKS)}')
   model_cfg = ModelConfig.from_config(config.model)
+  attention.check_platform(model_cfg.attention_impl)  # e.g. cudnn on a host without a GPU
   data_lib.validate(config)
   _check_block(config, 'train', TRAIN_FIELDS)
   _check_block(config, 'mesh', MESH_FIELDS)

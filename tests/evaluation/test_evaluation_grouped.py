@@ -69,5 +69,5 @@ def test_seed_groups_become_intervals(tmp_path):
   assert lengths == [16, 40] and (low[0], high[0]) == (pytest.approx(m - h), pytest.approx(m + h))
   mean = grouped.mean_result(rope)
   assert mean['perplexity']['perplexity'][0] == float(np.mean(ppl16))
-  needle = [r['retrieval']['needle']['accuracy'][0][1] for r in rope]
-  assert mean['retrieval']['needle']['accuracy'][0][1] == float(np.mean(needle))
+  needle = [r['retrieval']['needle']['string_match_all'][0][1] for r in rope]
+  assert mean['retrieval']['needle']['string_match_all'][0][1] == float(np.mean(needle))

@@ -1,10 +1,11 @@
-"""Oracle: a hand-built model that copies the token 7 positions back gets exactly the accuracy
-its rule implies, computed here from the examples alone (no model)."""
+"""Oracle: a hand-built model that copies the token 7 positions back gets exactly the
+teacher-forced accuracy its rule implies, computed here from the examples alone (no model).
+(Generation with it: test_evaluation_generation.py.)"""
 
 import numpy as np
 import pytest
 
-from ropex.evaluation import grid, retrieval, scoring, tasks
+from ropex.evaluation import grid, scoring, tasks
 from ropex.model.config import ModelConfig
 
 from evaluation_testlib import copier, dense_token_stats
@@ -32,7 +33,7 @@ def _rule(rows, delta=DELTA):
 
 def test_copier_is_what_it_claims(copy_model):
   config, params, _ = copy_model
-  rows = tasks.task_rows_fn('prev_token', 3, seed=0, bos_id=1)(40, 0.5)
+  rows = grid.rows(tasks.task('prev_token'), 40, 0.5, 3, seed=0, bos_id=1)
   _, correct = dense_token_stats(config, params, rows)
   shifted = rows['inputs'][:, :-DELTA]
   np.testing.assert_array_equal(correct[:, DELTA:], shifted == rows['targets'][:, DELTA:])
@@ -40,11 +41,12 @@ def test_copier_is_what_it_claims(copy_model):
 
 def test_copy_task_accuracy_is_perfect_at_every_length(copy_model):
   _, _, scorer = copy_model
-  out = tasks.task_sweep(scorer, ['copy_offset'], [16, 48, 200], [0.0, 1.0], count=3, seed=1,
-                         bos_id=1)['copy_offset']
+  out = grid.sweep(scorer, [tasks.task('copy_offset')], [16, 48, 200], [0.0, 1.0], count=3,
+                   seed=1, bos_id=1)['copy_offset']
   assert out['depths'] == [None]                  # copy_offset has no depth
-  assert out['accuracy'] == [[1.0, 1.0, 1.0]]     # 200 > 64: the chunked path as well
-  assert out['token_accuracy'] == [[1.0, 1.0, 1.0]]
+  assert out['primary'] == 'teacher_forced_token_accuracy'
+  assert out['teacher_forced_accuracy'] == [[1.0, 1.0, 1.0]]   # 200 > 64: the chunked path too
+  assert out['teacher_forced_token_accuracy'] == [[1.0, 1.0, 1.0]]
   assert out['examples'] == [[3, 3, 3]]
 
 
@@ -53,12 +55,14 @@ def test_task_sweep_reports_the_rule(copy_model, task):
   _, _, scorer = copy_model
   lengths = [24, 80]
   depths = [0.0, 1.0] if tasks.supports_depth(task) else [None]
-  out = tasks.task_sweep(scorer, [task], lengths, [0.0, 1.0], 4, 2, 1)[task]
-  rows_fn = tasks.task_rows_fn(task, 4, seed=2, bos_id=1)
+  out = grid.sweep(scorer, [tasks.task(task)], lengths, [0.0, 1.0], 4, 2, 1)[task]
   assert out['depths'] == depths
-  want = [[_rule(rows_fn(L, depth)) for L in lengths] for depth in depths]
-  np.testing.assert_allclose(out['accuracy'], [[w[0] for w in row] for row in want])
-  np.testing.assert_allclose(out['token_accuracy'], [[w[1] for w in row] for row in want])
+  want = [[_rule(grid.rows(tasks.task(task), L, depth, 4, 2, 1)) for L in lengths]
+          for depth in depths]
+  np.testing.assert_allclose(out['teacher_forced_accuracy'],
+                             [[w[0] for w in row] for row in want])
+  np.testing.assert_allclose(out['teacher_forced_token_accuracy'],
+                             [[w[1] for w in row] for row in want])
 
 
 def test_grid_accuracy_on_random_rows(copy_model):
@@ -66,29 +70,15 @@ def test_grid_accuracy_on_random_rows(copy_model):
   so reported == rule can only hold if every answer token is scored correctly."""
   _, _, scorer = copy_model
 
-  def rows_fn(L, depth):
-    rng = np.random.default_rng((L, int(depth * 10)))
-    tokens = (16 + rng.integers(0, 4, size=(6, L + 1))).astype(np.int32)
-    weights = (rng.random((6, L)) < 0.3) & (np.arange(L) >= DELTA)
-    return {'inputs': tokens[:, :-1], 'targets': tokens[:, 1:],
-            'positions': np.broadcast_to(np.arange(L), (6, L)).astype(np.int32),
-            'segment_ids': np.ones((6, L), np.int32), 'weights': weights.astype(np.float32)}
+  def make(rng, n, depth):
+    tokens = (16 + rng.integers(0, 4, size=n)).astype(np.int32)
+    answer = (rng.random(n) < 0.3) & (np.arange(n) > DELTA)
+    return tokens, np.where(answer, np.cumsum(answer) - 1, -1).astype(np.int32)
 
-  out = grid.accuracy_grid(scorer, rows_fn, [12, 90], [0.0, 0.5])
-  want = [[_rule(rows_fn(L, d)) for L in (12, 90)] for d in (0.0, 0.5)]
-  np.testing.assert_allclose(out['accuracy'], [[w[0] for w in row] for row in want])
-  np.testing.assert_allclose(out['token_accuracy'], [[w[1] for w in row] for row in want])
+  task = grid.Task('random', make, has_depth=True)
+  out = grid.sweep(scorer, [task], [12, 90], [0.0, 0.5], 6, 0, None)['random']
+  want = [[_rule(grid.rows(task, L, d, 6, 0, None)) for L in (12, 90)] for d in (0.0, 0.5)]
+  np.testing.assert_allclose(out['teacher_forced_accuracy'], [[w[0] for w in row] for row in want])
+  np.testing.assert_allclose(out['teacher_forced_token_accuracy'],
+                             [[w[1] for w in row] for row in want])
   assert 0.1 < np.mean([w[1] for row in want for w in row]) < 0.5
-
-
-def test_needle_accuracy_matches_the_rule():
-  # Copier of the token 2 back: it answers with the value of the last pair before the query,
-  # which is the needle at depth 1 and, with 2 value tokens (vocab 4), right half the time else.
-  config, params = copier(2)
-  scorer = scoring.Scorer(ModelConfig.from_config(config.model), params, attention_chunk=64,
-                          loss_chunk=64)
-  rows_fn = retrieval.retrieval_rows_fn('needle', 8, seed=3, bos_id=1, vocab=4)
-  out = grid.accuracy_grid(scorer, rows_fn, [10, 31], [0.0, 1.0])
-  want = [[_rule(rows_fn(L, depth), delta=2)[0] for L in (10, 31)] for depth in (0.0, 1.0)]
-  np.testing.assert_allclose(out['accuracy'], want)
-  assert want[1] == [1.0, 1.0] and 0 < np.mean(want[0]) < 1

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 from ropex.data import synthetic, tokenizers
-from ropex.evaluation import retrieval, rows as rows_lib
+from ropex.evaluation import grid, retrieval, rows as rows_lib
 from ropex.errors import ConfigError
 
 
-@pytest.mark.parametrize('length,depth', [(6, 0.0), (31, 0.5), (200, 1.0), (101, 0.25)])
+@pytest.mark.parametrize('length,depth', [(20, 0.0), (31, 0.5), (200, 1.0), (101, 0.25)])
 def test_needle_example(length, depth):
   rng = np.random.default_rng(7)
   tokens, answer = retrieval.needle_example(rng, length, depth, vocab=16)
@@ -18,26 +18,29 @@ def test_needle_example(length, depth):
   assert tokens[-3] == synthetic.QUERY
   key, value = tokens[-2], tokens[-1]
   body = tokens[1:-3]
-  if len(body) % 2:
-    assert body[0] == synthetic.FILLER
-    body = body[1:]
+  P = (length - 4) // 2 // 8 * 8                           # a multiple of the 8 values
+  assert (body[:len(body) - 2 * P] == synthetic.FILLER).all()
+  body = body[len(body) - 2 * P:]
   keys, values = body[0::2], body[1::2]
   assert ((keys >= synthetic.CONTENT) & (keys < synthetic.CONTENT + 16)).all()
+  assert not set(keys) & set(values)                      # disjoint halves
+  assert sorted(np.unique(values, return_counts=True)[1]) == [P // 8] * 8   # balanced values
   hits = np.flatnonzero(keys == key)
   assert len(hits) == 1                                   # the needle key is unique
   assert values[hits[0]] == value
-  assert hits[0] == round(depth * (len(keys) - 1))        # at the asked depth
+  assert hits[0] == 1 + round(depth * (P - 3))            # at the depth, never first or last
 
 
 def test_needle_rows_move_only_the_needle_between_depths():
-  make = retrieval.retrieval_rows_fn('needle', 2, seed=0, bos_id=1)
+  make = lambda L, d: grid.rows(retrieval.task('needle'), L, d, 2, seed=0, bos_id=1)
   a, b = make(40, 0.0), make(40, 1.0)
   assert a['inputs'].shape == (2, 40) and (a['inputs'][:, 0] == 1).all()
   np.testing.assert_array_equal(a['targets'][:, -1], b['targets'][:, -1])   # same needle
+  np.testing.assert_array_equal(a['inputs'][:, -2:], b['inputs'][:, -2:])   # same question
   assert (a['weights'].sum(1) == 1).all()
-  # the haystacks are identical except where the needle pair was and where it went
+  # the same pairs: only the needle pair and the pair it swapped with change places
   differ = np.flatnonzero((a['inputs'] != b['inputs']).any(0))
-  assert 0 < len(differ) <= 4 and differ.min() >= 2 and differ.max() >= 40 - 5
+  assert 0 < len(differ) <= 4
 
 
 @pytest.mark.parametrize('depth', [0.0, 0.5, 1.0])
@@ -64,7 +67,8 @@ def test_passkey_example(depth):
 
 def test_passkey_rows_and_errors():
   tok = tokenizers.ByteTokenizer()
-  make = retrieval.retrieval_rows_fn('passkey', 2, seed=1, bos_id=tok.bos_id, tokenizer=tok)
+  make = lambda L, d: grid.rows(retrieval.task('passkey', tok), L, d, 2, seed=1,
+                                bos_id=tok.bos_id)
   rows = make(300, 0.5)
   assert rows['inputs'].shape == (2, 300) and (rows['weights'].sum(1) == 5 + 1).all()
   assert rows_lib.doc_length(300, tok.bos_id) == 300
@@ -72,5 +76,7 @@ def test_passkey_rows_and_errors():
     make(50, 0.5)
   with pytest.raises(ConfigError):
     retrieval.needle_example(np.random.default_rng(0), 20, 1.5)
-  with pytest.raises(ConfigError):
-    retrieval.retrieval_rows_fn('haystack', 2, seed=0, bos_id=1)
+  with pytest.raises(ConfigError, match='needle needs length'):
+    retrieval.needle_example(np.random.default_rng(0), 19, 0.5)
+  with pytest.raises(ConfigError, match='--retrieval names'):
+    retrieval.task('haystack')

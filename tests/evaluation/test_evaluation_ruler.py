@@ -1,5 +1,7 @@
 """RULER-style suite: exact lengths, needles where the depth says, an oracle that reads the
-prompt scores 1.0, a uniform guesser scores at chance, and the per-length average table."""
+prompt scores 1.0 by generation (answers written in a shuffled order) and under teacher
+forcing, distractors of the answer's form, and the per-length average table. (Cheap heuristics:
+test_evaluation_heuristics.py.)"""
 
 import itertools
 import re
@@ -30,7 +32,15 @@ def symbol_lex():
   return words.Lexicon('symbol', sym.encode_array, sym.decode, vocab=VOCAB)
 
 
-LEXICONS = {'text': (text_lex, (900, 1337)), 'symbol': (symbol_lex, (40, 77))}
+LEXICONS = {'text': (text_lex, (2100, 2337)), 'symbol': (symbol_lex, (400, 431))}
+
+
+def rows_of(lex, task, L, depth, count, seed, bos):
+  return grid.rows(ruler.task(lex, task), L, depth, count, seed, bos)
+
+
+def examples_of(lex, task, L, depth, count, seed, bos):
+  return grid.examples(ruler.task(lex, task), L, depth, count, seed, bos)
 
 
 # --- independent solvers: read the prompt, return the expected answers --------------------
@@ -63,59 +73,75 @@ def solve_text(task, prompt):
 
 
 def solve_symbol(task, prompt_T):
-  content = [int(t) for t in prompt_T if t >= synthetic.CONTENT]
   q = int(np.flatnonzero(prompt_T == synthetic.QUERY)[-1])
+  asked = [int(t) for t in prompt_T[q + 1:]]
   body = [int(t) for t in prompt_T[:q] if t >= synthetic.CONTENT]
   pairs = list(zip(body[::2], body[1::2]))
   if task in ('niah_single', 'niah_multikey', 'niah_multivalue'):
-    key = int(prompt_T[q + 1])
-    found = [v for k, v in pairs if k == key]
+    found = [v for k, v in pairs if k == asked[0]]
     return found if task == 'niah_multivalue' else found[:1]
-  if task == 'niah_multiquery':   # first query in the prompt; the others come with the answers
-    return [v for k, v in pairs if k == int(prompt_T[q + 1])]
+  if task == 'niah_multiquery':
+    return [v for key in asked for k, v in pairs if k == key]
   if task == 'vt':
     assign = {b: a for a, b in pairs}
-    chain, x = [], int(prompt_T[q + 1])
+    chain, x = [], asked[0]
     while x in assign:
       x = assign[x]
       chain.append(x)
     return chain
-  counts = Counter(content)
+  listed = [tuple(body[i:i + 3]) for i in range(0, len(body), 3)]    # three-symbol words
+  counts = Counter(listed)
   if task == 'cwe':
-    top = {w for w, c in counts.items() if c == max(counts.values())}
-    return list(dict.fromkeys(w for w in content if w in top))
+    top = {w for w, _ in counts.most_common(10)}
+    return list(dict.fromkeys(w for w in listed if w in top))
   return [w for w, _ in counts.most_common(3)]
 
 
+def answer_region(ids_T):
+  """Index (in the whole token sequence, bos first) where the answers start."""
+  return int(np.flatnonzero(ids_T != -1)[0]) + 1
+
+
 class OracleScorer:
-  """Teacher-forced "model" that solves each task from the prompt alone: answer ``r``'s tokens
-  are correct iff they spell the solver's answer ``r`` (multi-query symbols: each query is
-  solved from the text before it)."""
+  """A "model" that solves each task from the prompt alone. Teacher forced: answer ``r``'s
+  tokens are correct iff they spell the solver's answer ``r``. Generation: the solver's answers
+  in a shuffled order, written as RULER lists them."""
 
   def __init__(self, task, style):
     self.task, self.style = task, style
+    self.rng = np.random.default_rng(0)
+
+  def solve(self, prompt):
+    if self.style == 'text':
+      return solve_text(self.task, BYTES.decode(prompt))
+    return solve_symbol(self.task, prompt)
 
   def score(self, rows):
     correct_NT = np.zeros(rows['inputs'].shape, bool)
     for i in range(len(rows['inputs'])):
       ids_T = rows['answer_ids'][i]
       tokens = np.append(rows['inputs'][i, :1], rows['targets'][i])
+      answers = self.solve(tokens[:answer_region(ids_T)])
       for r in np.unique(ids_T[ids_T >= 0]):
-        first = int(np.flatnonzero(ids_T == r)[0]) + 1   # token index of answer r
-        prompt = tokens[:first]
         got = tokens[1:][ids_T == r]
-        if self.style == 'text':
-          answers = solve_text(self.task, BYTES.decode(tokens[:int(np.flatnonzero(ids_T >= 0)[0])
-                                                               + 1]))
-          ok = r < len(answers) and BYTES.decode(got).strip() == answers[r]
-        elif self.task == 'niah_multiquery':
-          ok = solve_symbol(self.task, prompt)[0] == int(got[0])
-        else:
-          start = int(np.flatnonzero(ids_T >= 0)[0]) + 1
-          answers = solve_symbol(self.task, tokens[:start])
-          ok = r < len(answers) and list(got) == [answers[r]]
-        correct_NT[i, ids_T == r] = ok
+        want = (BYTES.decode(got).strip() if self.style == 'text'
+                else tuple(int(t) for t in got) if self.task in ('cwe', 'fwe') else int(got[0]))
+        correct_NT[i, ids_T == r] = r < len(answers) and want == answers[r]
     return np.zeros(correct_NT.shape), correct_NT
+
+  def generate(self, prompts, lengths, max_new):
+    out = np.zeros((len(prompts), max_new), np.int32)
+    for i, n in enumerate(lengths):
+      answers = self.solve(prompts[i, :n])
+      answers = [answers[j] for j in self.rng.permutation(len(answers))]
+      if self.style == 'text':
+        sep = ',' if self.task.startswith('niah') or self.task == 'cwe' else ''
+        made = BYTES.encode_array(sep.join(' ' + a for a in answers))
+      else:
+        made = [t for a in answers for t in (a if isinstance(a, tuple) else (a,))]
+      assert len(made) <= max_new, (self.task, len(made), max_new)
+      out[i, :len(made)] = made
+    return out
 
 
 @pytest.mark.parametrize('style', ['text', 'symbol'])
@@ -123,18 +149,20 @@ class OracleScorer:
 def test_lengths_are_exact_and_the_oracle_scores_one(task, style):
   make, lengths = LEXICONS[style]
   depths = [0.0, 0.5, 1.0] if ruler_tasks.has_depth(task) else [None]
-  out = ruler.sweep(OracleScorer(task, style), make(), [task], lengths, [0.0, 0.5, 1.0],
-                    count=3, seed=4, bos_id=BYTES.bos_id)[task]
+  out = grid.sweep(OracleScorer(task, style), ruler.tasks(make(), [task]), lengths,
+                   [0.0, 0.5, 1.0], count=3, seed=4, bos_id=BYTES.bos_id)[task]
   assert out['depths'] == depths and out['lengths'] == list(lengths) and out['errors'] == {}
-  assert out['recall'] == [[1.0] * len(lengths)] * len(depths)
+  assert out['primary'] == 'string_match_all'
+  assert out['string_match_all'] == [[1.0] * len(lengths)] * len(depths)
+  assert out['teacher_forced_recall'] == [[1.0] * len(lengths)] * len(depths)
+  assert out['teacher_forced_accuracy'] == [[1.0] * len(lengths)] * len(depths)
   for L in lengths:
-    rows = ruler.rows(make(), task, L, depths[-1], 3, 4, BYTES.bos_id)
+    rows = rows_of(make(), task, L, depths[-1], 3, 4, BYTES.bos_id)
     assert rows['inputs'].shape == rows['answer_ids'].shape == (3, L)
     assert (rows['inputs'][:, 0] == BYTES.bos_id).all()
     np.testing.assert_array_equal(rows['weights'] > 0, rows['answer_ids'] >= 0)
-  assert [len(t) for t, _ in ruler.examples(make(), task, 50 if style == 'symbol' else 999,
-                                            depths[0], 2, 0, None)] == [51 if style == 'symbol'
-                                                                        else 1000] * 2
+  n = lengths[0]
+  assert [len(t) for t, _ in examples_of(make(), task, n, depths[0], 2, 0, None)] == [n + 1] * 2
 
 
 SEGMENT = re.compile(r'One of the special magic numbers for (\w+) is: (\d+)\. |VAR (\w+) = (\w+)\. ')
@@ -185,7 +213,7 @@ def test_the_asked_needle_sits_where_the_depth_says(task, style):
   make, (L, _) = LEXICONS[style]
   tolerance = 0.5 if style == 'symbol' else 22
   for depth in (0.0, 0.3, 0.7, 1.0):
-    for tokens, ids in ruler.examples(make(), task, L, depth, 3, 1, None):
+    for tokens, ids in examples_of(make(), task, L, depth, 3, 1, None):
       position, H = _haystack_position(task, style, tokens, ids)
       assert abs(position - depth * H) <= tolerance, (depth, position, H)
 
@@ -193,52 +221,60 @@ def test_the_asked_needle_sits_where_the_depth_says(task, style):
 def test_multivalue_has_a_needle_at_the_depth_and_answers_in_context_order():
   lex = text_lex()
   for depth in (0.0, 0.5, 1.0):
-    for tokens, ids in ruler.examples(lex, 'niah_multivalue', 1200, depth, 3, 2, None):
+    for tokens, ids in examples_of(lex, 'niah_multivalue', 1200, depth, 3, 2, None):
       text = BYTES.decode(tokens)
+      key = re.search(r'numbers for (\w+) mentioned', text[text.rindex('\n'):]).group(1)
       intro = len(ruler_tasks.NIAH_INTRO)
-      starts = [m.start() for m in re.finditer('One of the special magic', text)]
-      lens = [len(m) for m in re.findall(r'One of the special magic numbers for \w+ is: \d+\. ',
-                                         text)]
+      needles = list(SEGMENT.finditer(text))
+      asked = [i for i, m in enumerate(needles) if m.group(1) == key]
+      assert len(asked) == 4 and 0 not in asked and len(needles) - 1 not in asked   # guards
+      lens = [len(m.group(0)) for m in needles]
       H = text.rindex('\n', 0, int(np.flatnonzero(ids >= 0)[0])) - intro - sum(lens)
-      hay_pos = [s - intro - sum(lens[:i]) for i, s in enumerate(starts)]
+      hay_pos = [needles[i].start() - intro - sum(lens[:i]) for i in asked]
       assert min(abs(p - depth * H) for p in hay_pos) <= 22
-      values = re.findall(r'is: (\d+)\.', text)
       answers = [BYTES.decode(tokens[ids == r]).strip() for r in range(4)]
-      assert answers == values
+      assert answers == [needles[i].group(2) for i in asked]
 
 
-def test_uniform_guesser_scores_at_chance():
-  """Each answer token guessed uniformly among the V content symbols: single-token answers, so
-  the expected recall is exactly 1 / V; 600 examples put the mean within 4 standard errors."""
-  rng = np.random.default_rng(0)
+@pytest.mark.parametrize('style', ['text', 'symbol'])
+def test_needles_are_distinct_and_of_one_form(style):
+  """Every niah prompt holds K needles (8 symbols at vocab 16; max(8, n // 256) in text), keys
+  distinct, values distinct; the multikey text haystack is needles only."""
+  make, (L, _) = LEXICONS[style]
+  for task in ('niah_single', 'niah_multikey', 'niah_multiquery'):
+    for tokens, ids in examples_of(make(), task, L, 0.5, 3, 5, None):
+      prompt = tokens[:int(np.flatnonzero(ids != -1)[0])]
+      if style == 'symbol':
+        q = int(np.flatnonzero(prompt == synthetic.QUERY)[0])
+        pairs = [(a, b) for _, a, b in _symbol_pairs(prompt[:q])]
+        assert len(pairs) == VOCAB // 2
+      else:
+        pairs = [m.groups()[:2] for m in SEGMENT.finditer(BYTES.decode(prompt))]
+        assert len(pairs) >= (8 if task != 'niah_multikey' else 12)   # ~57 bytes each
+      keys, values = zip(*pairs)
+      assert len(set(keys)) == len(keys) and len(set(values)) == len(values)
 
-  class Guesser:
-    def score(self, rows):
-      guess = synthetic.CONTENT + rng.integers(0, VOCAB, size=rows['targets'].shape)
-      return np.zeros(guess.shape), guess == rows['targets']
 
-  chance, n = 1.0 / VOCAB, 600
-  se = np.sqrt(chance * (1 - chance) / n)
-  for task in ('niah_single', 'niah_multivalue', 'cwe'):
-    cell = grid.score_cell(Guesser(), ruler.rows(symbol_lex(), task, 48, 0.5, n, 0, 1))
-    assert abs(cell['recall'] - chance) < 4 * se, (task, cell['recall'])
-
-
-def test_uniform_model_scores_zero_under_argmax(micro_rope):
+def test_uniform_model_scores_zero(micro_rope):
   """A real model with constant logits (zero embeddings): every argmax is id 0 (pad), which is
-  never an answer, so the teacher-forced recall is exactly 0."""
+  never an answer: teacher-forced recall and string_match_all of the generation are exactly 0."""
   config, params = micro_rope
   params = dict(params, embedder={'input_embedding': 0 * params['embedder']['input_embedding']})
   scorer = scoring.Scorer(ModelConfig.from_config(config.model), params)
-  out = ruler.sweep(scorer, symbol_lex(), ['niah_single', 'fwe'], [40], [0.5], 2, 0, 1)
-  assert out['niah_single']['recall'] == [[0.0]] and out['fwe']['recall'] == [[0.0]]
+  out = grid.sweep(scorer, ruler.tasks(symbol_lex(), ['niah_single', 'fwe']), [260], [0.5], 2,
+                   0, 1)
+  for name in ('niah_single', 'fwe'):
+    assert out[name]['teacher_forced_recall'] == [[0.0]]
+    assert out[name]['string_match_all'] == [[0.0]]
 
 
-def test_recall_counts_each_answer():
+def test_teacher_forced_recall_counts_each_answer():
   correct = np.array([[1, 1, 0, 1, 0, 0], [0, 0, 0, 0, 0, 0]], bool)
-  ids = np.array([[0, 0, 1, 2, -1, -1], [-1, -1, -1, -1, -1, -1]])
-  recall_N = grid.recall(correct, ids)
-  assert recall_N[0] == pytest.approx(2 / 3) and np.isnan(recall_N[1])
+  ids = np.array([[0, 0, 1, 2, -2, -1], [-1, -1, -1, -1, 0, -1]])
+  cell = grid.teacher_forced(correct, ids)
+  assert cell['teacher_forced_recall'] == pytest.approx((2 / 3 + 0) / 2)
+  assert cell['teacher_forced_token_accuracy'] == pytest.approx(3 / 5)
+  assert cell['teacher_forced_accuracy'] == 0.0 and cell['examples'] == 2
 
 
 def test_average_table_and_markdown():
@@ -256,11 +292,17 @@ def test_average_table_and_markdown():
 
 def test_bad_names_and_short_contexts():
   with pytest.raises(ConfigError, match='--ruler names'):
-    ruler.rows(symbol_lex(), 'niah_double', 40, 0.5, 1, 0, 1)
+    ruler.task(symbol_lex(), 'niah_double')
   with pytest.raises(ConfigError, match='at least'):
-    ruler.rows(text_lex(), 'niah_single', 100, 0.5, 1, 0, 1)
+    rows_of(text_lex(), 'niah_single', 100, 0.5, 1, 0, 1)
+  with pytest.raises(ConfigError, match='at least'):
+    rows_of(symbol_lex(), 'cwe', 100, None, 1, 0, 1)       # 10 words x 6 x 3 symbols
   with pytest.raises(ConfigError, match='synthetic_vocab'):
     words.Lexicon('symbol', None, None, vocab=4).keys(np.random.default_rng(0), 3)
+  tiny = words.SymbolTokenizer(4)
+  with pytest.raises(ConfigError, match='two distractor needles'):
+    rows_of(words.Lexicon('symbol', tiny.encode_array, tiny.decode, vocab=4), 'niah_single',
+            40, 0.5, 1, 0, 1)
 
 
 @pytest.fixture(scope='module')
@@ -282,15 +324,15 @@ def sp_lexicon(tmp_path_factory):
 
 @pytest.mark.parametrize('task', ruler.TASKS)
 def test_sentencepiece_rows_are_exact_and_answers_come_from_the_prompt(sp_lexicon, task):
-  for L in (700, 1031):
+  for L in (1500, 1731):    # cwe: RULER's 10 words x 6 and 40 others need ~1400 tokens
     depth = None if task in ruler_tasks.DEPTHLESS else 0.4
-    rows = ruler.rows(sp_lexicon, task, L, depth, 2, 3, 2)
+    rows = rows_of(sp_lexicon, task, L, depth, 2, 3, 2)
     assert rows['inputs'].shape == rows['answer_ids'].shape == (2, L)
-    for tokens, ids in ruler.examples(sp_lexicon, task, L, depth, 2, 3, None):
+    for tokens, ids in examples_of(sp_lexicon, task, L, depth, 2, 3, None):
       assert len(tokens) == L + 1
       prompt = sp_lexicon.decode(tokens[:int(np.flatnonzero(ids >= 0)[0])])
       answers = [sp_lexicon.decode(tokens[ids == r]).strip() for r in range(ids.max() + 1)]
-      assert len(answers) == {'niah_single': 1, 'niah_multikey': 1, 'vt': 5, 'cwe': 4,
+      assert len(answers) == {'niah_single': 1, 'niah_multikey': 1, 'vt': 5, 'cwe': 10,
                               'fwe': 3}.get(task, 4)
       for a in answers:
         assert re.search(rf'\b{a}\b', prompt), (a, task)
@@ -305,13 +347,18 @@ def test_eval_text_haystack_comes_from_the_runs_eval_split(tmp_path):
   lex = words.for_run(config, 'eval')
   assert lex.style == 'text' and lex.haystack == 'eval'
   streams = [('\n'.join(p) + '\n') * 3 for p in itertools.permutations(texts)]
-  for tokens, ids in ruler.examples(lex, 'niah_single', 900, 0.5, 3, 0, None):
-    assert len(tokens) == 901
+  for tokens, ids in examples_of(lex, 'niah_single', 1100, 0.5, 3, 0, None):
+    assert len(tokens) == 1101
     text = BYTES.decode(tokens[:int(np.flatnonzero(ids >= 0)[0])])
     body = text[len(ruler_tasks.NIAH_INTRO):text.rindex('\nWhat is')]
-    needle = SEGMENT.search(body)
-    assert body[needle.start() - 1] in '.\n'        # inserted after a sentence end
-    hay = body[:needle.start()] + body[needle.end():]
+    needles = list(SEGMENT.finditer(body))
+    assert len(needles) == 8
+    hay, cut = '', 0
+    for m in needles:
+      # after a sentence end (or a needle), or at the ends of the haystack window
+      assert m.start() == 0 or body[m.start() - 1] in '.\n ' or m.end() == len(body)
+      hay, cut = hay + body[cut:m.start()], m.end()
+    hay += body[cut:]
     assert any(hay in s for s in streams)           # the rest: a window of the eval text
   with pytest.raises(ConfigError, match='needs a text run'):
     words.for_run(micro_config('rope'), 'eval')

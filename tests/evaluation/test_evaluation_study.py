@@ -41,7 +41,7 @@ def test_study_on_two_seeds_and_two_variants(tmp_path):
   command = [sys.executable, '-m', 'ropex.study', '--config=configs/study_tiny.py',
              f'--config.runs={root}/*', f'--config.out={out}', '--config.lengths=24,48',
              '--config.depths=0,1', '--config.examples=2', '--config.task_examples=2',
-             '--config.ruler=niah_single,cwe', '--config.variants=base=|pi4=model.pe.position_scale=4']
+             '--config.ruler=niah_single,vt', '--config.variants=base=|pi4=model.pe.position_scale=4']
   done = subprocess.run(command, cwd=cli_runs.ROOT, env=cli_runs.env(), capture_output=True,
                         text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
@@ -51,7 +51,7 @@ def test_study_on_two_seeds_and_two_variants(tmp_path):
   with open(out / 'evals' / 'rope_s1__pi4' / 'results.json') as f:
     r = json.load(f)
   assert r['overrides'] == {'model.pe.position_scale': 4.0} and r['study_variant'] == 'pi4'
-  assert r['perplexity']['lengths'] == [24, 48] and sorted(r['ruler']) == ['cwe', 'niah_single']
+  assert r['perplexity']['lengths'] == [24, 48] and sorted(r['ruler']) == ['niah_single', 'vt']
   text = (out / 'study.md').read_text()
   # the two seeds of each variant are one row with an interval
   assert '| tiny_rope (n=2 seeds) |' in text

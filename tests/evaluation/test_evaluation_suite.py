@@ -82,9 +82,12 @@ def test_results_hold_every_number(two_results, tmp_path):
     assert ppl == pytest.approx(math.exp(loss))
   assert sorted(a['retrieval']) == ['needle']                       # auto: synthetic run
   assert sorted(a['tasks']) == ['assoc_recall', 'copy_offset']
-  assert np.asarray(a['retrieval']['needle']['accuracy']).shape == (2, 2)
+  assert a['retrieval']['needle']['primary'] == 'string_match_all'     # RULER's, by generation
+  assert np.asarray(a['retrieval']['needle']['string_match_all']).shape == (2, 2)
+  assert np.asarray(a['retrieval']['needle']['teacher_forced_accuracy']).shape == (2, 2)
   assert a['tasks']['copy_offset']['depths'] == [None]
-  assert np.asarray(a['tasks']['assoc_recall']['accuracy']).shape == (2, 2)
+  assert a['tasks']['assoc_recall']['primary'] == 'teacher_forced_token_accuracy'
+  assert np.asarray(a['tasks']['assoc_recall']['teacher_forced_accuracy']).shape == (2, 2)
   assert a['run']['train_positions'] >= 1 and a['run']['step'] == 7
   written = suite.write(a, str(tmp_path / 'eval'))
   assert [os.path.basename(p) for p in written] == [
@@ -105,12 +108,13 @@ def test_compare_puts_runs_in_one_table(two_results, tmp_path):
   assert 'pos÷2' in row_b
   cells = [c.strip() for c in row_a.strip('|').split('|')]
   assert cells[3:] == [compare._fmt(v) for v in a['perplexity']['perplexity']]
-  assert 'retrieval: needle: accuracy (mean over depths)' in text      # exact match
-  assert 'task: assoc_recall: token accuracy (mean over depths)' in text
+  assert 'retrieval: needle: string match all (mean over depths)' in text
+  assert 'task: assoc_recall: teacher forced token accuracy (mean over depths)' in text
   needle = compare.mean_over_depths(a['retrieval']['needle'])
-  assert needle == [np.mean(col) for col in zip(*a['retrieval']['needle']['accuracy'])]
+  assert needle == [np.mean(col) for col in zip(*a['retrieval']['needle']['string_match_all'])]
   recall = compare.mean_over_depths(a['tasks']['assoc_recall'])
-  assert recall == [np.mean(col) for col in zip(*a['tasks']['assoc_recall']['token_accuracy'])]
+  assert recall == [np.mean(col) for col in
+                    zip(*a['tasks']['assoc_recall']['teacher_forced_token_accuracy'])]
   section = text[text.index('task: assoc_recall'):]
   row = next(l for l in section.splitlines() if l.startswith('| micro_rope |'))
   assert row == '| micro_rope | ' + ' | '.join(compare._fmt(v, 2) for v in recall) + ' |'

@@ -1,4 +1,5 @@
 """`ropex.tools.bench`: the FLOPs formula and the harness's output (speed is never asserted)."""
+import json
 import subprocess
 import sys
 
@@ -30,8 +31,9 @@ def tiny_bench(monkeypatch):
   return 'tiny'
 
 
-def test_harness_reports_consistent_figures(tiny_bench):
-  results = bench.run([tiny_bench], steps=2, warmup=1, pe_rounds=0, pipeline_seconds=0.2)
+def test_harness_reports_consistent_figures(tiny_bench, tmp_path):
+  results = bench.run([tiny_bench], steps=2, warmup=1, pe_rounds=0, pipeline_seconds=0.2,
+                      out=str(tmp_path), profile=True)
   kinds = [r['kind'] for r in results]
   assert kinds == ['machine', 'peak', 'step', 'pipeline']
   step = results[2]
@@ -44,6 +46,10 @@ def test_harness_reports_consistent_figures(tiny_bench):
   # The compiler's count of the (unrolled) step is the model's matmuls plus AdamW, norms and
   # softmax: close to the formula, never below the matmuls it must execute.
   assert 0.9 < step['compiler_over_model_flops'] < 1.6
+  # The profile files every traced thunk under one category (shares of the thunk time).
+  assert abs(sum(step['profile']['share'].values()) - 1.0) < 1e-9
+  assert step['profile']['seconds_per_step']['matmul'] > 0
+  assert [r['kind'] for r in json.loads((tmp_path / 'bench.json').read_text())] == kinds
   pipe = results[3]
   assert pipe['ratio'] == pytest.approx(pipe['pipeline_tokens_per_s'] / pipe['trainer_tokens_per_s'])
 

@@ -1,4 +1,6 @@
-"""Released Gemma (v1) weights -> ropex parameters.
+"""Released Gemma (v1) weights -> ropex parameters (the official Flax format of
+:func:`ropex.model.io.load_model`; Hugging Face folders of every family go through
+:mod:`ropex.model.io.huggingface`).
 
 Two layouts are read:
 
@@ -32,7 +34,7 @@ import ml_collections
 import numpy as np
 
 from ropex import model as model_lib
-from ropex import paths
+from ropex import inputs, paths
 from ropex.model.config import ModelConfig, model_block, pe_block
 from ropex.errors import ConfigError
 
@@ -49,11 +51,11 @@ class ImportedGemma:
   tokenizer_path: str | None
 
 
-def detect_format(path: str) -> str:
+def detect_format(path: str, what: str = '--gemma') -> str:
   """``'hf'`` for safetensors (a file or a folder holding them), ``'flax'`` for an orbax
   checkpoint folder."""
   if paths.is_url(path):
-    raise ConfigError(f'--gemma={path!r}: a Gemma checkpoint is read from a local folder; '
+    raise ConfigError(f'{what}={path!r}: a Gemma checkpoint is read from a local folder; '
                       'copy it first (gcloud storage cp -r)')
   if path.endswith('.safetensors') and os.path.isfile(path):
     return 'hf'
@@ -63,7 +65,7 @@ def detect_format(path: str) -> str:
     if any(os.path.exists(os.path.join(path, f)) for f in
            ('_METADATA', 'checkpoint', 'manifest.ocdbt', '_CHECKPOINT_METADATA')):
       return 'flax'
-  raise ConfigError(f'--gemma={path!r} is neither an orbax Gemma checkpoint folder nor '
+  raise ConfigError(f'{what}={path!r} is neither an orbax Gemma checkpoint folder nor '
                     f'Hugging Face safetensors; give one of them')
 
 
@@ -115,21 +117,24 @@ def official_tree(raw: dict) -> dict:
   return tree
 
 
-def read_hf(path: str) -> tuple[dict, dict]:
-  """All tensors of a safetensors file or folder (shards merged) and its ``config.json``."""
+def read_hf(path: str, what: str = '--gemma') -> tuple[dict, dict]:
+  """All tensors of a safetensors file or folder (shards merged) and its ``config.json``; a
+  file that is not safetensors (or JSON) is a ConfigError naming it and ``what``."""
   from safetensors import safe_open  # pylint: disable=g-import-not-at-top
   files = [path] if os.path.isfile(path) else sorted(glob.glob(os.path.join(path, '*.safetensors')))
   tensors = {}
   for name in files:
-    with safe_open(name, framework='np') as f:
-      for key in f.keys():
-        tensors[key] = f.get_tensor(key)
+    with inputs.reading(f'{what} file', name, 'Hugging Face safetensors of a Gemma v1 model'):
+      with safe_open(name, framework='np') as f:
+        for key in f.keys():
+          tensors[key] = f.get_tensor(key)
   folder = path if os.path.isdir(path) else os.path.dirname(path)
   config_path = os.path.join(folder, 'config.json')
   hf_config = {}
   if os.path.isfile(config_path):
-    with open(config_path) as f:
-      hf_config = json.load(f)
+    with inputs.reading(f'{what} config', config_path, 'the model\'s Hugging Face config.json'):
+      with open(config_path) as f:
+        hf_config = json.load(f)
   return tensors, hf_config
 
 
@@ -226,17 +231,18 @@ def find_tokenizer(path: str) -> str | None:
 
 
 def load(path: str, dtype: str = 'float32', scan_layers: bool = False,
-         tokenizer_path: str | None = None) -> ImportedGemma:
+         tokenizer_path: str | None = None, what: str = '--gemma') -> ImportedGemma:
   """Reads Gemma v1 weights (either layout) as ropex params in ``dtype``; ``scan_layers``
-  returns the scanned tree (``model.stack_layers``)."""
+  returns the scanned tree (``model.stack_layers``). ``what`` (the flag or field that named
+  ``path``) is named by every error."""
   if dtype not in _NUMPY_DTYPES:
     raise ConfigError(f'dtype={dtype!r} is not allowed; allowed: {", ".join(_NUMPY_DTYPES)}')
-  source = detect_format(path)
+  source = detect_format(path, what)
   theta = 10_000.0
   if source == 'flax':
     tree = official_tree(read_flax(path))
   else:
-    tensors, hf_config = read_hf(path)
+    tensors, hf_config = read_hf(path, what)
     tree = hf_to_official(tensors, hf_config)
     theta = float(hf_config.get('rope_theta') or theta)
   _check_v1(tree)
@@ -249,3 +255,26 @@ def load(path: str, dtype: str = 'float32', scan_layers: bool = False,
   if scan_layers:
     params = model_lib.stack_layers(params, cfg)
   return ImportedGemma(block, cfg, params, source, tokenizer_path or find_tokenizer(path))
+
+
+def _source(path: str, imported: ImportedGemma, dtype: str) -> dict:
+  return {'format': 'gemma_flax' if imported.source == 'flax' else 'huggingface',
+          'path': os.path.abspath(path), 'family': 'gemma', 'model_type': 'gemma',
+          'dtype': dtype, 'quantization': None}
+
+
+def load_model(path: str, placement=None, dtype: str = 'float32'):
+  """:func:`ropex.model.io.load_model` for an official Gemma v1 Flax checkpoint."""
+  from ropex.model import io  # pylint: disable=g-import-not-at-top
+  imported = load(path, dtype=dtype)
+  params = imported.params
+  if placement is not None:
+    params = placement.place(params, imported.cfg)
+  return io.Imported(imported.model_block, params, _source(path, imported, dtype),
+                     imported.tokenizer_path)
+
+
+def read_model(path: str):
+  """(model block, source) of a Flax checkpoint (its tree is read: it has no config file)."""
+  imported = load(path)
+  return imported.model_block, _source(path, imported, 'float32')

@@ -1,0 +1,128 @@
+"""Released weights -> a ropex model: ``load_model(path)`` for every format ropex reads.
+
+    imported = load_model('/ckpt/Qwen3-0.6B')            # a Hugging Face folder
+    logits = Transformer(ModelConfig.from_config(imported.model)).apply(
+        {'params': imported.params}, tokens)
+
+One module per format: :mod:`ropex.model.io.huggingface` (``config.json`` + safetensors, every
+family of :mod:`ropex.model.io.hf_families`) and, for the official Gemma Flax checkpoints,
+:mod:`ropex.model.io.gemma2_flax` (Gemma 2/3; config from a sidecar or a preset,
+:mod:`ropex.model.io.gemma_flax_config`) and :mod:`ropex.model.io.gemma_flax` (Gemma v1).
+``Imported.model`` is a complete ``model`` block (unscanned: the
+released layer-by-layer tree), ``params`` the matching tree, ``source`` what run records keep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from typing import Any
+
+import ml_collections
+
+from ropex.errors import ConfigError
+from ropex.model.config import ModelConfig
+
+DTYPES = ('float32', 'bfloat16')
+
+
+@dataclasses.dataclass
+class Imported:
+  model: ml_collections.ConfigDict     # a complete model block (ModelConfig.from_config)
+  params: dict                         # {'params': imported.params} for Transformer.apply
+  source: dict                         # format, path, family, model_type, dtype, quantization
+  tokenizer_path: str | None = None    # tokenizer.model / tokenizer.json shipped with it
+
+  @property
+  def cfg(self) -> ModelConfig:
+    return ModelConfig.from_config(self.model)
+
+  @functools.cached_property
+  def tokenizer(self) -> Any:
+    """The ropex tokenizer wrapper (read on first use; None if none ships with the weights)."""
+    from ropex.model.io import tokenizer  # pylint: disable=g-import-not-at-top
+    return tokenizer.load(self.tokenizer_path, self.source.get('path'))
+
+
+def detect_format(path: str) -> str:
+  """``'huggingface'`` (config.json + safetensors) or ``'gemma_flax'`` (an orbax folder)."""
+  from ropex import paths  # pylint: disable=g-import-not-at-top
+  if paths.is_url(path):
+    raise ConfigError(f'--model={path!r}: released weights are read from a local folder; copy '
+                      'it first (gcloud storage cp -r)')
+  if os.path.isdir(path) and os.path.isfile(os.path.join(path, 'config.json')) and any(
+      f.endswith('.safetensors') for f in os.listdir(path)):
+    return 'huggingface'
+  if os.path.isdir(path) and any(os.path.exists(os.path.join(path, f)) for f in (
+      '_METADATA', 'checkpoint', 'manifest.ocdbt', '_CHECKPOINT_METADATA')):
+    return 'gemma_flax'
+  raise ConfigError(f'--model={path!r} is neither a Hugging Face checkpoint folder '
+                    f'(config.json + *.safetensors) nor an official Gemma Flax checkpoint')
+
+
+def _check_dtype(dtype):
+  dtype = dtype or 'float32'
+  if dtype not in DTYPES:
+    raise ConfigError(f'dtype={dtype!r} is not allowed; allowed: {", ".join(DTYPES)}')
+  return dtype
+
+
+def read_model(path: str) -> tuple[ml_collections.ConfigDict, dict]:
+  """(model block, source) from the checkpoint's config alone, reading no weights (a Flax
+  checkpoint has no config: its shapes are read from the tree's metadata)."""
+  fmt = detect_format(path)
+  if fmt == 'gemma_flax':
+    from ropex.model.io import gemma2_flax  # pylint: disable=g-import-not-at-top
+    return gemma2_flax.read_model(path)
+  from ropex.model.io import huggingface  # pylint: disable=g-import-not-at-top
+  block, parsed = huggingface.read_model_block(path)
+  return block, {'format': 'huggingface', 'path': os.path.abspath(path),
+                 'family': parsed.family.name, 'model_type': parsed.model_type}
+
+
+def load_model(path: str, *, mesh=None, dtype: str | None = None) -> Imported:
+  """Reads released weights at ``path`` (parameters and compute in ``dtype``, default float32).
+  ``mesh``: a :class:`ropex.training.placement.Placement` or a ``jax.sharding.Mesh`` (with
+  the default axis rules); each tensor then goes straight into its shards."""
+  dtype = _check_dtype(dtype)
+  placement = _placement(mesh)
+  if detect_format(path) == 'gemma_flax':
+    from ropex.model.io import gemma2_flax  # pylint: disable=g-import-not-at-top
+    return gemma2_flax.load_model(path, placement=placement, dtype=dtype)
+  from ropex.model.io import huggingface, tokenizer  # pylint: disable=g-import-not-at-top
+  block, parsed = huggingface.read_model_block(path)
+  block.update(param_dtype=dtype, dtype=dtype)
+  cfg = ModelConfig.from_config(block)
+  params = huggingface.load_params(path, cfg, parsed.family.norms, placement)
+  source = {'format': 'huggingface', 'path': os.path.abspath(path),
+            'family': parsed.family.name, 'model_type': parsed.model_type, 'dtype': dtype,
+            'quantization': None}
+  return Imported(block, params, source, tokenizer.find(path))
+
+
+def _placement(mesh):
+  if mesh is None:
+    return None
+  from ropex.training.placement import Placement  # pylint: disable=g-import-not-at-top
+  if isinstance(mesh, Placement):
+    return mesh
+  from ropex.config import defaults  # pylint: disable=g-import-not-at-top
+  from ropex.training import sharding  # pylint: disable=g-import-not-at-top
+  return Placement(mesh, sharding.axis_rules(defaults.base_config()))
+
+
+def experiment_config(imported: Imported, seq_len: int = 8192) -> ml_collections.ConfigDict:
+  """A complete ropex config around an imported model (its model block, its tokenizer as
+  ``data.tokenizer``, text data, ``train.seq_len`` = ``seq_len``), for the entry points that
+  evaluate or analyse it; ``imported_from`` records the source."""
+  from ropex.config import defaults  # pylint: disable=g-import-not-at-top
+  c = defaults.base_config('tiny')
+  c.model = imported.model
+  c.name = os.path.basename(os.path.normpath(imported.source['path']))
+  path = imported.tokenizer_path or ''
+  c.data.update(source='text', tokenizer='sentencepiece' if path.endswith('.model') else (
+      'huggingface' if path else 'byte'), tokenizer_path=path)
+  c.train.seq_len = seq_len
+  c.imported_from = dict(imported.source)
+  return c
