@@ -6,7 +6,7 @@ import os
 import re
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CROSS_CUTTING = {'__init__', 'errors', 'fields', 'paths'}
+CROSS_CUTTING = {'__init__', 'errors', 'fields', 'inputs', 'paths'}
 
 
 def _top_level():
