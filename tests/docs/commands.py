@@ -18,6 +18,9 @@ What is checked, per command (in document order, one document at a time):
 * ``make <target>`` names a Makefile target; the ``python -m ropex`` lines of its recipe are
   checked like any other command (and produce their outputs).
 
+A ``$ command`` line followed by the output it prints is an example, perhaps of bad input: it is
+run and its output compared instead (``shown_outputs``).
+
 Placeholders the reader fills in (``DIR``, ``CONFIG``, ``N``, ``<name>``, ``...``) are not checked
 as values, but the flags they are given to are.
 """
@@ -53,6 +56,8 @@ class Command:
   text: str         # as written (continuations joined)
   verb: str         # 'train', ... or 'make'
   argv: list        # arguments after the verb (make: the target)
+  shown: bool = False   # a `$ command` followed by what it prints (possibly an error): checked
+                        # by running it (test_shown_outputs_...), not statically
 
   def where(self) -> str:
     return f'{self.doc}:{self.line}: {self.text}'
@@ -126,6 +131,9 @@ def extract(path: str) -> list[Command]:
         text = text.rstrip()[:-1] + ' ' + lines[i].strip()
       cmd = parse_command(text, path, start + 1)
       if cmd:
+        follow = lines[i + 1] if i + 1 < len(lines) else '```'
+        cmd.shown = line.startswith('$ ') and not (follow.startswith('$ ') or
+                                                   re.match(r'\s*(```|~~~)', follow))
         out.append(cmd)
     elif line.strip():
       if not para:
@@ -368,6 +376,8 @@ def _check_documents(docs: list[str]) -> tuple[list[Command], list[str]]:
       for cmd in cmds:       # in document order: what a command writes, later ones may read
         all_cmds.append(cmd)
         errs = _problems(cmd, infos, results, known, produced)
+        if cmd.shown:          # an example of what a command prints, maybe an error: run, not
+          continue             # checked here (test_shown_outputs_are_what_the_commands_print)
         problems += [f'{cmd.where()}: {e}' for e in errs]
   finally:
     shutil.rmtree(scratch, ignore_errors=True)

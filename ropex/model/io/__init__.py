@@ -1,4 +1,4 @@
-"""Released weights -> a ropex model: ``load_model(path)`` for every format ropex reads.
+"""Released weights -> a ropex model: ``load_model(path)`` for every format ropex reads::
 
     imported = load_model('/ckpt/Qwen3-0.6B')            # a Hugging Face folder
     logits = Transformer(ModelConfig.from_config(imported.model)).apply(
