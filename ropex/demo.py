@@ -2,7 +2,8 @@ r"""``python -m ropex.demo``: the mini ablation behind ``make demo``. Trains eve
 file (default ``configs/demo.py``: RoPE and p-RoPE at θ = 10 on one content-retrieval task,
 3 seeds) one after the other, evaluates each with the suite settings of the file's ``EVAL``,
 then prints two tables: the training summary of every run, and the evaluation over length
-with runs that differ only by seed shown as mean ± 95% interval (:mod:`ropex.evaluation.grouped`).
+with runs that differ only by seed shown as their mean with a 95% interval
+(:mod:`ropex.evaluation.reporting.grouped`).
 
 Each run lives in ``--workdir/<name>``, its evaluation in ``--workdir/<name>/eval``; rerunning
 resumes (or just re-reports) finished runs — delete the directory to start over. ``--steps``
@@ -89,38 +90,32 @@ def eval_options(sweep: str):
 
 def evaluate_run(workdir: str, options) -> dict:
   """The run's evaluation at its latest step: reused from ``workdir/eval`` when that holds one
-  of the same step and settings, else computed and written there."""
+  of the same request (:func:`ropex.evaluation.suite.reusable`), else computed and written
+  there."""
   from ropex.evaluation import suite  # pylint: disable=g-import-not-at-top
   from ropex.training import inference  # pylint: disable=g-import-not-at-top
   out = os.path.join(workdir, 'eval')
   config, params, step = inference.load_for_inference(workdir)
   if os.path.isfile(os.path.join(out, suite.RESULTS_FILE)):
     old = suite.load(out)
-    if old['run']['step'] == step and _same_settings(old, options):
+    if suite.reusable(old, config, options, step) is None:
       return old
   results = suite.evaluate(config, params, options, step=step, workdir=workdir)
   suite.write(results, out)
   return results
 
 
-def _same_settings(results: dict, options) -> bool:
-  s = results['settings']
-  return (list(s['depths']) == [float(d) for d in options.depths] and
-          (options.lengths is None or list(s['lengths']) == list(options.lengths)) and
-          s['task_examples'] == options.task_examples)
-
-
 def interval_table(results: list[dict]) -> str:
-  """The seed-grouped evaluation tables (mean ± 95% interval, ≈ marks)."""
-  from ropex.evaluation import grouped  # pylint: disable=g-import-not-at-top
+  """The seed-grouped evaluation tables (mean with its 95% interval, ≈ marks)."""
+  from ropex.evaluation.reporting import grouped  # pylint: disable=g-import-not-at-top
   return grouped.markdown(results)[0]
 
 
 def per_run_table(results: list[dict]) -> str:
   """The evaluation of every run on its own (one row per seed): the numbers behind the
   intervals."""
-  from ropex.evaluation import compare  # pylint: disable=g-import-not-at-top
-  return compare.markdown(results, [r['run']['name'] for r in results])
+  from ropex.evaluation.reporting import tables  # pylint: disable=g-import-not-at-top
+  return tables.markdown(results, [r['run']['name'] for r in results])
 
 
 def report_markdown(report: dict, command: str) -> str:

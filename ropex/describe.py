@@ -25,8 +25,9 @@ from ropex.config import loading
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
                                           lock_config=True)
 _JSON = flags.DEFINE_bool('json', False, 'Print one JSON object instead of a table.')
-_MODEL = flags.DEFINE_string('model', None, 'A Hugging Face checkpoint folder: describe the '
-                              'model its config.json builds (no weights are read).')
+_MODEL = flags.DEFINE_string('model', None, 'Released weights (a Hugging Face checkpoint '
+                              'folder, a .gguf file, a Gemma Flax checkpoint): describe the '
+                              'model they build (no weights are read).')
 _SEQ_LEN = flags.DEFINE_integer('seq_len', None, 'Sequence length for length-dependent RoPE '
                                 'scalings (dynamic_ntk, longrope); default train.seq_len.',
                                 lower_bound=1)

@@ -6,7 +6,7 @@ One run (writes ``results.json`` and figures to ``--out``, default ``WORKDIR/eva
   python -m ropex.evaluate --workdir DIR [--step N] [--lengths 64,128,...] [--depths 0,0.5,1]
       [--data auto|synthetic|eval|text:GLOB[:FIELD]|tfds:NAME:SPLIT] [--override model.pe.max_wavelength=500000] [--out DIR]
       [--suite default|all|perplexity,retrieval,tasks,ruler] [--ruler all|niah_single,...]
-      [--haystack noise|eval]
+      [--haystack noise|eval] [--examples auto|N] [--target_se 0.01] [--max_examples 256]
 
 Several runs in one table (``comparison.md``) and one set of figures; each argument is a
 workdir (evaluated with the flags above unless it already holds ``eval/results.json``), an
@@ -47,7 +47,13 @@ _DATA = flags.DEFINE_string('data', 'auto', 'Perplexity data: synthetic (the tas
 _TEXT_MODE = flags.DEFINE_enum('text_mode', 'documents', ['documents', 'stream'],
                                'Eval split rows: one long-enough document per row, or a stream '
                                'of concatenated documents.')
-_EXAMPLES = flags.DEFINE_integer('examples', 32, 'Rows per length for perplexity.')
+_EXAMPLES = flags.DEFINE_string('examples', 'auto', 'Rows (units: documents, stream rows or '
+                                'examples) per length for perplexity: a count, or auto (as '
+                                'many as --target_se needs, at most --max_examples).')
+_TARGET_SE = flags.DEFINE_float('target_se', 0.01, '--examples auto: the standard error of the '
+                                'loss (nats per token) to reach at every length.')
+_MAX_EXAMPLES = flags.DEFINE_integer('max_examples', 256, '--examples auto: at most this many '
+                                     'rows per length.')
 _TASK_EXAMPLES = flags.DEFINE_integer('task_examples', 16,
                                       'Examples per (length, depth) cell of retrieval / tasks.')
 _TASKS = flags.DEFINE_string('tasks', 'auto', 'Synthetic tasks to sweep, comma-separated '
@@ -92,11 +98,18 @@ def _options():
       raise ConfigError(f'--lengths has {max(lengths)}; allowed: lengths up to {MAX_LENGTH} '
                         'tokens')
   data_spec.parse(_DATA.value)
+  examples = _EXAMPLES.value.strip()
+  if examples != 'auto':
+    try:
+      examples = int(examples)
+    except ValueError:
+      raise ConfigError(f'--examples={examples!r}; allowed: a positive integer or auto') from None
   tasks = None if _TASKS.value == 'auto' else tuple(
       t for t in _TASKS.value.split(',') if t and t != 'none')
   return suite.Options(
       lengths=lengths, depths=depths, data=_DATA.value, text_mode=_TEXT_MODE.value,
-      examples=_EXAMPLES.value, task_examples=_TASK_EXAMPLES.value, tasks=tasks,
+      examples=examples, target_se=_TARGET_SE.value, max_examples=_MAX_EXAMPLES.value,
+      task_examples=_TASK_EXAMPLES.value, tasks=tasks,
       retrieval=_RETRIEVAL.value, overrides=overrides.parse(_OVERRIDE.value), seed=_SEED.value,
       attention_chunk=_ATTENTION_CHUNK.value, loss_chunk=_LOSS_CHUNK.value,
       tokens_per_batch=_TOKENS_PER_BATCH.value, position_bucket=_POSITION_BUCKET.value,
@@ -160,18 +173,17 @@ def _summary(results: dict) -> str:
   lines = [f'{results["run"]["name"]} step {results["run"]["step"]} '
            f'({results["seconds"]:.0f} s); positions seen in training: '
            f'{results["run"]["train_positions"]}']
+  from ropex.evaluation.reporting import values  # pylint: disable=g-import-not-at-top
   if 'perplexity' in results:
     p = results['perplexity']
-    lines.append('  perplexity: ' + ', '.join(
-        f'L={L}: {v:.3f}' if v is not None else f'L={L}: -'
-        for L, v in zip(p['lengths'], p['perplexity'])))
-  from ropex.evaluation import compare  # pylint: disable=g-import-not-at-top
-  from ropex.evaluation import figures  # pylint: disable=g-import-not-at-top
-  for name, g in figures.grids(results).items():
-    metric = compare.primary(g).replace('_', ' ')
-    lines.append(f'  {name}, {metric} (mean over depths): ' + ', '.join(
-        f'L={L}: {v:.2f}' if v is not None else f'L={L}: -'
-        for L, v in zip(g['lengths'], compare.mean_over_depths(g))))
+    lines.append('  perplexity (± 95% interval over rows): ' + ', '.join(
+        f'L={L}: {values.perplexity_text(values.loss_at(results, L))}' for L in p['lengths']))
+    lines.append('  ' + rows_line(p))
+  for name, g in values.grids(results).items():
+    metric = values.primary(g).replace('_', ' ')
+    at = values.grid_at(name)
+    lines.append(f'  {name}, {metric} (mean over depths) [95% Wilson]: ' + ', '.join(
+        f'L={L}: {values.proportion_text(at(results, L))}' for L in g['lengths']))
   if results.get('ruler'):
     from ropex.evaluation import ruler  # pylint: disable=g-import-not-at-top
     lengths, table = ruler.average_table(results['ruler'])
@@ -179,6 +191,19 @@ def _summary(results: dict) -> str:
         f'L={L}: {100 * v:.1f}' if v is not None else f'L={L}: -'
         for L, v in zip(lengths, table['average'])))
   return '\n'.join(lines)
+
+
+def rows_line(p: dict) -> str:
+  """How many rows perplexity used per length, and why that many."""
+  rows = ', '.join(f'L={L}: {n}' for L, n in zip(p['lengths'], p['rows']))
+  sizing = p.get('sizing')
+  if not sizing:
+    return f'rows (--examples): {rows}'
+  why = {'target': f'the SE target {sizing["target_se"]} nats was reached at every length',
+         'data': 'the data holds no more rows', 'max_examples':
+             f'--max_examples {sizing["max_examples"]} reached before the SE target '
+             f'{sizing["target_se"]}'}[sizing['stop']]
+  return f'rows (--examples auto): {rows}; stopped because {why}'
 
 
 def _compare_source(path: str) -> dict | None:
@@ -198,7 +223,7 @@ def _compare_source(path: str) -> dict | None:
 
 
 def compare_paths(given: list[str], out: str) -> str:
-  from ropex.evaluation import compare  # pylint: disable=g-import-not-at-top
+  from ropex.evaluation.reporting import compare  # pylint: disable=g-import-not-at-top
   inputs.output(out, '--out')                 # before any run is evaluated
   sources = [(path, _compare_source(path)) for path in given]   # every path checked first
   results = []

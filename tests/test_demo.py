@@ -55,7 +55,10 @@ def test_demo_runs_end_to_end_and_prints_intervals(tmp_path):
   assert [name for name, _ in out['rows']] == ['r_s0', 'r_s1', 'p_s0', 'p_s1']
   assert all(r['run']['step'] == 2 for r in out['results'])
   assert 'r (n=2 seeds)' in text and 'p (n=2 seeds)' in text
-  assert 'task: assoc_recall (mean over depths)' in text and '±' in text and '(n=2)' in text
+  assert 'task: assoc_recall (mean over depths)' in text and 'Wilson' in text
+  row = next(l for l in text.splitlines() if l.startswith('| r (n=2 seeds) |'))
+  cells = [c.strip() for c in row.strip().strip('|').split('|')][1:]
+  assert cells and all(' [' in c and c.rstrip(' ≈').endswith(']') for c in cells)
   page = demo.report_markdown(out, 'python -m ropex.demo --steps 2')
   assert page.startswith('Written by `python -m ropex.demo --steps 2`: 4 runs')
   assert demo.comparison_table(out['rows']) in page          # the printed tables, as printed

@@ -99,7 +99,8 @@ def _results():
 
 
 def test_evaluation_and_study_figures(tmp_path, checked):
-  from ropex.evaluation import compare, grouped, study  # pylint: disable=g-import-not-at-top
+  from ropex.evaluation import study  # pylint: disable=g-import-not-at-top
+  from ropex.evaluation.reporting import compare, grouped  # pylint: disable=g-import-not-at-top
   results = _results()
   compare.compare(results, str(tmp_path / 'grouped'))          # seed groups: bands
   compare.compare(results[::2], str(tmp_path / 'single'))      # one run each: plain curves

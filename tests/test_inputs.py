@@ -53,7 +53,7 @@ def test_reading_maps_format_and_storage_errors(tmp_path):
   with pytest.raises(ConfigError, match=r"cannot be read: no such file or directory"):
     with inputs.reading('--prompts', tmp_path / 'none.txt', 'a text file'):
       open(tmp_path / 'none.txt', encoding='utf-8')
-  safetensors_numpy = pytest.importorskip('safetensors.numpy')
+  import safetensors.numpy as safetensors_numpy  # pylint: disable=import-outside-toplevel
   weights = tmp_path / 'w.safetensors'
   weights.write_bytes(bytes((i * 31 + 7) % 256 for i in range(4096)))
   with pytest.raises(ConfigError, match='it is not a readable safetensors file'):

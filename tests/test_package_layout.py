@@ -6,7 +6,8 @@ import os
 import re
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CROSS_CUTTING = {'__init__', 'errors', 'fields', 'inputs', 'paths'}
+# inputs: the checks every entry point runs on its flags' files and outputs (ropex.inputs).
+CROSS_CUTTING = {'__init__', 'errors', 'fields', 'paths', 'inputs'}
 
 
 def _top_level():

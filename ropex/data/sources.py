@@ -164,8 +164,26 @@ def _tfds_prepared(tfds, data_cfg) -> bool:
     return False
 
 
+def _records(config, split: str):
+  d = config.data
+  if d.source == 'tfds':
+    return _tfds_records(d, split)
+  if d.source == 'text':
+    return text_files.TextFiles(d.text_glob, split, d.eval_fraction, text_fields(d),
+                                bool(d.get('text_split_blank_lines', False)))
+  raise ConfigError(f'data.source={d.source!r} is not allowed; allowed: {", ".join(SOURCES)}')
+
+
+def record_count(config, split: str) -> int | None:
+  """How many documents one pass over ``split`` holds (None: synthetic, endless). The
+  :func:`documents` dataset repeats them; readers that must not count a document twice (the
+  evaluation's independent units) stop after this many."""
+  return None if config.data.source == 'synthetic' else len(_records(config, split))
+
+
 def documents(config, split: str, tokenizer) -> grain.MapDataset:
-  """Infinite ``MapDataset`` of :class:`Document` for ``split`` ('train' or 'eval')."""
+  """Infinite ``MapDataset`` of :class:`Document` for ``split`` ('train' or 'eval'): one pass
+  holds :func:`record_count` documents, then they repeat."""
   d = config.data
   if d.source == 'synthetic':
     lo, hi = synthetic_pairs(d, config.train.seq_len)
@@ -175,13 +193,7 @@ def documents(config, split: str, tokenizer) -> grain.MapDataset:
                          tokenizer.eos_id if d.add_eos else None,
                          d.synthetic_loss == 'answers', int(d.synthetic_vocab))
     return grain.MapDataset.range(sys.maxsize).map(make)
-  if d.source == 'tfds':
-    records = _tfds_records(d, split)
-  elif d.source == 'text':
-    records = text_files.TextFiles(d.text_glob, split, d.eval_fraction, text_fields(d),
-                                   bool(d.get('text_split_blank_lines', False)))
-  else:
-    raise ConfigError(f'data.source={d.source!r} is not allowed; allowed: {", ".join(SOURCES)}')
+  records = _records(config, split)
   if len(records) == 0:  # pylint: disable=g-explicit-length-test
     raise ConfigError(f'data.source={d.source!r} has no documents in the {split} split; check '
                       'data.train_split/eval_split, data.text_glob or data.eval_fraction')

@@ -9,7 +9,10 @@ Method (stated here and in the README):
   (``ddof=1``). One seed has no interval.
 - within noise: Welch's two-sided t-test (unequal variances, Welch–Satterthwaite degrees of
   freedom) at level 0.05; a difference with ``p >= 0.05`` is marked as within noise. Groups of
-  one seed cannot be tested (``None``).
+  one seed cannot be tested (``None``). :func:`estimate_test` is the same test on two
+  :class:`ropex.evaluation.sampling.Estimate` (a number with its SE and degrees of freedom).
+- against the best: a row compared with the row picked as best *after the fact* is one of
+  ``m`` comparisons; their p-values are Holm-adjusted (:func:`holm`) before the 0.05 level.
 
 The t distribution comes from ``scipy.stats`` (declared in setup.cfg; jax needs it too).
 
@@ -96,6 +99,37 @@ def welch(a: Sequence[float | None], b: Sequence[float | None]) -> Welch | None:
   t = diff / math.sqrt(vx + vy)
   df = (vx + vy) ** 2 / (vx ** 2 / (x.size - 1) + vy ** 2 / (y.size - 1))
   return Welch(float(t), float(df), float(2 * stats.t.sf(abs(t), df)))
+
+
+def estimate_test(a, b) -> float | None:
+  """Two-sided p-value of ``a.value != b.value`` for two independent estimates (``se``,
+  ``df``): ``t = (a - b) / sqrt(se_a^2 + se_b^2)``, Welch–Satterthwaite df (infinite df:
+  normal). None if either has no SE."""
+  if a is None or b is None or a.se is None or b.se is None:
+    return None
+  va, vb = a.se ** 2, b.se ** 2
+  diff = a.value - b.value
+  if va + vb == 0:
+    return 1.0 if diff == 0 else 0.0
+  t = diff / math.sqrt(va + vb)
+  inv = lambda df: 0.0 if df is None or not math.isfinite(df) else 1.0 / df
+  denom = va * va * inv(a.df) + vb * vb * inv(b.df)
+  df = (va + vb) ** 2 / denom if denom > 0 else math.inf
+  return float(2 * (stats.t.sf(abs(t), df) if math.isfinite(df) else stats.norm.sf(abs(t))))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+  """Holm's step-down adjusted p-values (same order as given): with ``p_(1) <= ... <= p_(m)``,
+  ``adj_(i) = max_{j <= i} min(1, (m - j + 1) p_(j))``. Rejecting where ``adj < alpha``
+  keeps the family-wise error rate at ``alpha``."""
+  m = len(p_values)
+  order = sorted(range(m), key=lambda i: p_values[i])
+  out = [0.0] * m
+  running = 0.0
+  for rank, i in enumerate(order):
+    running = max(running, min(1.0, (m - rank) * p_values[i]))
+    out[i] = running
+  return out
 
 
 def group_key(config: Mapping[str, Any]) -> str:

@@ -13,10 +13,15 @@ Study config fields (an ``ml_collections.ConfigDict``):
 - ``lengths``, ``depths`` (comma-separated), ``suite`` / ``ruler`` / ``data`` as for
   ``ropex.evaluate`` (``--suite``, ``--ruler``, ``--data``), ``examples``, ``task_examples``,
   ``seed``, ``step`` (0: the latest checkpoint);
-- ``out``: the report folder; ``reuse``: keep the evaluations that ``out/evals`` already holds.
+- ``out``: the report folder; ``reuse``: keep the evaluations that ``out/evals`` already holds
+  when they answer the same request (:func:`ropex.evaluation.suite.reusable`: the step, the
+  lengths, suite, data, overrides, examples and every other setting match; otherwise the run
+  is evaluated again and the reason printed).
 
 Output in ``out``: ``study.md`` (what was run, then the comparison tables, with seed groups as
-mean ± 95% interval, see :mod:`ropex.evaluation.grouped`, and links to the figures),
+mean with its 95% interval, see :mod:`ropex.evaluation.reporting.grouped`; the paired
+loss differences of every variant against the run's first variant,
+:mod:`ropex.evaluation.reporting.paired`; and links to the figures),
 ``summary.png`` (heatmap of the headline number — RULER average recall if the suite has
 ``ruler``, else perplexity — for every run x variant at every length), the comparison figures
 (curves with bands, length x depth heatmaps) and ``evals/<run>__<variant>/results.json``.
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import difflib
 import glob
+import json
 import os
 import time
 from typing import Sequence
@@ -36,8 +42,9 @@ import ml_collections
 import numpy as np
 
 from ropex import inputs, paths
-from ropex.evaluation import compare, grouped, overrides as overrides_lib, suite
+from ropex.evaluation import overrides as overrides_lib, suite
 from ropex.evaluation.plotting import plt, save
+from ropex.evaluation.reporting import compare, grouped, values
 from ropex.errors import ConfigError
 
 
@@ -131,6 +138,22 @@ def options(study: ml_collections.ConfigDict, variant: dict) -> suite.Options:
       overrides=variant, seed=int(study.get('seed', 0)))
 
 
+def reused(study, workdir: str, out: str, variant: dict) -> tuple[dict | None, str]:
+  """``(results, '')`` when ``out`` holds an evaluation of the same request, else
+  ``(None, why not)``."""
+  from ropex.training import checkpoint, workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  if not study.get('reuse', True) or not (paths.path(out) / suite.RESULTS_FILE).is_file():
+    return None, ''
+  steps = checkpoint.saved_steps(workdir)
+  step = int(study.get('step', 0)) or (max(steps) if steps else None)
+  old = suite.load(out)
+  try:
+    why = suite.reusable(old, workdir_lib.load_config(workdir), options(study, variant), step)
+  except ConfigError as e:    # the variant does not apply to this run
+    why = str(e)
+  return (old, '') if why is None else (None, why)
+
+
 def run(study: ml_collections.ConfigDict, progress=print) -> dict:
   """Evaluates every run x variant (or reuses ``out/evals``) and writes the report."""
   from ropex.training import inference  # pylint: disable=g-import-not-at-top
@@ -148,10 +171,13 @@ def run(study: ml_collections.ConfigDict, progress=print) -> dict:
     for label, variant in variants:
       name = f'{paths.path(workdir).name}__{label}'
       out = paths.join(study.out, 'evals', name)
-      if study.get('reuse', True) and (paths.path(out) / suite.RESULTS_FILE).is_file():
-        results.append(suite.load(out))
+      old, why = reused(study, workdir, out, variant)
+      if old is not None:
+        results.append(old)
         progress(f'{name}: existing results')
       else:
+        if why:
+          progress(f'{name}: evaluating again (existing results differ: {why})')
         if loaded is None:
           loaded = inference.load_for_inference(workdir, int(study.get('step', 0)) or None)
         config, params, step = loaded
@@ -177,10 +203,10 @@ def headline(results: Sequence[dict]) -> tuple[str, list[int], list[list[float |
   if any(r.get('ruler') for r in results):
     lengths = sorted({L for r in results for g in (r.get('ruler') or {}).values()
                       for L in g['lengths']})
-    return 'RULER average recall', lengths, [[grouped.ruler_at(r, L) for L in lengths]
+    return 'RULER average recall', lengths, [[values.ruler_value(r, L) for L in lengths]
                                              for r in results]
   lengths = sorted({L for r in results if 'perplexity' in r for L in r['perplexity']['lengths']})
-  return 'perplexity', lengths, [[grouped.perplexity_at(r, L) for L in lengths] for r in results]
+  return 'perplexity', lengths, [[values.perplexity_at(r, L) for L in lengths] for r in results]
 
 
 def summary_heatmap(groups, labels, path: str) -> str:
@@ -212,11 +238,21 @@ def summary_heatmap(groups, labels, path: str) -> str:
   return save(fig, path, tight=False)   # constrained layout fits the row names and the bar
 
 
+def variant_pairs(groups: Sequence[Sequence[dict]], first: str) -> list[tuple[int, int]]:
+  """``(baseline, other)``: every group of a variant against the group of the same runs under
+  the ``first`` variant."""
+  key = lambda g: sorted(str(r['run'].get('group')) for r in g)
+  base = {json.dumps(key(g)): i for i, g in enumerate(groups)
+          if g[0].get('study_variant') == first}
+  return [(base[json.dumps(key(g))], j) for j, g in enumerate(groups)
+          if g[0].get('study_variant') != first and json.dumps(key(g)) in base]
+
+
 def write(study, results, dirs, variants, seconds: float, skipped=()) -> dict:
   paths.path(study.out, 'study out').mkdir(parents=True, exist_ok=True)
-  text, written = compare.compare(results, study.out)
-  indices = grouped.group_indices(results)
-  groups = [[results[i] for i in idx] for idx in indices]
+  first = variants[0][0]
+  groups = [[results[i] for i in idx] for idx in grouped.group_indices(results)]
+  text, written = compare.compare(results, study.out, pairs=variant_pairs(groups, first))
   labels = [grouped.group_label(g) for g in groups]
   heat = summary_heatmap(groups, labels, paths.join(study.out, 'summary.png'))
   figures = [heat] + [p for p in written if p.endswith('.png')]

@@ -22,10 +22,11 @@ from ropex import data
 from ropex import fields, inputs, paths
 from ropex.data import sources
 from ropex.errors import ConfigError
-from ropex.evaluation import (data_spec, figures, grid, intervals, overrides as overrides_lib,
+from ropex.evaluation import (data_spec, grid, intervals, overrides as overrides_lib,
                               perplexity, retrieval, rows as rows_lib, ruler as ruler_lib,
-                              ruler_tasks, scoring,
+                              ruler_tasks, sampling, scoring,
                               tasks as tasks_lib, words)
+from ropex.evaluation.reporting import figures, values
 
 FORMAT = 'ropex.eval/1'
 RESULTS_FILE = 'results.json'
@@ -54,7 +55,9 @@ class Options:
   depths: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0)
   data: str = 'auto'                          # perplexity data: see ropex.evaluation.data_spec
   text_mode: str = 'documents'                # eval split: documents | stream
-  examples: int = 32                          # rows per length (perplexity)
+  examples: int | str = 'auto'                # rows per length (perplexity); auto: see below
+  target_se: float = 0.01                     # auto: the loss's SE (nats) to reach per length
+  max_examples: int = 256                     # auto: at most this many rows per length
   task_examples: int = 16                     # examples per (length, depth) cell
   tasks: Sequence[str] | None = None          # default: the run's synthetic tasks
   retrieval: Sequence[str] | str = 'auto'     # needle, passkey; auto: by the run's data
@@ -140,8 +143,13 @@ def resolve(config: ml_collections.ConfigDict, options: Options,
   o.depths = tuple(float(d) for d in o.depths)
   if not o.depths or any(not 0 <= d <= 1 for d in o.depths):
     raise ConfigError(f'--depths={o.depths!r} must be numbers in [0, 1]')
-  for name in ('examples', 'task_examples', 'loss_chunk', 'tokens_per_batch'):
+  if o.examples != 'auto':
+    fields.check(o.examples, '--examples', fields.integer(1))
+  for name in ('task_examples', 'max_examples', 'loss_chunk', 'tokens_per_batch'):
     fields.check(getattr(o, name), f'--{name}', fields.integer(1))
+  if isinstance(o.target_se, bool) or not isinstance(o.target_se, (int, float)) \
+      or not o.target_se > 0:
+    raise ConfigError(f'--target_se={o.target_se!r} must be a positive number (nats)')
   if o.attention_chunk < 0 or o.position_bucket < 0:
     raise ConfigError('--attention_chunk and --position_bucket must be >= 0 (0: automatic)')
   o.position_bucket = o.position_bucket or max(1, trained // 4)
@@ -183,6 +191,9 @@ def evaluate(config: ml_collections.ConfigDict, params: dict, options: Options,
     results['ruler'] = sweep(ruler_lib.tasks(lex, o.ruler), label='ruler ')
     for g in results['ruler'].values():
       g['lexicon'] = {'style': lex.style, 'haystack': lex.haystack}
+  for part in ('retrieval', 'tasks', 'ruler'):
+    for g in (results.get(part) or {}).values():
+      g['interval'] = proportion_intervals(g)
   bar.close()
   results['seconds'] = round(time.time() - start, 2)
   return results
@@ -215,37 +226,76 @@ def _header(config, cfg, o: Options, step, workdir, trained) -> dict:
   }
 
 
+def reusable(results: dict, config: ml_collections.ConfigDict, options: Options,
+             step: int) -> str | None:
+  """Why an earlier ``results`` cannot stand for evaluating ``config`` at ``step`` with
+  ``options`` (the first field that differs), or None when it can: the step, every resolved
+  setting (lengths, depths, suite, data, examples and sizing, seeds, ...) and the overrides
+  must all match. The one rule for reusing an evaluation (``ropex.demo``, ``ropex.study``)."""
+  if results['run'].get('step') != step:
+    return f'step {results["run"].get("step")} != {step}'
+  header = _header(config, overrides_lib.model_config(config, options.overrides),
+                   resolve(config, options, results['run']['train_positions']), step, None,
+                   results['run']['train_positions'])
+  norm = lambda v: json.loads(json.dumps(v, default=str))
+  if norm(header['overrides']) != norm(results.get('overrides', {})):
+    return 'overrides differ'
+  old = results.get('settings', {})
+  for key, value in norm(header['settings']).items():
+    if old.get(key) != value:
+      return f'{key} {old.get(key)!r} != {value!r}'
+  return None
+
+
 def _perplexity(config, o: Options, scorer, tokenizer, bos, log) -> dict:
   """Perplexity by length: synthetic rows, the same documents' prefixes at every length
-  (``documents`` mode, with their count), or rows of the eval stream."""
-  chosen = None
+  (``documents`` mode, with their count), or rows of the eval stream; ``--examples auto``
+  grows the rows to the target SE (:class:`ropex.evaluation.perplexity.Sizing`)."""
+  chosen = {}
   if o.data == 'synthetic':
     all_tokens = config.data.get('synthetic_loss', 'answers') != 'answers'
-    rows_fn = lambda L: rows_lib.synthetic(tuple(config.data.tasks), L, o.examples,
-                                           (o.seed, 1), bos, all_tokens=all_tokens,
-                                           **task_kwargs(config))
+    rows_fn = lambda L, n: rows_lib.synthetic(tuple(config.data.tasks), L, n, (o.seed, 1), bos,
+                                              all_tokens=all_tokens, **task_kwargs(config))
   elif o.text_mode == 'documents':
-    docs = sources.documents(data_spec.config_for(config, o.data), 'eval', tokenizer)
-    chosen = rows_lib.same_documents(docs, max(o.lengths) + 1, o.examples)
-    rows_fn = lambda L: rows_lib.prefixes(chosen, L)
+    source = data_spec.config_for(config, o.data)
+    docs = sources.documents(source, 'eval', tokenizer)
+    held = sources.record_count(source, 'eval')   # one pass: no document counted twice
+
+    def rows_fn(L, n):
+      if chosen.get('asked') != n:
+        chosen.update(rows_lib.same_documents(docs, max(o.lengths) + 1, n, held), asked=n)
+      return rows_lib.prefixes(chosen, L)
   else:
-    rows_fn = lambda L: rows_lib.eval_split(data_spec.config_for(config, o.data), L, o.examples,
-                                            o.text_mode)
-  out = dict(perplexity.length_sweep(scorer, rows_fn, o.lengths, o.position_bucket, log),
-             data=o.data, text_mode=None if o.data == 'synthetic' else o.text_mode)
-  if chosen is not None:
+    source = data_spec.config_for(config, o.data)
+    held = sources.record_count(source, 'eval')
+    rows_fn = lambda L, n: rows_lib.eval_split(source, L, n, o.text_mode, held)
+  if o.examples == 'auto':
+    sweep = perplexity.length_sweep(scorer, rows_fn, o.lengths, o.position_bucket, log,
+                                    perplexity.Sizing(float(o.target_se), int(o.max_examples)))
+  else:
+    sweep = perplexity.length_sweep(scorer, lambda L: rows_fn(L, o.examples), o.lengths,
+                                    o.position_bucket, log)
+  out = dict(sweep, data=o.data, text_mode=None if o.data == 'synthetic' else o.text_mode)
+  if chosen:
     out['documents'] = {'count': len(chosen['ids']), 'min_tokens': chosen['min_tokens'],
                         'scanned': chosen['scanned']}
   return out
 
 
-def label(results: dict) -> str:
-  """A run's name in tables and legends: name, and the eval-time overrides if any."""
-  name = results['run']['name']
-  if results.get('overrides'):
-    name += ' [' + ', '.join(f'{k.removeprefix("model.")}={v}'
-                             for k, v in results['overrides'].items()) + ']'
-  return name
+def proportion_intervals(grid: dict) -> dict:
+  """Wilson bounds of a grid's primary number per (depth, length) cell, over the cell's
+  examples (:func:`ropex.evaluation.sampling.proportion`)."""
+  key = grid.get('primary', 'accuracy')
+  low, high = [], []
+  for values, counts in zip(grid[key], grid['examples']):
+    cells = [None if v is None or not n else sampling.proportion([v], n)
+             for v, n in zip(values, counts)]
+    low.append([None if c is None else c.low for c in cells])
+    high.append([None if c is None else c.high for c in cells])
+  return {'of': key, 'method': 'wilson', 'level': sampling.LEVEL, 'low': low, 'high': high}
+
+
+label = values.label   # a run's name in tables and legends
 
 
 def write(results: dict, out_dir: str) -> list[str]:

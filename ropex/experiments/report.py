@@ -10,11 +10,14 @@ output. Rows and columns come from each run's ``config.json`` (see
 :mod:`ropex.experiments.run_summary`), so directory names do not matter.
 
 Seeds: runs of one cell that differ only by seed (``train.seed`` / ``data.seed``, e.g. from
-``ropex.experiments.sweep --seeds 3``) are one cell ``mean ± half-width (n=...)``: the 95% Student-t
-interval over the seeds' perplexities (diverged seeds left out);
-a cell whose seeds are within noise of the column's best cell (Welch's t-test, p >= 0.05) is
-marked ``≈``. The loss curves then show the seed mean with its 95% band. See
-:mod:`ropex.evaluation.intervals`.
+``ropex.experiments.sweep --seeds 3``) are one cell ``mean ± half-width (n=f of k; ...)``: the
+95% Student-t interval over the perplexities of the ``f`` *finished* seeds of ``k``; the
+diverged and unfinished seeds are counted and named in the cell (``1 diverged ‡``), never
+silently dropped (their numbers are not averaged: a diverged run has none, an unfinished one
+is at another step). A cell within noise of the column's best cell is marked ``≈``: Welch's
+t-test against the best, which is picked after the fact, so the column's p-values are
+Holm-adjusted before the 0.05 level (:func:`ropex.evaluation.intervals.holm`). The loss
+curves show the seed mean with its 95% band. See :mod:`ropex.evaluation.intervals`.
 """
 
 from __future__ import annotations
@@ -71,8 +74,19 @@ def select(runs: Sequence[RunSummary]) -> tuple[dict, list[str]]:
 
 
 def _values(group: Sequence[RunSummary]) -> list[float]:
+  """The perplexities the cell's mean and interval use: the finished seeds'."""
   return [r.eval_perplexity for r in group
-          if r.status != 'diverged' and r.eval_perplexity is not None]
+          if r.status == 'finished' and r.eval_perplexity is not None]
+
+
+def _counts(group: Sequence[RunSummary]) -> str:
+  """``n=2 of 3; 1 diverged ‡``: how many seeds the mean holds, and what the others are."""
+  parts = [f'n={len(_values(group))} of {len(group)}']
+  for status in ('diverged', 'unfinished', 'no metrics'):
+    count = sum(r.status == status for r in group)
+    if count:
+      parts.append(f'{count} {status} {MARKS[status]}')
+  return '; '.join(parts)
 
 
 def _cell(group: Sequence[RunSummary] | None, noise: bool = False) -> str:
@@ -86,26 +100,26 @@ def _cell(group: Sequence[RunSummary] | None, noise: bool = False) -> str:
     return value + (' ' + MARKS[run.status] if run.status in MARKS else '')
   interval = intervals.mean_interval(_values(group))
   if interval is None:
-    return 'diverged ' + MARKS['diverged'] if any(r.status == 'diverged' for r in group) else '—'
+    return f'— ({_counts(group)})'
   text = f'{interval.mean:.4f}' + ('' if interval.half_width is None
                                    else f' ± {interval.half_width:.4f}')
-  text += f' (n={interval.n})'
-  marks = [MARKS[s] for s in ('unfinished', 'diverged') if any(r.status == s for r in group)]
-  return ' '.join([text] + marks + ([NOISE_MARK] if noise else []))
+  return f'{text} ({_counts(group)})' + (f' {NOISE_MARK}' if noise else '')
 
 
 def within_noise_of_best(cells: dict) -> set:
-  """Cells (row, column) of 2+ seeds whose perplexity is within noise of the best (lowest
-  mean) such cell of their column (Welch's t-test, p >= 0.05); the best itself is not marked."""
+  """Cells (row, column) of 2+ finished seeds whose perplexity is within noise of the best
+  (lowest mean) such cell of their column: Welch's t-test against the best, Holm-adjusted
+  over the column's comparisons, adjusted p >= 0.05; the best itself is not marked."""
   marked = set()
   for column in {c for _, c in cells}:
     groups = {k: _values(g) for k, g in cells.items() if k[1] == column and len(_values(g)) > 1}
     if len(groups) < 2:
       continue
     best = min(groups, key=lambda k: sum(groups[k]) / len(groups[k]))
-    for k, values in groups.items():
-      test = intervals.welch(values, groups[best])
-      if k != best and test is not None and test.within_noise:
+    tests = [(k, intervals.welch(v, groups[best])) for k, v in groups.items() if k != best]
+    tests = [(k, t.p) for k, t in tests if t is not None]
+    for (k, _), adjusted in zip(tests, intervals.holm([p for _, p in tests])):
+      if adjusted >= intervals.ALPHA:
         marked.add(k)
   return marked
 
@@ -143,9 +157,11 @@ def markdown(runs: Sequence[RunSummary]) -> str:
             f'{MARKS["diverged"]} diverged, {MARKS["no metrics"]} nothing logged yet, '
             '— no run.']
   if any(len(g) > 1 for g in select(runs)[0].values()):
-    lines += ['', 'Cells with n seeds: mean ± half-width of the 95% Student-t interval over the '
-              f'seeds (diverged seeds left out); {NOISE_MARK} within noise of the best cell of '
-              "its column (Welch's t-test, p >= 0.05)."]
+    lines += ['', 'Cells with several seeds: mean ± half-width of the 95% Student-t interval '
+              'over the finished seeds (n=f of k: f finished seeds of k; diverged and '
+              'unfinished seeds are counted there, not averaged); '
+              f"{NOISE_MARK} within noise of the best cell of its column (Welch's t-test, "
+              'Holm-adjusted over the comparisons with the best, adjusted p >= 0.05).']
   details = [f'- {r.row} / {_title(r.column)}: {r.status} ({r.note}) — {r.workdir}'
              for r in runs if r.status != 'finished']
   if details or notes:

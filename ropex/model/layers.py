@@ -32,7 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ropex.model import attention, ops, pe_interface, platform
+from ropex.model import attention, decode, ops, pe_interface, platform
 from ropex.model.config import LayerSpec, ModelConfig
 
 def _fan_in(in_axis, out_axis, batch_axis=()):
@@ -272,6 +272,9 @@ class Attention(nn.Module):
       k_BSKH, v_BSKH = shared_kv
     self.sow('intermediates', 'q_BTNH', q_BTNH)
     self.sow('intermediates', 'k_BSKH', k_BSKH)
+    cached = decode.extend(self, k_BSKH, v_BSKH, positions_BT, segment_ids_BT)
+    if cached is not None:  # decoding: attend over every cached row (bias/mask: its position)
+      positions_BT = cached.positions_BS
     q_BTNH = nn.with_logical_constraint(q_BTNH, ('batch', 'length', 'act_heads', 'head_dim'))
     q_BTNH = q_BTNH * jnp.asarray((cfg.query_pre_attn_scalar or H) ** -0.5, q_BTNH.dtype)
     B, T = x_BTD.shape[:2]
@@ -281,8 +284,9 @@ class Attention(nn.Module):
         tuned=platform.cpu_tunings(cfg.remat),
         bias_fn=_bias_fn(pe, pe_params, positions_BT, N, K) if pe.bias_kind else None,
         mask_fn=_local_chunk_fn(self.spec.chunk_attention, positions_BT))
-    out_BTKGH, probs_BKGTS = attention.attend(cfg.attention_impl, q_BTKGH, k_BSKH, v_BSKH,
-                                              segment_ids_BT, opts)
+    out_BTKGH, probs_BKGTS = (
+        attention.attend(cfg.attention_impl, q_BTKGH, k_BSKH, v_BSKH, segment_ids_BT, opts)
+        if cached is None else decode.attend(q_BTKGH, cached, segment_ids_BT, opts))
     if probs_BKGTS is not None:
       self.sow('intermediates', 'probs_BNTS', probs_BKGTS.reshape(B, N, T, -1))
     out_BTNH = out_BTKGH.reshape(B, T, N, H)

@@ -99,8 +99,12 @@ def format_table(d: dict) -> str:
            f'{"layer":>5}  {"type":<8} {"heads":>9}  {"pe":<15} {"theta":>10}  '
            f'{"rotated chunks (of " + str(d["frequency_chunks"]) + ", 0 = highest)":<34} '
            f'{"window":<8} notes']
+  source = d.get('source')
+  if source:   # released weights: their format, family and (GGUF) quantisation
+    lines.insert(1, f'source: {source.get("format")} {source.get("family")}' + (
+        f', quantization {source["quantization"]}' if source.get('quantization') else ''))
   if d.get('input_pe'):
-    lines.insert(2, f'input embedding: {d["input_pe"]["pe_kind"]} '
+    lines.insert(2 + bool(source), f'input embedding: {d["input_pe"]["pe_kind"]} '
                  f'({d["input_pe"]["pe_params"]:,} PE params)')
   for layer in d['layers']:
     theta = layer.get('max_wavelength')

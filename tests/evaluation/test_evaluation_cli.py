@@ -38,7 +38,8 @@ def test_evaluate_then_compare(workdir, tmp_path):
   assert plain['run']['step'] == 2 and plain['overrides'] == {}
   assert plain['perplexity']['lengths'] == [16, 40]          # exactly the lengths asked
   assert sorted(plain['tasks']) == ['assoc_recall', 'copy_offset']
-  assert 'perplexity: L=16:' in done.stdout
+  assert 'perplexity (± 95% interval over rows): L=16:' in done.stdout
+  assert 'rows (--examples): L=16: 2, L=40: 2' in done.stdout
   for name in ('perplexity.png', 'loss_by_position.png', 'accuracy.png'):
     assert os.path.getsize(os.path.join(workdir, 'eval', name)) > 1000
 
@@ -58,13 +59,16 @@ def test_evaluate_then_compare(workdir, tmp_path):
     table = f.read()
   assert '| tiny_rope | rope θ=10000 | 2 |' in table
   assert '| tiny_rope [pe.max_wavelength=500000.0] | rope θ=500000 | 2 |' in table
+  paired = table[table.index('Paired differences'):]    # the override against the run: same rows
+  row = next(l for l in paired.splitlines() if l.startswith('| tiny_rope [pe.max_wavelength'))
+  assert row.count('(unpaired ± ') == 2 and 'unpaired: rows differ' not in row
 
   # --noreuse: a workdir is evaluated again rather than its eval/results.json read
   done = evaluate('compare', workdir, theta_dir, '--noreuse', *QUICK, '--retrieval=none',
                   '--tasks=none', f'--out={tmp_path / "cmp2"}')
   assert done.returncode == 0, done.stderr[-2000:]
   assert f'{workdir}: using' not in done.stdout and f'{theta_dir}: using' in done.stdout
-  assert 'perplexity: L=16:' in done.stdout   # the summary of the fresh evaluation
+  assert 'perplexity (± 95% interval over rows): L=16:' in done.stdout   # the summary of the fresh evaluation
 
 
 def test_bad_flags_fail_with_one_sentence(tmp_path):

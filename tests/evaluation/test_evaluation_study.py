@@ -56,7 +56,10 @@ def test_study_on_two_seeds_and_two_variants(tmp_path):
   # the two seeds of each variant are one row with an interval
   assert '| tiny_rope (n=2 seeds) |' in text
   assert '| tiny_rope [pe.position_scale=4] (n=2 seeds) |' in text
-  assert text.count('(n=2)') >= 8 and 'RULER average recall' in text
+  row = next(l for l in text.splitlines() if l.startswith('| tiny_rope (n=2 seeds) |'))
+  assert row.count(' ± ') == 2 and 'RULER average recall' in text       # perplexity ± h
+  paired = text[text.index('Paired differences'):]            # each variant against base
+  assert '| tiny_rope [pe.position_scale=4] (n=2 seeds) | tiny_rope (n=2 seeds) |' in paired
   assert '- nope__pi4: model.pe.position_scale=4 is not used by kind' in text   # listed, skipped
   for name in ('summary.png', 'perplexity.png', 'ruler.png', 'accuracy.png'):
     assert f'![{name}]({name})' in text and os.path.getsize(out / name) > 1000
@@ -64,3 +67,8 @@ def test_study_on_two_seeds_and_two_variants(tmp_path):
                          text=True, timeout=600)
   assert again.returncode == 0 and again.stdout.count('existing results') == 5
   assert again.stdout.count('skipped') == 1
+  changed = subprocess.run([c if c != '--config.examples=2' else '--config.examples=3'
+                            for c in command], cwd=cli_runs.ROOT, env=cli_runs.env(),
+                           capture_output=True, text=True, timeout=600)
+  assert changed.returncode == 0 and changed.stdout.count(': existing results\n') == 0
+  assert changed.stdout.count('existing results differ: examples 2 != 3') == 5

@@ -5,11 +5,13 @@ import math
 import os
 
 import numpy as np
+from scipy import stats
 import pytest
 
 from ropex.training import workdir as workdir_lib
 from ropex.data import tokenizers
-from ropex.evaluation import compare, overrides, rows as rows_lib, suite
+from ropex.evaluation import overrides, rows as rows_lib, suite
+from ropex.evaluation.reporting import compare, tables, values
 from ropex.model.config import ModelConfig
 from ropex.errors import ConfigError
 
@@ -107,17 +109,30 @@ def test_compare_puts_runs_in_one_table(two_results, tmp_path):
   row_b = next(l for l in lines if l.startswith('| micro_rope [pe.position_scale=2.0] |'))
   assert 'pos÷2' in row_b
   cells = [c.strip() for c in row_a.strip('|').split('|')]
-  assert cells[3:] == [compare._fmt(v) for v in a['perplexity']['perplexity']]
+  # perplexity ± its interval (2 rows per length: t(0.975, 1) = 12.706), then the units
+  for cell, ppl in zip(cells[3:5], a['perplexity']['perplexity']):
+    shown, half = cell.split(' ± ')
+    assert shown == values.fmt(ppl) and float(half) > 0
+  assert cells[5] == '2'
   assert 'retrieval: needle: string match all (mean over depths)' in text
   assert 'task: assoc_recall: teacher forced token accuracy (mean over depths)' in text
-  needle = compare.mean_over_depths(a['retrieval']['needle'])
+  needle = values.mean_over_depths(a['retrieval']['needle'])
   assert needle == [np.mean(col) for col in zip(*a['retrieval']['needle']['string_match_all'])]
-  recall = compare.mean_over_depths(a['tasks']['assoc_recall'])
+  recall = values.mean_over_depths(a['tasks']['assoc_recall'])
   assert recall == [np.mean(col) for col in
                     zip(*a['tasks']['assoc_recall']['teacher_forced_token_accuracy'])]
   section = text[text.index('task: assoc_recall'):]
   row = next(l for l in section.splitlines() if l.startswith('| micro_rope |'))
-  assert row == '| micro_rope | ' + ' | '.join(compare._fmt(v, 2) for v in recall) + ' |'
+  cells = [c.strip() for c in row.strip('|').split('|')][1:]
+  checked = 0
+  for cell, v in zip(cells, recall):    # p [Wilson low, high] over the 2 examples of a cell
+    low, high = (float(x) for x in cell.split(' [')[1].rstrip(']').split(', '))
+    assert cell.startswith(f'{v:.2f} [') and 0 <= low <= v <= high <= 1
+    if float(2 * v).is_integer():
+      ci = stats.binomtest(round(2 * v), 2).proportion_ci(method='wilson')
+      assert (low, high) == (round(ci.low, 2), round(ci.high, 2))
+      checked += 1
+  assert checked
 
 
 def test_text_run_uses_its_eval_split_and_the_passkey(micro_rope, tmp_path):

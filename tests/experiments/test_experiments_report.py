@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 import pytest
 
 from ropex.config import loading
+from ropex.evaluation import intervals
 from ropex.experiments import paper as paper_lib, report, run_summary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -166,12 +167,13 @@ def test_seeds_are_one_cell_with_an_interval_and_noise_marks(tmp_path):
     mean = sum(ppls) / 3
     s = math.sqrt(sum((p - mean) ** 2 for p in ppls) / 2)
     half = 4.302652729911275 * s / math.sqrt(3)           # t_{0.975, 2} from a t table
-    want = f'{mean:.4f} ± {half:.4f} (n=3)'
+    want = f'{mean:.4f} ± {half:.4f} (n=3 of 3)'
     assert rows[row].startswith(want), (rows[row], want)
   # RoPE θ=10k has the lowest mean; 0.75-RoPE is within noise of it, NoPE is not
   assert rows['0.75-RoPE'].endswith('≈') and not rows['NoPE'].endswith('≈')
   assert not rows['RoPE θ=10k'].endswith('≈')
   assert 'Student-t' in out['markdown'] and "Welch's t-test" in out['markdown']
+  assert 'Holm' in out['markdown']
   with open(out['runs_csv']) as f:
     assert sorted(r['train_seed'] for r in csv.DictReader(f)) == ['0'] * 3 + ['1'] * 3 + ['2'] * 3
   # the same seed twice is a duplicate, not another seed
@@ -180,3 +182,38 @@ def test_seeds_are_one_cell_with_an_interval_and_noise_marks(tmp_path):
   _, body, notes = report.table(report.report(dirs + [again], str(tmp_path / 'o2'))['runs'])
   assert notes == [f'NoPE / wiki: {again} ignored (duplicate of {dirs[6]})']
   assert {r[0]: r[1] for r in body}['NoPE'] == rows['NoPE']
+
+
+def test_diverged_and_unfinished_seeds_are_counted_not_dropped(tmp_path):
+  # 0.75-RoPE: 2 finished seeds, 1 diverged (NaN), 1 unfinished (7 of 10 steps, lower loss
+  # that must not enter the mean); the mean and interval hold the 2 finished seeds only.
+  finished = [_reseed(make_run(tmp_path, f'ok{s}', SPECS['0.75-RoPE'], 'wiki', curve(f)), s)
+              for s, f in enumerate((1.50, 1.52))]
+  diverged = _reseed(make_run(tmp_path, 'nan', SPECS['0.75-RoPE'], 'wiki',
+                              curve(2.0)[:6] + [None] * 4), 2)
+  unfinished = _reseed(make_run(tmp_path, 'part', SPECS['0.75-RoPE'], 'wiki', curve(1.0, 7)), 3)
+  out = report.report(finished + [diverged, unfinished], str(tmp_path / 'out'))
+  _, body, _ = report.table(out['runs'])
+  cell = body[0][1]
+  ppls = [ppl(f) for f in (1.50, 1.52)]
+  half = 12.706204736174707 * abs(ppls[0] - ppls[1]) / math.sqrt(2) / math.sqrt(2)  # t_{.975,1}
+  assert cell == (f'{sum(ppls) / 2:.4f} ± {half:.4f} (n=2 of 4; 1 diverged ‡; '
+                  '1 unfinished †)'), cell
+  lonely = report.report([diverged], str(tmp_path / 'o2'))
+  assert report.table(lonely['runs'])[1][0][1] == 'diverged ‡'
+
+
+def test_the_noise_mark_is_holm_adjusted(tmp_path):
+  # Against the best of three, raw Welch p-values of 0.030 and 0.044 (each below 0.05 alone)
+  # become 2 x 0.030 = 0.061 and max(0.061, 0.044) after Holm: both rows within noise.
+  finals = {'RoPE θ=10k': (1.50, 1.51, 1.49), '0.75-RoPE': (1.535, 1.555, 1.525),
+            'NoPE': (1.53, 1.55, 1.52)}
+  dirs = [_reseed(make_run(tmp_path, f'{row}_{s}', SPECS[row], 'wiki', curve(f)), s)
+          for row, values in finals.items() for s, f in enumerate(values)]
+  runs = report.report(dirs, str(tmp_path / 'out'))['runs']
+  cells, _ = report.select(runs)
+  values = {k[0]: report._values(g) for k, g in cells.items()}
+  raw = [intervals.welch(values[r], values['RoPE θ=10k']).p for r in ('0.75-RoPE', 'NoPE')]
+  assert all(p < 0.05 for p in raw) and all(p * 2 >= 0.05 for p in raw)
+  rows = {r[0]: r[1] for r in report.table(runs)[1]}
+  assert rows['0.75-RoPE'].endswith('≈') and rows['NoPE'].endswith('≈')

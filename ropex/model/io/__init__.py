@@ -46,11 +46,14 @@ class Imported:
 
 
 def detect_format(path: str) -> str:
-  """``'huggingface'`` (config.json + safetensors) or ``'gemma_flax'`` (an orbax folder)."""
+  """``'huggingface'`` (config.json + safetensors), ``'gemma_flax'`` (an orbax folder) or
+  ``'gguf'`` (a llama.cpp file)."""
   from ropex import paths  # pylint: disable=g-import-not-at-top
   if paths.is_url(path):
     raise ConfigError(f'--model={path!r}: released weights are read from a local folder; copy '
                       'it first (gcloud storage cp -r)')
+  if os.path.isfile(path) and path.endswith('.gguf'):
+    return 'gguf'
   if os.path.isdir(path) and os.path.isfile(os.path.join(path, 'config.json')) and any(
       f.endswith('.safetensors') for f in os.listdir(path)):
     return 'huggingface'
@@ -58,7 +61,8 @@ def detect_format(path: str) -> str:
       '_METADATA', 'checkpoint', 'manifest.ocdbt', '_CHECKPOINT_METADATA')):
     return 'gemma_flax'
   raise ConfigError(f'--model={path!r} is neither a Hugging Face checkpoint folder '
-                    f'(config.json + *.safetensors) nor an official Gemma Flax checkpoint')
+                    f'(config.json + *.safetensors), an official Gemma Flax checkpoint nor a '
+                    f'.gguf file')
 
 
 def _check_dtype(dtype):
@@ -75,6 +79,9 @@ def read_model(path: str) -> tuple[ml_collections.ConfigDict, dict]:
   if fmt == 'gemma_flax':
     from ropex.model.io import gemma2_flax  # pylint: disable=g-import-not-at-top
     return gemma2_flax.read_model(path)
+  if fmt == 'gguf':
+    from ropex.model.io import gguf  # pylint: disable=g-import-not-at-top
+    return gguf.read_model(path)[:2]
   from ropex.model.io import huggingface  # pylint: disable=g-import-not-at-top
   block, parsed = huggingface.read_model_block(path)
   return block, {'format': 'huggingface', 'path': os.path.abspath(path),
@@ -90,6 +97,9 @@ def load_model(path: str, *, mesh=None, dtype: str | None = None) -> Imported:
   if detect_format(path) == 'gemma_flax':
     from ropex.model.io import gemma2_flax  # pylint: disable=g-import-not-at-top
     return gemma2_flax.load_model(path, placement=placement, dtype=dtype)
+  if detect_format(path) == 'gguf':
+    from ropex.model.io import gguf  # pylint: disable=g-import-not-at-top
+    return gguf.load_model(path, placement=placement, dtype=dtype)
   from ropex.model.io import huggingface, tokenizer  # pylint: disable=g-import-not-at-top
   block, parsed = huggingface.read_model_block(path)
   block.update(param_dtype=dtype, dtype=dtype)

@@ -125,9 +125,12 @@ def _converted(rule, reader: _Reader, sources: list[str], target, np_dtype) -> n
   return np.asarray(value, np_dtype)
 
 
-def iter_params(path: str, cfg: ModelConfig, norms: dict) -> Iterator[tuple[tuple, np.ndarray]]:
-  """(ropex path, host array in the param dtype) for every parameter, one at a time."""
-  files = tensor_files(path)
+def iter_params(path: str, cfg: ModelConfig, norms: dict,
+                source=None) -> Iterator[tuple[tuple, np.ndarray]]:
+  """(ropex path, host array in the param dtype) for every parameter, one at a time;
+  ``source`` (``files``: name -> file; ``get(name)``) replaces the safetensors:
+  another format's tensors under their HF names (:mod:`ropex.model.io.gguf`)."""
+  files = source.files if source is not None else tensor_files(path)
   prefix = _prefix(files)
   rules = hf_mapping.rules(cfg, norms)
   sources = {r.path: [_resolve(n, prefix, files) for n in r.sources] for r in rules}
@@ -137,7 +140,7 @@ def iter_params(path: str, cfg: ModelConfig, norms: dict) -> Iterator[tuple[tupl
   if missing:
     raise ConfigError(f'ropex parameter {"/".join(missing[0])} has no Hugging Face tensor')
   np_dtype = ml_dtypes.bfloat16 if cfg.param_dtype == 'bfloat16' else np.dtype(cfg.param_dtype)
-  reader = _Reader(files)
+  reader = source if source is not None else _Reader(files)
   for rule in rules:
     yield rule.path, _converted(rule, reader, sources[rule.path], abstract[rule.path], np_dtype)
 
@@ -160,14 +163,14 @@ def _nest(items) -> dict:
   return tree
 
 
-def load_params(path: str, cfg: ModelConfig, norms: dict, placement=None) -> dict:
+def load_params(path: str, cfg: ModelConfig, norms: dict, placement=None, source=None) -> dict:
   """The unscanned parameter tree: host numpy arrays, or (``placement``) arrays already in
   their shards on its mesh, each placed as soon as it is read."""
   if placement is None:
-    return _nest(iter_params(path, cfg, norms))
+    return _nest(iter_params(path, cfg, norms, source))
   shardings = dict(_flat(placement.param_shardings(cfg)))
   return _nest((p, jax.make_array_from_callback(x.shape, shardings[p], lambda i, x=x: x[i]))
-               for p, x in iter_params(path, cfg, norms))
+               for p, x in iter_params(path, cfg, norms, source))
 
 
 def read_model_block(path: str):

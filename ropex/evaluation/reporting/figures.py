@@ -3,6 +3,10 @@
 length) and ``accuracy.png`` (accuracy heatmaps, length x depth, one column per retrieval kind
 or task, RULER task), and ``ruler.png`` (RULER's average recall vs context length). Dashed
 lines mark the positions seen in training. Figures of parts a result lacks are not written.
+
+Shaded bands: the 95% interval of every curve — per length the loss's interval over units
+(one run) or over seeds and units (a seed group, :func:`ropex.evaluation.reporting.grouped.bands`),
+per position bucket the bucket's loss interval over units, and RULER's Wilson interval.
 """
 
 from __future__ import annotations
@@ -13,7 +17,11 @@ from typing import Sequence
 import numpy as np
 
 from ropex import paths as paths_lib
+from ropex.evaluation import ruler, sampling
 from ropex.evaluation.plotting import legend_beside, plt, save
+from ropex.evaluation.reporting import values
+
+grids = values.grids
 
 
 def _float(values) -> np.ndarray:
@@ -25,8 +33,25 @@ def _mark_training(ax, results: Sequence[dict]) -> None:
     ax.axvline(n, color='grey', linestyle='--', linewidth=0.8)
 
 
+def own_bands(r: dict) -> dict:
+  """One result's bands: ``{'perplexity': (lengths, low, high) or None, 'ruler': ...}``."""
+  out = {}
+  for part, at in (('perplexity', values.loss_at), ('ruler', values.ruler_at)):
+    lengths = sorted(r['perplexity']['lengths']) if part == 'perplexity' and 'perplexity' in r \
+        else (ruler.average_table(r['ruler'])[0] if part == 'ruler' and r.get('ruler') else [])
+    keep = [(L, at(r, L)) for L in lengths]
+    keep = [(L, e) for L, e in keep if e is not None and e.low is not None]
+    if part == 'perplexity':
+      keep = [(L, values.perplexity_band(e)) for L, e in keep]
+    else:
+      keep = [(L, (e.low, e.high)) for L, e in keep]
+    out[part] = ([L for L, _ in keep], [b[0] for _, b in keep], [b[1] for _, b in keep]) \
+        if keep else None
+  return out
+
+
 def _band(ax, line, band, scale: float = 1.0) -> None:
-  """Shades ``band = (lengths, low, high)`` (a 95% interval over seeds) in ``line``'s colour."""
+  """Shades ``band = (lengths, low, high)`` (a 95% interval) in ``line``'s colour."""
   if band:
     lengths, low, high = band
     ax.fill_between(lengths, scale * _float(low), scale * _float(high), alpha=0.2, linewidth=0,
@@ -42,7 +67,7 @@ def perplexity_vs_length(results: Sequence[dict], labels: Sequence[str], path: s
     [line] = ax.plot(p['lengths'], _float(p['perplexity']), marker='o', label=name)
     _band(ax, line, bands[i] if bands else None)
   if bands and any(bands):
-    ax.set_title('shaded: 95% interval over seeds', fontsize=8)
+    ax.set_title('shaded: 95% interval', fontsize=8)
   _mark_training(ax, results)
   ax.set_xscale('log', base=2)
   ax.set_yscale('log')
@@ -62,22 +87,18 @@ def loss_by_position(results: Sequence[dict], labels: Sequence[str], path: str) 
     longest = str(max(p['lengths']))
     b = p['by_position'][longest]
     mid = (np.asarray(b['start']) + np.asarray(b['stop'])) / 2
-    ax.plot(mid, b['loss'], marker='.', label=f'{name} (L={longest})')
+    [line] = ax.plot(mid, b['loss'], marker='.', label=f'{name} (L={longest})')
+    if b.get('se') and None not in b['se'] and len(b['se']) == len(mid):
+      t = sampling.t_quantile(max(int(p['rows'][p['lengths'].index(int(longest))]) - 1, 1))
+      half = t * _float(b['se'])
+      _band(ax, line, (mid, _float(b['loss']) - half, _float(b['loss']) + half))
   _mark_training(ax, results)
   ax.set_xlabel('token position (buckets of '
                 f'{results[0]["perplexity"]["position_bucket"]})')
-  ax.set_ylabel('mean loss (nats)')
+  ax.set_ylabel('mean loss (nats); shaded: 95% interval')
   legend_beside(ax)
   ax.grid(alpha=0.3)
   return save(fig, path)
-
-
-def grids(results: dict) -> dict[str, dict]:
-  """Every accuracy grid of one result: retrieval kinds, then tasks."""
-  out = {f'retrieval: {k}': g for k, g in results.get('retrieval', {}).items()}
-  out.update({f'task: {k}': g for k, g in results.get('tasks', {}).items()})
-  out.update({f'ruler: {k}': g for k, g in results.get('ruler', {}).items()})
-  return out
 
 
 def accuracy_heatmaps(results: Sequence[dict], labels: Sequence[str], path: str) -> str | None:
@@ -118,7 +139,6 @@ def accuracy_heatmaps(results: Sequence[dict], labels: Sequence[str], path: str)
 
 def ruler_average(results: Sequence[dict], labels: Sequence[str], path: str,
                   bands: Sequence | None = None) -> str | None:
-  from ropex.evaluation import ruler  # pylint: disable=g-import-not-at-top
   picked = [i for i, r in enumerate(results) if r.get('ruler')]
   if not picked:
     return None
@@ -128,7 +148,7 @@ def ruler_average(results: Sequence[dict], labels: Sequence[str], path: str,
     [line] = ax.plot(lengths, 100 * _float(table['average']), marker='o', label=labels[i])
     _band(ax, line, bands[i] if bands else None, scale=100)
   if bands and any(bands):
-    ax.set_title('shaded: 95% interval over seeds', fontsize=8)
+    ax.set_title('shaded: 95% interval (Wilson)', fontsize=8)
   _mark_training(ax, [results[i] for i in picked])
   ax.set_xscale('log', base=2)
   ax.set_ylim(-2, 102)
@@ -141,9 +161,12 @@ def ruler_average(results: Sequence[dict], labels: Sequence[str], path: str,
 
 def all_figures(results: Sequence[dict], labels: Sequence[str], out_dir: str,
                 bands: dict | None = None) -> list[str]:
-  """Every figure; ``bands`` (see :func:`ropex.evaluation.grouped.bands`): 95% intervals over
-  seeds, one entry per result, shaded around the perplexity and RULER curves."""
-  bands = bands or {}
+  """Every figure; ``bands`` (see :func:`ropex.evaluation.reporting.grouped.bands`; default:
+  each result's own, :func:`own_bands`): 95% intervals, one entry per result, shaded around
+  the perplexity and RULER curves."""
+  if bands is None:
+    own = [own_bands(r) for r in results]
+    bands = {part: [b[part] for b in own] for part in ('perplexity', 'ruler')}
   paths = [accuracy_heatmaps(results, labels, paths_lib.join(out_dir, 'accuracy.png')),
            ruler_average(results, labels, paths_lib.join(out_dir, 'ruler.png'),
                          bands.get('ruler'))]

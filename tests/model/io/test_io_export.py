@@ -1,0 +1,132 @@
+"""Export to Hugging Face (ropex.export, ropex.model.io.hf_export): the inverse of the families
+reader. Exporting each imported fixture gives back the fixture's tensors bit for bit and its
+config fields; models transformers cannot express are refused in one line naming the field.
+(transformers' own logits of the exported folders: tests/hf_live/test_export_live.py.)"""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+import cli_runs
+from ropex import export as export_lib
+from ropex import model as model_lib
+from ropex.errors import ConfigError
+from ropex.model import io
+from ropex.model.config import ModelConfig, model_block, pe_block
+
+HF = os.path.join(os.path.dirname(__file__), '..', '..', 'fixtures', 'hf')
+FAMILIES = ('llama', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3')
+# config.json fields that describe the file, not the model (or restate transformers' defaults:
+# the reader derives them; the export states them explicitly)
+BOOKKEEPING = {'transformers_version', 'dtype', 'initializer_range', 'use_cache',
+               'attention_dropout', 'pretraining_tp', 'mlp_bias', 'max_window_layers',
+               'use_sliding_window', 'use_bidirectional_attention', '_sliding_window_pattern',
+               'hidden_act', 'hidden_activation', 'head_dim', 'layer_types'}
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_exported_fixture_is_the_fixture(family, tmp_path):
+  out = str(tmp_path / 'out')
+  export_lib.export(*export_lib._from_model(os.path.join(HF, family)), out)  # pylint: disable=protected-access
+  theirs = load_file(os.path.join(HF, family, 'model.safetensors'))
+  ours = load_file(os.path.join(out, 'model.safetensors'))
+  assert ours.keys() == theirs.keys()
+  for name in theirs:
+    np.testing.assert_array_equal(ours[name], theirs[name], err_msg=name)
+  with open(os.path.join(HF, family, 'config.json')) as f:
+    c0 = json.load(f)
+  with open(os.path.join(out, 'config.json')) as f:
+    c1 = json.load(f)
+  differing = {k for k in set(c0) | set(c1) if c0.get(k) != c1.get(k)} - BOOKKEEPING
+  assert not differing, {k: (c0.get(k), c1.get(k)) for k in differing}
+  # what the export leaves to defaults reads back as the same model
+  assert (ModelConfig.from_config(io.load_model(out).model)
+          == ModelConfig.from_config(io.load_model(os.path.join(HF, family)).model))
+
+
+def test_gemma4_is_refused_in_one_line(tmp_path):
+  with pytest.raises(ConfigError, match='gemma4 block'):
+    export_lib.export(*export_lib._from_model(os.path.join(HF, 'gemma4')), str(tmp_path / 'o'))  # pylint: disable=protected-access
+  assert not (tmp_path / 'o').exists()
+
+
+def _random(block):
+  cfg = ModelConfig.from_config(block)
+  variables = model_lib.Transformer(cfg).init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
+  params = jax.tree.map(np.asarray, model_lib.unstack_layers(
+      __import__('flax').linen.unbox(variables['params']), cfg) if cfg.scan_layers else
+      __import__('flax').linen.unbox(variables['params']))
+  return params
+
+
+@pytest.mark.parametrize('pe, field', [
+    (pe_block('prope_reversed', fraction=0.25), 'model.pe.kind'),
+    (pe_block('alibi'), 'model.pe.kind'),
+    (pe_block('fire'), 'model.pe.kind'),
+    (pe_block('none'), 'model.pe.kind'),
+    (pe_block('partial', rotary_fraction=0.5), 'model.pe.kind'),
+    (pe_block('rope', max_wavelength=10_000, position_scale=2.0), 'model.pe.position_scale'),
+])
+def test_encodings_transformers_cannot_express_are_refused(pe, field, tmp_path):
+  block = model_block('tiny', pe=pe, vocab_size=64)
+  with pytest.raises(ConfigError, match=field.replace('.', r'\.')):
+    export_lib.export(block, _random(block), None, {}, 128, False, str(tmp_path / 'o'))
+  assert not (tmp_path / 'o').exists()
+
+
+def test_a_sliding_window_on_a_gemma_v1_block_is_refused(tmp_path):
+  block = model_block('tiny', vocab_size=64, sliding_window=16)
+  with pytest.raises(ConfigError, match='model.sliding_window'):
+    export_lib.export(block, _random(block), None, {}, 128, False, str(tmp_path / 'o'))
+
+
+@pytest.mark.parametrize('pe', [pe_block('prope', fraction=0.25, max_wavelength=10_000),
+                                pe_block('rope', max_wavelength=500_000),
+                                pe_block('rope', max_wavelength=10_000,
+                                         scaling={'type': 'yarn', 'factor': 4.0,
+                                                  'original_max_position': 128})])
+def test_paper_blocks_export_and_read_back_with_the_same_logits(pe, tmp_path):
+  """A ropex Gemma v1 block (p-RoPE: rope type proportional; RoPE θ 500k; YaRN) exports, and
+  the families reader gives the same model and logits back."""
+  block = model_block('tiny', pe=pe, vocab_size=64)
+  params = _random(block)
+  out = str(tmp_path / 'o')
+  export_lib.export(block, params, None, {'bos_token_id': 1, 'eos_token_id': 2}, 128, False, out)
+  back = io.load_model(out)
+  tokens = np.random.default_rng(0).integers(0, 64, (2, 24)).astype(np.int32)
+  cfg = ModelConfig.from_config(block)
+  np.testing.assert_array_equal(
+      model_lib.Transformer(back.cfg).apply({'params': back.params}, tokens),
+      model_lib.Transformer(back.cfg).apply({'params': params}, tokens))
+  with open(os.path.join(out, 'config.json')) as f:
+    c = json.load(f)
+  assert c['model_type'] == 'gemma' and cfg.num_layers == c['num_hidden_layers']
+  if pe.kind == 'prope':
+    assert c['rope_parameters'] == {'rope_type': 'proportional', 'partial_rotary_factor': 0.25,
+                                    'rope_theta': 10_000.0}
+
+
+def test_workdir_export_cli_and_bad_out(tmp_path):
+  run = tmp_path / 'run'
+  r = cli_runs.run(run, *cli_runs.SMALL, '--config.train.steps=2')
+  assert r.returncode == 0, r.stderr[-2000:]
+  out = tmp_path / 'hf'
+  r = cli_runs.run_module('ropex.export', f'--workdir={run}', f'--out={out}')
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert sorted(os.listdir(out)) == ['config.json', 'model.safetensors', 'tokenizer.json']
+  from ropex.training import inference  # pylint: disable=import-outside-toplevel
+  config, params, _ = inference.load_for_inference(str(run))
+  cfg = ModelConfig.from_config(config.model)
+  back = io.load_model(str(out))
+  tokens = np.random.default_rng(0).integers(3, 200, (1, 40)).astype(np.int32)
+  np.testing.assert_allclose(
+      model_lib.Transformer(back.cfg).apply({'params': back.params}, tokens),
+      model_lib.Transformer(cfg).apply({'params': params}, tokens), atol=1e-5, rtol=1e-5)
+  r = cli_runs.run_module('ropex.export', f'--workdir={run}', f'--out={out}')
+  lines = [x for x in r.stderr.splitlines() if x.startswith('ropex.export: ')]
+  assert r.returncode == 2 and len(lines) == 1 and 'not an empty folder' in lines[0], r.stderr
