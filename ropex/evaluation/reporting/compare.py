@@ -1,7 +1,8 @@
 """Several evaluation results (e.g. the NoPE / RoPE / p-RoPE runs of an ablation) in one
 ``comparison.md`` and one set of figures: the tables (:mod:`.tables`, or :mod:`.grouped` when
 some results differ only by seed), the paired differences against the first entry, the
-declared baseline (:mod:`.paired`), and the figures with their bands (:mod:`ropex.evaluation.reporting.figures`).
+declared baseline (:mod:`.paired`), and the figures with their bands
+(:mod:`ropex.evaluation.reporting.figures`).
 """
 
 from __future__ import annotations
