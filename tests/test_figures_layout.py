@@ -77,17 +77,24 @@ def checked(monkeypatch):
 
 
 def _results():
+  """Two seed groups of two runs with long names: one micro model evaluated once (every suite
+  part), copied with other names, groups, seeds and shifted numbers."""
+  import copy  # pylint: disable=g-import-not-at-top
   from ropex.evaluation import suite  # pylint: disable=g-import-not-at-top
+  c = micro_config('rope', max_wavelength=10_000)
+  base = suite.evaluate(c, init_params(c), suite.Options(
+      lengths=[16, 32, 64, 128], examples=1, tasks=('prev_token',), retrieval='needle',
+      depths=[0.0, 0.5, 1.0], task_examples=1, suite='perplexity,retrieval,tasks,ruler',
+      ruler='niah_single', position_bucket=8))
   out = []
-  for pe, fields in (('rope', {'max_wavelength': 10_000}), ('prope', {'fraction': 0.75})):
+  for pe, shift in (('rope', 1.0), ('prope0.75', 1.5)):
     for seed in (0, 1):
-      c = micro_config(pe, **fields)
-      c.train.seed = c.data.seed = seed
-      c.name = f'{LONG}_{pe}_s{seed}'
-      out.append(suite.evaluate(c, init_params(c, seed), suite.Options(
-          lengths=[16, 32, 64, 128], examples=1, tasks=('prev_token',),
-          retrieval='needle', depths=[0.0, 0.5, 1.0], task_examples=1,
-          suite='perplexity,retrieval,tasks,ruler', ruler='niah_single', position_bucket=8)))
+      r = copy.deepcopy(base)
+      r['run'].update(name=f'{LONG}_{pe}_s{seed}', group=f'{LONG}_{pe}',
+                      seeds={'train': seed, 'data': seed})
+      r['perplexity']['perplexity'] = [v * shift + 0.1 * seed
+                                       for v in r['perplexity']['perplexity']]
+      out.append(r)
   return out
 
 

@@ -18,6 +18,9 @@ What is checked, per command (in document order, one document at a time):
 * ``make <target>`` names a Makefile target; the ``python -m ropex`` lines of its recipe are
   checked like any other command (and produce their outputs).
 
+A ``$ command`` line followed by the output it prints is an example, perhaps of bad input: it is
+run and its output compared instead (``shown_outputs``).
+
 Placeholders the reader fills in (``DIR``, ``CONFIG``, ``N``, ``<name>``, ``...``) are not checked
 as values, but the flags they are given to are.
 """
@@ -29,11 +32,12 @@ import fnmatch
 import glob
 import json
 import os
-import tempfile
 import re
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HELPER = os.path.join(ROOT, 'tests', 'docs', 'verb_flags.py')
@@ -52,6 +56,8 @@ class Command:
   text: str         # as written (continuations joined)
   verb: str         # 'train', ... or 'make'
   argv: list        # arguments after the verb (make: the target)
+  shown: bool = False   # a `$ command` followed by what it prints (possibly an error): checked
+                        # by running it (test_shown_outputs_...), not statically
 
   def where(self) -> str:
     return f'{self.doc}:{self.line}: {self.text}'
@@ -125,6 +131,9 @@ def extract(path: str) -> list[Command]:
         text = text.rstrip()[:-1] + ' ' + lines[i].strip()
       cmd = parse_command(text, path, start + 1)
       if cmd:
+        follow = lines[i + 1] if i + 1 < len(lines) else '```'
+        cmd.shown = line.startswith('$ ') and not (follow.startswith('$ ') or
+                                                   re.match(r'\s*(```|~~~)', follow))
         out.append(cmd)
     elif line.strip():
       if not para:
@@ -173,19 +182,34 @@ def _is_path(value: str) -> bool:
 
 
 class Produced:
-  """Paths written by the commands of one document so far, with the config of trained runs."""
+  """Paths written by the commands of one document so far, with the config of trained runs.
 
-  def __init__(self):
+  A trained run also gets a stand-in under ``scratch`` (its ``config.json`` and an empty
+  ``checkpoints/``), so that a later config file that reads the run (``src=/tmp/rope`` of
+  ``configs/context_extension.py``) can be loaded as if the run were there."""
+
+  def __init__(self, scratch: str):
     self.paths: dict[str, object] = {}
-    self._tmp = None
-
-  def tmp_root(self) -> str:
-    if self._tmp is None:
-      self._tmp = tempfile.mkdtemp(prefix='ropex-docs-')
-    return self._tmp
+    self.scratch = scratch
 
   def add(self, path: str, config=None):
     self.paths[path.rstrip('/')] = config
+    if config is not None and not path.startswith('gs://'):
+      from ropex.training import workdir  # pylint: disable=g-import-not-at-top
+      stand_in = self.stand_in(path)
+      workdir.write_config(config, stand_in, primary=True)
+      os.makedirs(os.path.join(stand_in, 'checkpoints'), exist_ok=True)
+
+  def stand_in(self, path: str) -> str:
+    return os.path.join(self.scratch, path.strip('/'))
+
+  def with_stand_ins(self, spec: str) -> str:
+    """``spec`` with every trained run it names as a config argument replaced by its stand-in."""
+    head, sep, arg = spec.partition(':')
+    for path in sorted((p for p, c in self.paths.items() if c is not None), key=len,
+                       reverse=True):
+      arg = re.sub(rf'(?<==){re.escape(path)}(?=$|[,:/])', self.stand_in(path), arg)
+    return head + sep + arg
 
   def covers(self, path: str) -> bool:
     path = path.rstrip('/')
@@ -195,27 +219,6 @@ class Produced:
 
   def config(self, path: str):
     return self.paths.get((path or '').rstrip('/'))
-
-  def materialize(self, spec: str, tmp_root: str) -> str:
-    """``spec`` (``file.py:a=1,src=/tmp/run``) with every argument value that names a trained
-    workdir of this document replaced by a stand-in workdir under ``tmp_root``: its
-    ``config.json`` is the config that command trained with and ``checkpoints/`` exists, so a
-    config file that reads its source run (``configs/context_extension.py``) is checked too."""
-    path, sep, args = spec.partition(':')
-    if not sep:
-      return spec
-    out = []
-    for item in args.split(','):
-      key, eq, value = item.partition('=')
-      config = self.config(value.rpartition(':')[0] if ':' in value else value) if eq else None
-      if config is not None:
-        run = os.path.join(tmp_root, f'run{len(os.listdir(tmp_root))}')
-        os.makedirs(os.path.join(run, 'checkpoints'))
-        with open(os.path.join(run, 'config.json'), 'w') as f:
-          f.write(config.to_json())
-        value = run + (value[len(value.rpartition(':')[0]):] if ':' in value else '')
-      out.append(f'{key}{eq}{value}')
-    return f'{path}:{",".join(out)}'
 
 
 def _first(values: dict, name: str, default=None):
@@ -254,7 +257,6 @@ def _config_problems(res, info, produced, problems):
         if not fields:
           continue
         spec = PLACEHOLDER_CONFIG
-      spec = produced.materialize(spec, produced.tmp_root())
       try:
         path = loading.split_spec(spec)[0]
         module = loading.load_module(path, f'--{flag}')
@@ -265,7 +267,7 @@ def _config_problems(res, info, produced, problems):
           for run in _sweep_runs(spec, root, values, problems):
             produced.add(run.workdir)
           continue
-        reference = loading.load(spec, f'--{flag}')
+        reference = loading.load(produced.with_stand_ins(spec), f'--{flag}')
         for key, value in fields:
           if not is_placeholder(value):
             overrides.set_field(reference, key, value)
@@ -362,45 +364,34 @@ def _check_documents(docs: list[str]) -> tuple[list[Command], list[str]]:
       if cmd.verb != 'make' and os.path.isfile(os.path.join(ROOT, 'ropex', f'{cmd.verb}.py')):
         verbs.setdefault(cmd.verb, []).append(cmd.argv)
   infos = verb_flags(verbs)
-  index = {verb: 0 for verb in verbs}
-  all_cmds, problems = [], []
+  results = {verb: iter(info.get('commands', [])) for verb, info in infos.items()}
   known = sorted(os.path.splitext(f)[0] for f in os.listdir(os.path.join(ROOT, 'ropex'))
                  if f.endswith('.py') and "__name__ == '__main__'" in
                  open(os.path.join(ROOT, 'ropex', f)).read())
-  for doc, cmds in per_doc.items():
-    produced = Produced()
-    failing = failure_examples(doc)
-    for cmd in cmds:
-      all_cmds.append(cmd)
-      if (cmd.line, cmd.verb) in failing:
-        # A documented failure: its bad input is the point; the shown-outputs test runs it
-        # and checks the one line it prints.
-        index[cmd.verb] = index.get(cmd.verb, 0) + 1
-        continue
-      if cmd.verb == 'make':
-        found = makefile_commands(cmd.argv[0]) is not None
-        errs = [] if found else [f'the Makefile has no target {cmd.argv[0]!r}']
-      elif cmd.verb not in verbs:
-        errs = [f'python -m ropex.{cmd.verb}: no such entry point; the verbs are '
-                f'{", ".join(known)}']
-      else:
-        info = infos[cmd.verb]
-        res = info['commands'][index[cmd.verb]] if 'commands' in info else {}
-        index[cmd.verb] += 1
-        errs = check_command(cmd, info, res, produced)
-      problems += [f'{cmd.where()}: {e}' for e in errs]
+  all_cmds, problems = [], []
+  scratch = tempfile.mkdtemp(prefix='ropex-doc-commands-')
+  try:
+    for doc, cmds in per_doc.items():
+      produced = Produced(os.path.join(scratch, os.path.basename(doc)))
+      for cmd in cmds:       # in document order: what a command writes, later ones may read
+        all_cmds.append(cmd)
+        errs = _problems(cmd, infos, results, known, produced)
+        if cmd.shown:          # an example of what a command prints, maybe an error: run, not
+          continue             # checked here (test_shown_outputs_are_what_the_commands_print)
+        problems += [f'{cmd.where()}: {e}' for e in errs]
+  finally:
+    shutil.rmtree(scratch, ignore_errors=True)
   return all_cmds, problems
 
 
-def failure_examples(path: str) -> set[tuple[int, str]]:
-  """``(line, verb)`` of every ``$ python -m ropex.<verb>`` example whose shown output is the
-  verb's one-line error (``ropex.<verb>: ...``)."""
-  out = set()
-  for line, text, shown in shown_outputs(path):
-    verb = re.search(r'python -m ropex\.(\w+)', text).group(1)
-    if any(s.startswith(f'ropex.{verb}: ') for s in shown):
-      out.add((line, verb))
-  return out
+def _problems(cmd, infos, results, known, produced) -> list[str]:
+  if cmd.verb == 'make':
+    found = makefile_commands(cmd.argv[0]) is not None
+    return [] if found else [f'the Makefile has no target {cmd.argv[0]!r}']
+  if cmd.verb not in infos:
+    return [f'python -m ropex.{cmd.verb}: no such entry point; the verbs are '
+            f'{", ".join(known)}']
+  return check_command(cmd, infos[cmd.verb], next(results[cmd.verb], {}), produced)
 
 
 def shown_outputs(path: str) -> list[tuple[int, str, list[str]]]:

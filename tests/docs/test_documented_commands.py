@@ -76,7 +76,7 @@ def _tour() -> list[list[str]]:
   """The README's tour: the commands of the fenced block under '## A tour'."""
   with open(os.path.join(ROOT, 'README.md')) as f:
     text = f.read()
-  block = re.search(r'## A tour\n+```bash\n(.*?)```', text, re.S).group(1)
+  block = re.search(r'## A tour\n.*?```bash\n(.*?)```', text, re.S).group(1)
   return [shlex.split(line, comments=True) for line in block.splitlines() if line.strip()]
 
 
