@@ -28,8 +28,8 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir to analyse (la
                                'checkpoint).')
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
 _MODEL = flags.DEFINE_string('model', None, 'Released weights: a Hugging Face checkpoint folder '
-                             '(config.json + safetensors; Llama, Qwen 2/3, Gemma 1-4) or an '
-                             'official Gemma v1 Flax checkpoint folder.')
+                             '(config.json + safetensors; Llama, Qwen 2/3, Gemma 1-4), a GGUF '
+                             'file or an official Gemma (v1-3) Flax checkpoint folder.')
 _GEMMA = flags.DEFINE_string('gemma', None, 'Alias of --model.')
 _TOKENIZER = flags.DEFINE_string('tokenizer', None, 'Tokenizer for --model: a SentencePiece '
                                  '.model or a tokenizer.json (default: the one next to the '

@@ -28,8 +28,9 @@ from ropex.training import distributed
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir (config.json + checkpoints).')
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
 _MODEL = flags.DEFINE_string('model', None, 'Released weights instead of --workdir: a Hugging '
-                             'Face checkpoint folder (any family ropex reads) or an official '
-                             'Gemma Flax folder; evaluated with its own tokenizer (--out needed).')
+                             'Face checkpoint folder (any family ropex reads), a GGUF file or an '
+                             'official Gemma Flax folder; evaluated with its own tokenizer '
+                             '(--out needed).')
 _MODEL_DTYPE = flags.DEFINE_enum('model_dtype', 'float32', ['float32', 'bfloat16'],
                                  'Parameter and compute dtype for --model.')
 _MODEL_SEQ_LEN = flags.DEFINE_integer('model_seq_len', 8192, 'For --model: the context length '

@@ -27,6 +27,7 @@ from ropex import model as model_lib
 from ropex.errors import ConfigError
 from ropex.model.config import ModelConfig
 from ropex.model.io import gemma_flax, gemma_flax_config
+from ropex.model.io.huggingface import flat as _flat
 
 _MULTIMODAL_ROOTS = ('SigLiPFromPatches_0', 'vision_encoder')
 
@@ -107,14 +108,6 @@ def shapes_of(tree: dict) -> gemma_flax_config.Shapes:
       post_attention_norm='post_attention_norm' in tree['layer_0'],
       post_ffw_norm='post_ffw_norm' in tree['layer_0'],
       gating=_shape(tree, 'layer_0', 'mlp', 'gating_einsum'))
-
-
-def _flat(tree, prefix=()):
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      yield from _flat(value, prefix + (key,))
-    else:
-      yield prefix + (key,), value
 
 
 def params_of(tree: dict, cfg: ModelConfig, transpose_gating: bool) -> dict:

@@ -135,7 +135,7 @@ def iter_params(path: str, cfg: ModelConfig, norms: dict,
   rules = hf_mapping.rules(cfg, norms)
   sources = {r.path: [_resolve(n, prefix, files) for n in r.sources] for r in rules}
   _check_unused(files, {n for names in sources.values() for n in names}, prefix, cfg)
-  abstract = dict(_flat(nn.unbox(model_lib.abstract_params(cfg))))
+  abstract = dict(flat(nn.unbox(model_lib.abstract_params(cfg))))
   missing = sorted(set(abstract) - set(sources))
   if missing:
     raise ConfigError(f'ropex parameter {"/".join(missing[0])} has no Hugging Face tensor')
@@ -145,10 +145,11 @@ def iter_params(path: str, cfg: ModelConfig, norms: dict,
     yield rule.path, _converted(rule, reader, sources[rule.path], abstract[rule.path], np_dtype)
 
 
-def _flat(tree, prefix=()):
+def flat(tree, prefix=()):
+  """``(path tuple, leaf)`` of every leaf of a nested dict."""
   for key, value in tree.items():
     if isinstance(value, dict):
-      yield from _flat(value, prefix + (key,))
+      yield from flat(value, prefix + (key,))
     else:
       yield prefix + (key,), value
 
@@ -168,7 +169,7 @@ def load_params(path: str, cfg: ModelConfig, norms: dict, placement=None, source
   their shards on its mesh, each placed as soon as it is read."""
   if placement is None:
     return _nest(iter_params(path, cfg, norms, source))
-  shardings = dict(_flat(placement.param_shardings(cfg)))
+  shardings = dict(flat(placement.param_shardings(cfg)))
   return _nest((p, jax.make_array_from_callback(x.shape, shardings[p], lambda i, x=x: x[i]))
                for p, x in iter_params(path, cfg, norms, source))
 
