@@ -27,6 +27,9 @@ from ropex.errors import ConfigError
 REMAT_POLICIES = ('none', 'full', 'dots', 'dots_no_batch')
 DTYPES = ('float32', 'bfloat16', 'float16')
 ATTENTION_IMPLS = ('auto', 'xla', 'dense', 'chunked', 'splash', 'cudnn')  # ropex.model.attention
+# The dtype of the attention scores q.k of the xla/dense/chunked paths: 'compute' (the model's
+# compute dtype, as Gemma's reference computes them; softmax always runs in float32) or 'float32'.
+ATTENTION_LOGITS_DTYPES = ('compute', 'float32')
 
 
 PE_FIELD_TYPES = {
@@ -96,7 +99,7 @@ def model_block(arch: str = 'tiny', pe: ml_collections.ConfigDict | None = None,
       sliding_window=0, layer_pattern=(), layer_types={},
       attn_logit_softcap=0.0, final_logit_softcap=0.0,
       scan_layers=True, remat='none', param_dtype='float32', dtype='float32',
-      attention_impl='auto', attention_chunk=1024,
+      attention_impl='auto', attention_chunk=1024, attention_logits_dtype='compute',
   ))
   block.update(overrides)
   return block
@@ -134,6 +137,7 @@ class ModelConfig:
   dtype: str = 'float32'
   attention_impl: str = 'auto'
   attention_chunk: int = 1024
+  attention_logits_dtype: str = 'compute'
   input_pe: Any = None              # the encoding acting on the input embedding (absolute kinds)
 
   @property
@@ -203,6 +207,10 @@ def _validate(m) -> ModelConfig:
       remat=_choice(m, 'remat', REMAT_POLICIES), param_dtype=_choice(m, 'param_dtype', DTYPES),
       dtype=_choice(m, 'dtype', DTYPES),
       attention_impl=_choice(m, 'attention_impl', ATTENTION_IMPLS), attention_chunk=chunk,
+      # A block without the field (a config.json written before it existed) keeps the
+      # float32 scores it was trained with.
+      attention_logits_dtype=_choice(m, 'attention_logits_dtype', ATTENTION_LOGITS_DTYPES)
+      if m.get('attention_logits_dtype') is not None else 'float32',
       input_pe=input_pe)
 
 
