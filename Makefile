@@ -34,9 +34,11 @@ train: $(STAMP)
 demo: $(STAMP)
 	$(CPU_ONLY) $(PY) -m ropex.demo --workdir /tmp/ropex-demo
 
-# Speed and MFU of the real train step on this machine (figures, never asserted in tests).
+# Speed and MFU of the real train step on this machine, and the scaling curves (cost against
+# sequence length per attention implementation, and model size) with bench_out/scaling.png
+# (figures, never asserted in tests).
 bench: $(STAMP)
-	$(CPU_ONLY) $(PY) -m ropex.bench
+	$(CPU_ONLY) $(PY) -m ropex.bench --scaling --out bench_out
 
 clean-venv:
 	rm -rf $(VENV)
