@@ -356,7 +356,8 @@ def run(configs, dtypes=None, steps=10, warmup=2, pe_rounds=5, pe_steps=2,
       add('pipeline', pipeline_vs_trainer(name, trainer, pipeline_seconds))
   if scaling is not None:
     peak = peaks.get('float32') or matmul_peak('float32')
-    add('scaling', scaling_lib.run(scaling, peak))
+    progress = lambda p: emit({'kind': 'scaling_point', **p})
+    add('scaling', scaling_lib.run(scaling, peak, progress))
   if out:
     _write(results, out)
   return results
