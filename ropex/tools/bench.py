@@ -49,6 +49,7 @@ from ropex.model import config as model_config
 from ropex.errors import ConfigError
 from ropex.tools import flops as flops_lib
 from ropex.tools import scaling as scaling_lib
+from ropex.tools import step_profile
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,7 +180,7 @@ def _memory(compiled) -> dict:
 
 
 def bench_step(name: str, dtype: str, peak: float, steps: int, warmup: int,
-               count_compiler_flops: bool = True) -> dict:
+               count_compiler_flops: bool = True, profile: bool = False) -> dict:
   """Times the real train step of benchmark ``name`` in compute ``dtype``."""
   config = experiment_config(name, dtype)
   b = BENCH_CONFIGS[name]
@@ -198,6 +199,8 @@ def bench_step(name: str, dtype: str, peak: float, steps: int, warmup: int,
       'step_s_max': max(times), 'tokens_per_s': tokens / step_s,
       'model_flops_per_step': flops, 'peak_flops': peak,
       'mfu': flops_lib.mfu(flops, step_s, peak), 'compile_s': compile_s, **_memory(runner.compiled)}
+  if profile:
+    result['profile'] = step_profile.profile(lambda: runner.run(1), runner.compiled.as_text())
   if count_compiler_flops:
     result['compiler_flops_per_step'] = compiler_flops(config)
     result['compiler_over_model_flops'] = result['compiler_flops_per_step'] / flops
@@ -279,6 +282,8 @@ def define_flags() -> None:
                      '(0 skips it).')
   flags.DEFINE_bool('scaling', False, 'Also measure cost against sequence length (per '
                     'attention implementation, train and forward-only) and model size.')
+  flags.DEFINE_bool('profile', False, 'Also trace two steps of every config and report the '
+                    'time by op category (ropex.tools.step_profile).')
   flags.DEFINE_string('out', None, 'Directory for bench.json, scaling.json and scaling.png.')
 
 
@@ -291,6 +296,12 @@ def _print_table(results: list[dict]) -> None:
     print(f'{r["config"]:8s} {r["dtype"]:9s} {r["step_s_median"]:8.3f} '
           f'{r["tokens_per_s"]:9.0f} {r["model_flops_per_step"] / 1e9:9.1f} {xla:9.1f} '
           f'{r["mfu"]:6.1%} {r["peak_flops"] / 1e9:9.1f} {r["max_rss_bytes"] / 2**30:9.2f}')
+  for r in rows:
+    if 'profile' in r:
+      p = r['profile']
+      print(f'profile {r["config"]} {r["dtype"]}: step {p["step_wall_s"]:.3f}s wall, thunks '
+            f'{p["thunk_s_per_step"]:.3f}s: ' + ', '.join(
+                f'{c} {s:.0%}' for c, s in p['share'].items()))
   for r in results:
     if r['kind'] == 'pe_overhead':
       print(f'PE overhead ({r["config"]}, float32, step time / NoPE): ' + ', '.join(
@@ -327,7 +338,7 @@ def _print_scaling(r: dict) -> None:
 
 def run(configs, dtypes=None, steps=10, warmup=2, pe_rounds=5, pe_steps=2,
         pipeline_seconds=5.0, emit=lambda r: None, scaling: scaling_lib.ScalingPlan | None = None,
-        out: str | None = None) -> list[dict]:
+        out: str | None = None, profile: bool = False) -> list[dict]:
   """Runs every measurement; ``emit`` gets each result dict as soon as it is ready."""
   for name in configs:
     experiment_config(name)  # validates the names before anything is compiled
@@ -344,7 +355,7 @@ def run(configs, dtypes=None, steps=10, warmup=2, pe_rounds=5, pe_steps=2,
   add('peak', {'peak_flops': peaks})
   for name in configs:
     for dtype in dtypes or BENCH_CONFIGS[name].dtypes:
-      r = bench_step(name, dtype, peaks[dtype], steps, warmup)
+      r = bench_step(name, dtype, peaks[dtype], steps, warmup, profile=profile)
       r['peak_flops'] = peaks[dtype]
       add('step', r)
   if pe_rounds:
@@ -381,6 +392,6 @@ def main(argv):
   emit = (lambda r: print(json.dumps(r), flush=True)) if f.json else (lambda r: None)
   results = run(f.configs, f.dtypes, f.steps, f.warmup, f.pe_rounds, f.pe_steps,
                 f.pipeline_seconds, emit, scaling_lib.ScalingPlan() if f.scaling else None,
-                f.out)
+                f.out, f.profile)
   if not f.json:
     _print_table(results)
