@@ -284,6 +284,12 @@ def define_flags() -> None:
                     'attention implementation, train and forward-only) and model size.')
   flags.DEFINE_bool('profile', False, 'Also trace two steps of every config and report the '
                     'time by op category (ropex.tools.step_profile).')
+  plan = scaling_lib.ScalingPlan()
+  flags.DEFINE_list('scaling_lens', [str(t) for t in plan.train_lens],
+                    'Train lengths of the --scaling curves.')
+  flags.DEFINE_integer('scaling_tokens', plan.tokens_per_batch,
+                       'Tokens per batch of the --scaling length curves.')
+  flags.DEFINE_list('scaling_archs', list(plan.size_archs), 'Model presets of the size curve.')
   flags.DEFINE_string('out', None, 'Directory for bench.json, scaling.json and scaling.png.')
 
 
@@ -384,6 +390,15 @@ def _write(results: list[dict], out: str) -> None:
       scaling_lib.write({k: v for k, v in r.items() if k != 'kind'}, out, machine_info)
 
 
+def _plan(f) -> scaling_lib.ScalingPlan:
+  try:
+    lens = tuple(int(t) for t in f.scaling_lens)
+  except ValueError:
+    raise ConfigError(f'--scaling_lens {",".join(f.scaling_lens)} must be integers') from None
+  return scaling_lib.ScalingPlan(train_lens=lens, tokens_per_batch=f.scaling_tokens,
+                                 size_archs=tuple(f.scaling_archs))
+
+
 def main(argv):
   f = flags.FLAGS
   if f.malloc_hugepages:
@@ -391,7 +406,7 @@ def main(argv):
   del argv
   emit = (lambda r: print(json.dumps(r), flush=True)) if f.json else (lambda r: None)
   results = run(f.configs, f.dtypes, f.steps, f.warmup, f.pe_rounds, f.pe_steps,
-                f.pipeline_seconds, emit, scaling_lib.ScalingPlan() if f.scaling else None,
+                f.pipeline_seconds, emit, _plan(f) if f.scaling else None,
                 f.out, f.profile)
   if not f.json:
     _print_table(results)
