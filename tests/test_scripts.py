@@ -214,9 +214,10 @@ def test_gpu_check_bad_arguments(args, message, tmp_path):
 @pytest.mark.slow
 def test_gpu_check_tiny_cpu_run(tmp_path):
   # The whole script on the CPU: three tiny runs (runlocal) and the report of their metrics.
-  out = bash(GPU_CHECK, '--size', 'tiny', '--steps', '4', '--workdir', str(tmp_path / 'w'),
-             '--peak', '1e11', env={'PYTHON': sys.executable, 'JAX_PLATFORMS': 'cpu',
-                                     'PYTHONPATH': ROOT}, cwd=ROOT)
+  out = subprocess.run(['bash', GPU_CHECK, '--size', 'tiny', '--steps', '4', '--workdir',
+                        str(tmp_path / 'w'), '--peak', '1e11'], capture_output=True, text=True,
+                       timeout=900, cwd=ROOT, env={**os.environ, 'PYTHON': sys.executable,
+                                                   'JAX_PLATFORMS': 'cpu', 'PYTHONPATH': ROOT})
   assert out.returncode == 0, out.stderr
   rows = out.stdout.splitlines()
   assert [r.split()[0] for r in rows[1:4]] == ['nope', 'prope', 'rope']
