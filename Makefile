@@ -39,9 +39,11 @@ demo: $(STAMP)
 docs: $(STAMP)
 	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
 
-# Speed and MFU of the real train step on this machine (figures, never asserted in tests).
+# Speed and MFU of the real train step on this machine, and the scaling curves (cost against
+# sequence length per attention implementation, and model size) with bench_out/scaling.png
+# (figures, never asserted in tests).
 bench: $(STAMP)
-	$(CPU_ONLY) $(PY) -m ropex.bench
+	$(CPU_ONLY) $(PY) -m ropex.bench --scaling --out bench_out
 
 # Opt-in: torch + transformers (the hf extra) for the reference fixtures; never needed by make test.
 HF_STAMP := $(VENV)/.installed-hf

@@ -11,7 +11,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TPU_POD = os.path.join(ROOT, 'scripts', 'tpu_pod.sh')
 SLURM = os.path.join(ROOT, 'scripts', 'slurm_train.sbatch')
-SCRIPTS = [TPU_POD, SLURM]
+GPU_CHECK = os.path.join(ROOT, 'scripts', 'gpu_check.sh')
+SCRIPTS = [TPU_POD, SLURM, GPU_CHECK]
 
 
 def shellcheck() -> str:
@@ -198,3 +199,26 @@ def test_setup_clones_and_installs_on_every_worker(fake_gcloud):
   assert bash(TPU_POD, 'setup', '--name', 'p', '--zone', 'z', '--repo', str(repo),
               env=env).returncode == 0
   assert (clone / 'marker.txt').read_text() == 'v2'
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--size', 'huge'], '--size huge is not allowed; allowed: full, tiny'),
+    (['--steps', '1', '--size', 'tiny'], '--steps 1 must be an integer above 2'),
+    (['--bogus'], 'unknown argument --bogus; allowed: --size, --steps, --workdir, --peak'),
+])
+def test_gpu_check_bad_arguments(args, message, tmp_path):
+  out = bash(GPU_CHECK, *args, '--workdir', str(tmp_path / 'w'))
+  assert out.returncode == 2 and out.stderr.strip() == f'gpu_check.sh: {message}'
+
+
+@pytest.mark.slow
+def test_gpu_check_tiny_cpu_run(tmp_path):
+  # The whole script on the CPU: three tiny runs (runlocal) and the report of their metrics.
+  out = subprocess.run(['bash', GPU_CHECK, '--size', 'tiny', '--steps', '4', '--workdir',
+                        str(tmp_path / 'w'), '--peak', '1e11'], capture_output=True, text=True,
+                       timeout=900, cwd=ROOT, env={**os.environ, 'PYTHON': sys.executable,
+                                                   'JAX_PLATFORMS': 'cpu', 'PYTHONPATH': ROOT})
+  assert out.returncode == 0, out.stderr
+  rows = out.stdout.splitlines()
+  assert [r.split()[0] for r in rows[1:4]] == ['nope', 'prope', 'rope']
+  assert all(r.split()[3] == '4' for r in rows[1:4])

@@ -7,7 +7,8 @@ additive logit bias (``bias_fn``, for bias-style positional encodings). Values a
 agree with ``xla`` up to float summation order (``tests/model/test_model_attention.py``).
 
 ===========  ===================================================================================
-``xla``      the plain reference: float32 logits ``[B, K, G, T, S]``, ``jax.nn.softmax``, einsum.
+``xla``      the plain reference: logits ``[B, K, G, T, S]`` (``q.k`` rounded to
+             ``model.attention_logits_dtype``, the rest float32), ``jax.nn.softmax``, einsum.
 ``dense``    the same dense scores with ``ops.softmax_attend``, whose hand-written backward pass
              is used on CPU (``ropex.model.platform.cpu_tunings``); elsewhere it is ``xla``.
 ``chunked``  ``dense`` over blocks of ``model.attention_chunk`` queries (``lax.map``), never the
@@ -81,6 +82,7 @@ class Options(NamedTuple):
   tuned: bool = False          # CPU-tuned backward passes of ``ops``
   bias_fn: BiasFn | None = None
   mask_fn: MaskFn | None = None
+  logits_dtype: str = 'float32'  # dtype of q.k (model.attention_logits_dtype resolved)
 
 
 def _log_once(message: str) -> None:
@@ -171,9 +173,12 @@ def allowed(t_T, s_S, segment_q_BT, segment_k_BS, window: int):
 
 def masked_logits(q_BTKGH, k_BSKH, segment_q_BT, segment_k_BS, offset: int, opts: Options):
   """Float32 logits [B, K, G, T, S] (soft-capped, biased, masked); query ``t`` sits at row
-  ``offset + t``, key ``s`` at row ``s``."""
-  logits_BKGTS = ops.einsum('BTKGH,BSKH->BKGTS', q_BTKGH, k_BSKH, jnp.float32,
-                            tuned=opts.tuned)
+  ``offset + t``, key ``s`` at row ``s``. The product ``q.k`` itself is rounded to
+  ``opts.logits_dtype`` (float32 accumulation either way) before everything else runs in
+  float32: with bfloat16 it is Gemma's reference (bfloat16 scores, float32 softmax), and XLA
+  keeps the [T, S] scores and their gradient in bfloat16, half the memory of the dense path."""
+  logits_BKGTS = ops.einsum('BTKGH,BSKH->BKGTS', q_BTKGH, k_BSKH, opts.logits_dtype,
+                            tuned=opts.tuned).astype(jnp.float32)
   t_T = offset + jnp.arange(q_BTKGH.shape[1])
   s_S = jnp.arange(k_BSKH.shape[1])
   if opts.bias_fn is not None:  # the encoding's logit bias, before the soft-cap

@@ -56,6 +56,9 @@ BLOCK_FIELDS = {
     'use_double_wide_mlp': (bool, False),    # Gemma 4: KV-shared layers have a 2x MLP
 }
 LAYER_TYPE_FIELDS = ('pe', 'window', 'chunk_attention', 'head_dim', 'num_kv_heads', 'k_eq_v')
+# The dtype of the attention scores q.k of the xla/dense/chunked paths: 'compute' (the model's
+# compute dtype, as Gemma's reference computes them; softmax always runs in float32) or 'float32'.
+ATTENTION_LOGITS_DTYPES = ('compute', 'float32')
 
 
 PE_FIELD_TYPES = {
@@ -133,7 +136,7 @@ def model_block(arch: str = 'tiny', pe: ml_collections.ConfigDict | None = None,
       sliding_window=0, layer_pattern=(), layer_types={},
       attn_logit_softcap=0.0, final_logit_softcap=0.0,
       scan_layers=True, remat='none', param_dtype='float32', dtype='float32',
-      attention_impl='auto', attention_chunk=1024,
+      attention_impl='auto', attention_chunk=1024, attention_logits_dtype='compute',
       **{name: default for name, (_, default) in BLOCK_FIELDS.items()},
   ))
   block.update(overrides)
@@ -181,6 +184,7 @@ class ModelConfig:
   dtype: str = 'float32'
   attention_impl: str = 'auto'
   attention_chunk: int = 1024
+  attention_logits_dtype: str = 'compute'
   input_pe: Any = None              # the encoding acting on the input embedding (absolute kinds)
   norm_unit_offset: bool = True
   rms_norm_eps: float = 1e-6
@@ -279,6 +283,10 @@ def _validate(m) -> ModelConfig:
       remat=_choice(m, 'remat', REMAT_POLICIES), param_dtype=_choice(m, 'param_dtype', DTYPES),
       dtype=_choice(m, 'dtype', DTYPES),
       attention_impl=_choice(m, 'attention_impl', ATTENTION_IMPLS), attention_chunk=chunk,
+      # A block without the field (a config.json written before it existed) keeps the
+      # float32 scores it was trained with.
+      attention_logits_dtype=_choice(m, 'attention_logits_dtype', ATTENTION_LOGITS_DTYPES)
+      if m.get('attention_logits_dtype') is not None else 'float32',
       input_pe=input_pe, **block)
 
 

@@ -112,6 +112,11 @@ class PEParams(nn.Module):
             for name, spec in self.specs}
 
 
+def logits_dtype(cfg: ModelConfig) -> str:
+  """The dtype of the attention scores ``q.k`` (``model.attention_logits_dtype``)."""
+  return cfg.dtype if cfg.attention_logits_dtype == 'compute' else 'float32'
+
+
 def pe_dims(cfg: ModelConfig, spec: LayerSpec | None = None) -> pe_interface.Dims:
   """The attention shapes of a layer (``spec``; default: the model's)."""
   K, H = cfg.attention_shape(spec) if spec is not None else (cfg.num_kv_heads, cfg.head_dim)
@@ -283,7 +288,8 @@ class Attention(nn.Module):
         window=self.spec.window, softcap=cfg.attn_logit_softcap, chunk=cfg.attention_chunk,
         tuned=platform.cpu_tunings(cfg.remat),
         bias_fn=_bias_fn(pe, pe_params, positions_BT, N, K) if pe.bias_kind else None,
-        mask_fn=_local_chunk_fn(self.spec.chunk_attention, positions_BT))
+        mask_fn=_local_chunk_fn(self.spec.chunk_attention, positions_BT),
+        logits_dtype=logits_dtype(cfg))
     out_BTKGH, probs_BKGTS = (
         attention.attend(cfg.attention_impl, q_BTKGH, k_BSKH, v_BSKH, segment_ids_BT, opts)
         if cached is None else decode.attend(q_BTKGH, cached, segment_ids_BT, opts))

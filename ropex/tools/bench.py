@@ -12,7 +12,11 @@ One run measures, on the local devices:
 * the positional-encoding overhead: step time of RoPE, p-RoPE 0.25 and 0.75 over NoPE (first
   config, float32), timed round-robin so that load drift hits every encoding alike;
 * the input pipeline: tokens/s of :func:`ropex.data.measure_throughput` against the tokens/s
-  the train step consumes.
+  the train step consumes;
+* with ``--scaling``: cost against sequence length per attention implementation (train and
+  forward-only), against model size, and the fitted exponents of cost in T
+  (:mod:`ropex.tools.scaling`); with ``--out DIR`` the results go to ``DIR/bench.json``,
+  ``DIR/scaling.json`` and the figure ``DIR/scaling.png``.
 
 Model FLOPs per step and MFU: the formula of :mod:`ropex.tools.flops` (the one the fit check
 uses too; causal attention counts the mean attended keys, (T + 1) / 2).
@@ -44,6 +48,8 @@ from ropex.training import loop, sharding
 from ropex.model import config as model_config
 from ropex.errors import ConfigError
 from ropex.tools import flops as flops_lib
+from ropex.tools import scaling as scaling_lib
+from ropex.tools import step_profile
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,7 +180,7 @@ def _memory(compiled) -> dict:
 
 
 def bench_step(name: str, dtype: str, peak: float, steps: int, warmup: int,
-               count_compiler_flops: bool = True) -> dict:
+               count_compiler_flops: bool = True, profile: bool = False) -> dict:
   """Times the real train step of benchmark ``name`` in compute ``dtype``."""
   config = experiment_config(name, dtype)
   b = BENCH_CONFIGS[name]
@@ -193,6 +199,8 @@ def bench_step(name: str, dtype: str, peak: float, steps: int, warmup: int,
       'step_s_max': max(times), 'tokens_per_s': tokens / step_s,
       'model_flops_per_step': flops, 'peak_flops': peak,
       'mfu': flops_lib.mfu(flops, step_s, peak), 'compile_s': compile_s, **_memory(runner.compiled)}
+  if profile:
+    result['profile'] = step_profile.profile(lambda: runner.run(1), runner.compiled.as_text())
   if count_compiler_flops:
     result['compiler_flops_per_step'] = compiler_flops(config)
     result['compiler_over_model_flops'] = result['compiler_flops_per_step'] / flops
@@ -272,6 +280,17 @@ def define_flags() -> None:
                     '(see MALLOC_TUNABLES).')
   flags.DEFINE_float('pipeline_seconds', 5.0, 'Seconds of input-pipeline measurement '
                      '(0 skips it).')
+  flags.DEFINE_bool('scaling', False, 'Also measure cost against sequence length (per '
+                    'attention implementation, train and forward-only) and model size.')
+  flags.DEFINE_bool('profile', False, 'Also trace two steps of every config and report the '
+                    'time by op category (ropex.tools.step_profile).')
+  plan = scaling_lib.ScalingPlan()
+  flags.DEFINE_list('scaling_lens', [str(t) for t in plan.train_lens],
+                    'Train lengths of the --scaling curves.')
+  flags.DEFINE_integer('scaling_tokens', plan.tokens_per_batch,
+                       'Tokens per batch of the --scaling length curves.')
+  flags.DEFINE_list('scaling_archs', list(plan.size_archs), 'Model presets of the size curve.')
+  flags.DEFINE_string('out', None, 'Directory for bench.json, scaling.json and scaling.png.')
 
 
 def _print_table(results: list[dict]) -> None:
@@ -283,6 +302,12 @@ def _print_table(results: list[dict]) -> None:
     print(f'{r["config"]:8s} {r["dtype"]:9s} {r["step_s_median"]:8.3f} '
           f'{r["tokens_per_s"]:9.0f} {r["model_flops_per_step"] / 1e9:9.1f} {xla:9.1f} '
           f'{r["mfu"]:6.1%} {r["peak_flops"] / 1e9:9.1f} {r["max_rss_bytes"] / 2**30:9.2f}')
+  for r in rows:
+    if 'profile' in r:
+      p = r['profile']
+      print(f'profile {r["config"]} {r["dtype"]}: step {p["step_wall_s"]:.3f}s wall, thunks '
+            f'{p["thunk_s_per_step"]:.3f}s: ' + ', '.join(
+                f'{c} {s:.0%}' for c, s in p['share'].items()))
   for r in results:
     if r['kind'] == 'pe_overhead':
       print(f'PE overhead ({r["config"]}, float32, step time / NoPE): ' + ', '.join(
@@ -291,14 +316,35 @@ def _print_table(results: list[dict]) -> None:
       print(f'input pipeline ({r["config"]}, {r["data_source"]}): '
             f'{r["pipeline_tokens_per_s"]:.0f} tokens/s = {r["ratio"]:.1f}x the trainer\'s '
             f'{r["trainer_tokens_per_s"]:.0f}')
+    elif r['kind'] == 'scaling':
+      _print_scaling(r)
     elif r['kind'] == 'machine':
       print(f'machine: {r["cpu"]}, {r["cores"]} cores, '
             f'{(r["ram_bytes"] or 0) / 2**30:.0f} GiB RAM, jax {r["jax"]} ({r["backend"]}), '
             f'load average {r["load_average"][0]:.1f}')
 
 
+def _print_scaling(r: dict) -> None:
+  print(f'{"mode":5s} {"attention":9s} {"T":>6s} {"batch":>5s} {"s/seq":>9s} {"tokens/s":>9s} '
+        f'{"MFU":>6s} {"XLA tmp GiB":>11s} {"peakRSS GiB":>11s}')
+  for p in r['length'] + r['size']:
+    tmp = (p['xla_temp_bytes'] or float('nan')) / 2**30
+    print(f'{p["mode"]:5s} {p["impl"]:9s} {p["seq_len"]:6d} {p["batch_size"]:5d} '
+          f'{p["seconds_per_sequence"]:9.4f} {p["tokens_per_s"]:9.0f} {p["mfu"]:6.1%} '
+          f'{tmp:11.3f} {p["peak_rss_bytes"] / 2**30:11.2f}' +
+          (f'  ({p["arch"]}, {p["params"] / 1e6:.1f}M params)' if 'params' in p else ''))
+  for mode, fits in r['exponents'].items():
+    for impl, e in fits.items():
+      print(f'exponent of {mode} time per sequence in T, {impl}: {e["low"]:.2f} over '
+            f'T={e["low_range"][0]:.0f}..{e["low_range"][1]:.0f}, {e["high"]:.2f} over '
+            f'T={e["high_range"][0]:.0f}..{e["high_range"][1]:.0f}')
+  for impl, why in r['skipped_impls'].items():
+    print(f'not measured: {impl} ({why})')
+
+
 def run(configs, dtypes=None, steps=10, warmup=2, pe_rounds=5, pe_steps=2,
-        pipeline_seconds=5.0, emit=lambda r: None) -> list[dict]:
+        pipeline_seconds=5.0, emit=lambda r: None, scaling: scaling_lib.ScalingPlan | None = None,
+        out: str | None = None, profile: bool = False) -> list[dict]:
   """Runs every measurement; ``emit`` gets each result dict as soon as it is ready."""
   for name in configs:
     experiment_config(name)  # validates the names before anything is compiled
@@ -315,7 +361,7 @@ def run(configs, dtypes=None, steps=10, warmup=2, pe_rounds=5, pe_steps=2,
   add('peak', {'peak_flops': peaks})
   for name in configs:
     for dtype in dtypes or BENCH_CONFIGS[name].dtypes:
-      r = bench_step(name, dtype, peaks[dtype], steps, warmup)
+      r = bench_step(name, dtype, peaks[dtype], steps, warmup, profile=profile)
       r['peak_flops'] = peaks[dtype]
       add('step', r)
   if pe_rounds:
@@ -325,7 +371,32 @@ def run(configs, dtypes=None, steps=10, warmup=2, pe_rounds=5, pe_steps=2,
       trainer = max(r['tokens_per_s'] for r in results
                     if r['kind'] == 'step' and r['config'] == name)
       add('pipeline', pipeline_vs_trainer(name, trainer, pipeline_seconds))
+  if scaling is not None:
+    peak = peaks.get('float32') or matmul_peak('float32')
+    progress = lambda p: emit({'kind': 'scaling_point', **p})
+    add('scaling', scaling_lib.run(scaling, peak, progress))
+  if out:
+    _write(results, out)
   return results
+
+
+def _write(results: list[dict], out: str) -> None:
+  os.makedirs(out, exist_ok=True)
+  with open(os.path.join(out, 'bench.json'), 'w') as f:
+    json.dump([r for r in results if r['kind'] != 'scaling'], f, indent=1)
+  machine_info = next(r for r in results if r['kind'] == 'machine')
+  for r in results:
+    if r['kind'] == 'scaling':
+      scaling_lib.write({k: v for k, v in r.items() if k != 'kind'}, out, machine_info)
+
+
+def _plan(f) -> scaling_lib.ScalingPlan:
+  try:
+    lens = tuple(int(t) for t in f.scaling_lens)
+  except ValueError:
+    raise ConfigError(f'--scaling_lens {",".join(f.scaling_lens)} must be integers') from None
+  return scaling_lib.ScalingPlan(train_lens=lens, tokens_per_batch=f.scaling_tokens,
+                                 size_archs=tuple(f.scaling_archs))
 
 
 def main(argv):
@@ -335,6 +406,7 @@ def main(argv):
   del argv
   emit = (lambda r: print(json.dumps(r), flush=True)) if f.json else (lambda r: None)
   results = run(f.configs, f.dtypes, f.steps, f.warmup, f.pe_rounds, f.pe_steps,
-                f.pipeline_seconds, emit)
+                f.pipeline_seconds, emit, _plan(f) if f.scaling else None,
+                f.out, f.profile)
   if not f.json:
     _print_table(results)

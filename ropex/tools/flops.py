@@ -5,6 +5,9 @@ Model FLOPs of one train step (forward + backward, recomputation not counted), p
 
     6 * (non-embedding parameters + V * D)  +  sum over layers of 12 * N * H * mean attended keys
 
+Forward only (evaluation), per token: ``2 * (non-embedding parameters + V * D) + sum over
+layers of 4 * N * H * attended keys`` — a third of the train step's (:func:`forward_flops`).
+
 ``V * D`` is the tied output projection; the mean attended keys of a causal layer over ``T``
 positions is ``(T + 1) / 2`` (``mean_t min(t + 1, window)`` with a sliding window). MFU is model
 FLOPs per second over the peak FLOP/s of the compute dtype (:func:`mfu`).
@@ -39,13 +42,24 @@ def mean_attended_keys(seq_len: int, window: int) -> float:
   return sum(min(t + 1, span) for t in range(seq_len)) / seq_len
 
 
-def model_flops_per_step(cfg: ModelConfig, batch_size: int, seq_len: int) -> float:
-  """The formula above for one train step of ``batch_size`` rows of ``seq_len`` tokens."""
+def forward_flops(cfg: ModelConfig, batch_size: int, seq_len: int,
+                  attended_keys: float | None = None) -> float:
+  """Model FLOPs of one forward pass (logits included) over ``batch_size`` rows of ``seq_len``
+  tokens. ``attended_keys`` (default: the causal mean of each layer, :func:`mean_attended_keys`)
+  counts the keys every query is scored against; ``seq_len`` gives the work a dense
+  implementation executes (it scores the masked half too)."""
   counts = model_lib.count_params(cfg)
   matmul_params = counts['params_non_embedding'] + cfg.vocab_size * cfg.embed_dim
-  attention = sum(12.0 * cfg.num_heads * cfg.head_dim * mean_attended_keys(seq_len, layer.window)
+  attention = sum(4.0 * cfg.num_heads * cfg.head_dim * (
+      mean_attended_keys(seq_len, layer.window) if attended_keys is None else attended_keys)
                   for layer in cfg.layers)
-  return float(batch_size) * seq_len * (6.0 * matmul_params + attention)
+  return float(batch_size) * seq_len * (2.0 * matmul_params + attention)
+
+
+def model_flops_per_step(cfg: ModelConfig, batch_size: int, seq_len: int) -> float:
+  """The formula above for one train step of ``batch_size`` rows of ``seq_len`` tokens: the
+  forward pass and a backward pass of twice its matmul work."""
+  return 3.0 * forward_flops(cfg, batch_size, seq_len)
 
 
 def mfu(model_flops: float, seconds: float, peak_flops: float) -> float:

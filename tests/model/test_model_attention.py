@@ -208,3 +208,45 @@ def test_attention_impl_is_validated():
   with pytest.raises(ConfigError, match="model.attention_impl='flash' is not allowed"):
     ModelConfig.from_config(model_block('tiny', attention_impl='flash'))
   assert ModelConfig.from_config(model_block('tiny')).attention_impl == 'auto'
+
+
+def _bf16_memory_and_values(logits_dtype):
+  """Compiled temporaries of the dense forward+backward in bfloat16, and its output."""
+  q, k, v, seg = (x.astype(jnp.bfloat16) if x.dtype == jnp.float32 else x for x in inputs(2))
+  opts = attention.Options(chunk=64, logits_dtype=logits_dtype)
+
+  def loss(q, k, v):
+    return jnp.sum(attention.dense(q, k, v, seg, opts)[0].astype(jnp.float32) ** 2)
+
+  grad = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
+  temp = grad.lower(q, k, v).compile().memory_analysis().temp_size_in_bytes
+  return temp, attention.dense(q, k, v, seg, opts)[0], (q, k, v, seg)
+
+
+def test_bfloat16_scores_halve_the_dense_paths_score_memory_and_stay_close():
+  # model.attention_logits_dtype='compute' rounds q.k to bfloat16 (Gemma's reference), softmax
+  # in float32. Independent check: float64 numpy attention; and XLA's own buffer count of the
+  # backward pass must shrink (the [B, K, G, T, S] scores/gradient are the largest temporaries).
+  temp_bf16, out_bf16, (q, k, v, seg) = _bf16_memory_and_values('bfloat16')
+  temp_f32, out_f32, _ = _bf16_memory_and_values('float32')
+  assert temp_bf16 < temp_f32
+  expected = numpy_attention(q.astype(jnp.float32), k.astype(jnp.float32),
+                             v.astype(jnp.float32), np.asarray(seg))
+  for out in (out_bf16, out_f32):
+    np.testing.assert_allclose(np.asarray(out, np.float32), expected, atol=0.05)
+
+
+def test_attention_logits_dtype_field():
+  from ropex.model.config import ModelConfig, model_block
+  from ropex.model.layers import logits_dtype
+  from ropex.errors import ConfigError
+  block = model_block('tiny', dtype='bfloat16')
+  assert logits_dtype(ModelConfig.from_config(block)) == 'bfloat16'
+  block.attention_logits_dtype = 'float32'
+  assert logits_dtype(ModelConfig.from_config(block)) == 'float32'
+  block.attention_logits_dtype = 'float16'
+  with pytest.raises(ConfigError, match='model.attention_logits_dtype'):
+    ModelConfig.from_config(block)
+  old = dict(model_block('tiny', dtype='bfloat16'))   # a config.json from before the field
+  del old['attention_logits_dtype']
+  assert ModelConfig.from_config(old).attention_logits_dtype == 'float32'
