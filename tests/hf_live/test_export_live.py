@@ -47,13 +47,13 @@ def export_cases(root: Path) -> list[str]:
   import flax.linen as nn  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from ropex import export as export_lib  # pylint: disable=import-outside-toplevel
+  from ropex.tools import export as export_lib  # pylint: disable=import-outside-toplevel
   from ropex import model as model_lib  # pylint: disable=import-outside-toplevel
   from ropex.model.config import ModelConfig  # pylint: disable=import-outside-toplevel
   names = []
   for family in FAMILIES:
     out = root / family
-    loaded = export_lib._from_model(str(HF_ROOT / family))  # pylint: disable=protected-access
+    loaded = export_lib.from_model(str(HF_ROOT / family))  # pylint: disable=protected-access
     export_lib.export(*loaded, str(out))
     _save_logits(out, ModelConfig.from_config(loaded[0]), loaded[1], model_lib)
     names.append(family)

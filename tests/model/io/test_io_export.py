@@ -13,7 +13,7 @@ import pytest
 from safetensors.numpy import load_file
 
 import cli_runs
-from ropex import export as export_lib
+from ropex.tools import export as export_lib
 from ropex import model as model_lib
 from ropex.errors import ConfigError
 from ropex.model import io
@@ -32,7 +32,7 @@ BOOKKEEPING = {'transformers_version', 'dtype', 'initializer_range', 'use_cache'
 @pytest.mark.parametrize('family', FAMILIES)
 def test_exported_fixture_is_the_fixture(family, tmp_path):
   out = str(tmp_path / 'out')
-  export_lib.export(*export_lib._from_model(os.path.join(HF, family)), out)  # pylint: disable=protected-access
+  export_lib.export(*export_lib.from_model(os.path.join(HF, family)), out)  # pylint: disable=protected-access
   theirs = load_file(os.path.join(HF, family, 'model.safetensors'))
   ours = load_file(os.path.join(out, 'model.safetensors'))
   assert ours.keys() == theirs.keys()
@@ -51,7 +51,7 @@ def test_exported_fixture_is_the_fixture(family, tmp_path):
 
 def test_gemma4_is_refused_in_one_line(tmp_path):
   with pytest.raises(ConfigError, match='gemma4 block'):
-    export_lib.export(*export_lib._from_model(os.path.join(HF, 'gemma4')), str(tmp_path / 'o'))  # pylint: disable=protected-access
+    export_lib.export(*export_lib.from_model(os.path.join(HF, 'gemma4')), str(tmp_path / 'o'))  # pylint: disable=protected-access
   assert not (tmp_path / 'o').exists()
 
 

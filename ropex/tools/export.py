@@ -1,0 +1,109 @@
+"""Export a ropex model (a training run or imported weights) as a Hugging Face checkpoint
+folder: the library half of ``python -m ropex.export`` (:mod:`ropex.model.io.hf_export` holds
+the inverse of the families mapping)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+from ropex.errors import ConfigError
+
+
+def from_workdir(workdir: str, step):
+  from ropex import model as model_lib  # pylint: disable=g-import-not-at-top
+  from ropex.data import tokenizers  # pylint: disable=g-import-not-at-top
+  from ropex.model.config import ModelConfig  # pylint: disable=g-import-not-at-top
+  from ropex.training import inference  # pylint: disable=g-import-not-at-top
+  config, params, _ = inference.load_for_inference(workdir, step)
+  cfg = ModelConfig.from_config(config.model)
+  if cfg.scan_layers:
+    params = model_lib.unstack_layers(params, cfg)
+  tok = tokenizers.make_tokenizer(config.data)
+  files = {'byte': None, 'sentencepiece': config.data.tokenizer_path,
+           'huggingface': config.data.tokenizer_path}
+  return (config.model, params, files.get(config.data.tokenizer),
+          {'bos_token_id': int(tok.bos_id), 'eos_token_id': int(tok.eos_id)},
+          int(config.train.seq_len), config.data.tokenizer == 'byte')
+
+
+def from_model(path: str):
+  from ropex.model import io  # pylint: disable=g-import-not-at-top
+  imported = io.load_model(path)
+  c = {}
+  if os.path.isfile(os.path.join(path, 'config.json')):
+    with open(os.path.join(path, 'config.json')) as f:
+      c = json.load(f)
+    c = c.get('text_config') or c
+  elif imported.source['format'] == 'gguf':
+    from ropex.model.io import gguf  # pylint: disable=g-import-not-at-top
+    c = gguf.hf_config(gguf.Reader(path))
+  ids = {k: c[k] for k in ('bos_token_id', 'eos_token_id', 'pad_token_id') if k in c}
+  return (imported.model, imported.params, imported.tokenizer_path, ids,
+          c.get('max_position_embeddings'), False)
+
+
+def export(block, params, tokenizer_path, token_ids: dict, max_positions, byte_tokenizer: bool,
+           out: str) -> list[str]:
+  """Writes the folder (``token_ids``: bos/eos/pad ids for config.json; ``byte_tokenizer``:
+  write ropex's byte tokenizer as tokenizer.json); returns the files written. Every check runs
+  before anything is written."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  from ropex.model.config import ModelConfig  # pylint: disable=g-import-not-at-top
+  from ropex.model.io import hf_export  # pylint: disable=g-import-not-at-top
+  family = hf_export.family_of(block)
+  extra = dict({'pad_token_id': 0}, **token_ids)
+  extra['max_position_embeddings'] = int(max_positions or 8192)
+  config = hf_export.config_json(block, family, extra)
+  hf_export.check_round_trip(block, config)
+  tensors = hf_export.tensors(params, ModelConfig.from_config(block), family)
+  if os.path.exists(out) and os.listdir(out):
+    raise ConfigError(f'--out={out!r} is not empty; give a new folder')
+  os.makedirs(out, exist_ok=True)
+  with open(os.path.join(out, 'config.json'), 'w') as f:
+    json.dump(config, f, indent=1, sort_keys=True)
+  save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()},
+            os.path.join(out, 'model.safetensors'), metadata={'format': 'pt'})
+  written = ['config.json', 'model.safetensors']
+  if tokenizer_path:
+    name = 'tokenizer.json' if tokenizer_path.endswith('.json') else 'tokenizer.model'
+    shutil.copyfile(tokenizer_path, os.path.join(out, name))
+    written.append(name)
+  elif byte_tokenizer:
+    _byte_tokenizer_json(os.path.join(out, 'tokenizer.json'))
+    written.append('tokenizer.json')
+  return [os.path.join(out, w) for w in written]
+
+
+def _byte_tokenizer_json(path: str) -> None:
+  """ropex's byte tokenizer (0 pad, 1 bos, 2 eos, 3 + byte) as a ``tokenizers`` byte-level BPE
+  with no merges (the library's own serialisation, written as JSON): every UTF-8 byte is one
+  token, the same ids."""
+  printable = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+  chars, extra = {}, 0
+  for b in range(256):   # GPT-2's byte -> printable character table (tokenizers' ByteLevel)
+    if b in printable:
+      chars[b] = chr(b)
+    else:
+      chars[b] = chr(256 + extra)
+      extra += 1
+  specials = ['<pad>', '<bos>', '<eos>']
+  vocab = {t: i for i, t in enumerate(specials)}
+  vocab.update({chars[b]: 3 + b for b in range(256)})
+  byte_level = lambda prefix, regex: {'type': 'ByteLevel', 'add_prefix_space': prefix,
+                                      'trim_offsets': True, 'use_regex': regex}
+  spec = {
+      'version': '1.0', 'truncation': None, 'padding': None,
+      'added_tokens': [{'id': i, 'content': t, 'single_word': False, 'lstrip': False,
+                        'rstrip': False, 'normalized': False, 'special': True}
+                       for i, t in enumerate(specials)],
+      'normalizer': None, 'pre_tokenizer': byte_level(False, False), 'post_processor': None,
+      'decoder': byte_level(True, True),
+      'model': {'type': 'BPE', 'dropout': None, 'unk_token': None,
+                'continuing_subword_prefix': None, 'end_of_word_suffix': None,
+                'fuse_unk': False, 'byte_fallback': False, 'ignore_merges': False,
+                'vocab': vocab, 'merges': []}}
+  with open(path, 'w', encoding='utf-8') as f:
+    json.dump(spec, f, ensure_ascii=False)
