@@ -93,7 +93,8 @@ def _load_model():
   from ropex.model import io  # pylint: disable=g-import-not-at-top
   path = _MODEL.value or _GEMMA.value
   placement = _placement(defaults.base_config())
-  imported = io.load_model(path, mesh=placement, dtype=_GEMMA_DTYPE.value)
+  imported = io.load_model(path, mesh=placement, dtype=_GEMMA_DTYPE.value,
+                           what='--model' if _MODEL.value else '--gemma')
   tokenizer_path = _TOKENIZER.value or imported.tokenizer_path
   if not tokenizer_path:
     raise ConfigError(f'--tokenizer is not set and no tokenizer.model / tokenizer.json lies '

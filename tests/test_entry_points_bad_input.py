@@ -224,7 +224,7 @@ CASES = [
      "--data='text:", 2),
     ('evaluate', ['--workdir={b}/run', '--data=tfds:ropex_no_such_set:train'], '{b}/run',
      "--data='tfds:ropex_no_such_set:train' cannot be read", 2),
-    ('evaluate', [], '{new}', '--workdir is required', 2),
+    ('evaluate', [], '{new}', 'give one of --workdir or --model', 2),
     ('evaluate', ['compare', '{b}/run'], '{new}', 'usage: python -m ropex.evaluate compare', 2),
     ('evaluate', ['--workdir={b}/run', 'extra'], '{b}/run', 'unexpected arguments', 2),
     # analyze, and weights that are not what their name says
@@ -233,10 +233,11 @@ CASES = [
     ('analyze', ['--workdir={b}/run', '--batch_size=0'], '{b}/run', '--batch_size', 2),
     ('analyze', ['--workdir={b}/run', 'bogus'], '{b}/run', "unknown command 'bogus'", 2),
     ('analyze', ['--gemma={b}/rand.safetensors', '--out={new}'], '{new}',
-     'not a readable safetensors file', 2),
-    ('analyze', ['--gemma={b}/st', '--out={new}'], '{new}', 'not a readable safetensors file', 2),
+     'is neither a Hugging Face checkpoint folder', 2),
+    ('analyze', ['--gemma={b}/st', '--out={new}'], '{new}',
+     'is neither a Hugging Face checkpoint folder', 2),
     ('train', [T, '--workdir={new}', '--config.train.init_from={b}/st'], '{new}',
-     "train.init_from file='", 2),
+     "train.init_from='", 2),
     ('train', [T, '--workdir={new}', '--config.train.init_from={b}/run:999'], '{new}',
      'train.init_from (its :step) 999 has no checkpoint', 2),
     # describe
@@ -246,7 +247,7 @@ CASES = [
     ('describe', ['--config=configs/tiny.py:p=abc'], '{new}', "p='abc' must be a float", 2),
     ('describe', [T, '--seq_len=0'], '{new}', '--seq_len', 2),
     ('describe', [T, '--seq_len=-5'], '{new}', '--seq_len', 2),
-    ('describe', [], '{new}', '--config is required', 2),
+    ('describe', [], '{new}', 'give one of --config', 2),
     # study
     ('study', ['--config=configs/missing_study.py'], '{new}', 'is not a file', 2),
     ('study', ['--config={b}/syntax.py'], '{new}', 'syntax error at line 1', 2),

@@ -61,7 +61,7 @@ def _official_tree(source: Source) -> tuple[dict, int | None, dict | None]:
   (released weights) what :func:`ropex.model.io.load_model` records."""
   if source.kind == 'released':
     from ropex.model import io  # pylint: disable=g-import-not-at-top
-    imported = io.load_model(source.path)
+    imported = io.load_model(source.path, what='train.init_from')
     return imported.params, None, imported.source
   from ropex.training import inference  # pylint: disable=g-import-not-at-top
   try:

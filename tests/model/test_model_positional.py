@@ -210,13 +210,13 @@ def test_readme_example_registration():
 
 
 def _readme_block(index: int) -> str:
-  """The ``index``-th python block of the README's 'Adding an encoding' section, verbatim."""
+  """The ``index``-th python block of the docs' 'Adding an encoding' section, verbatim."""
   import os  # pylint: disable=g-import-not-at-top
   import re  # pylint: disable=g-import-not-at-top
   root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  with open(os.path.join(root, 'README.md')) as f:
+  with open(os.path.join(root, 'docs', 'encodings.md')) as f:
     text = f.read()
-  section = text[text.index('### Adding an encoding'):text.index('### Per-layer schedules')]
+  section = text[text.index('## Adding an encoding'):text.index('## Per-layer schedules')]
   return re.findall(r'```python\n(.*?)```', section, re.S)[index]
 
 

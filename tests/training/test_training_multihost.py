@@ -72,7 +72,8 @@ def test_evaluate_on_two_processes_matches_one_process(tmp_path):
   parameters restored into both processes' shards, every batch split over them, the results
   gathered; process 0 alone writes them, and they equal a one-process evaluation."""
   outs = _one_then_two_processes('ropex.evaluate', tmp_path, *EVAL_FLAGS)
-  assert 'perplexity: L=16:' in outs[0][0] and 'perplexity' not in outs[1][0]
+  assert 'perplexity (± 95% interval over rows): L=16:' in outs[0][0]
+  assert 'perplexity' not in outs[1][0]
   with open(tmp_path / 'one' / 'results.json') as f:
     want = json.load(f)
   with open(tmp_path / 'two' / 'results.json') as f:

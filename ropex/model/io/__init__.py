@@ -46,12 +46,12 @@ class Imported:
     return tokenizer.load(self.tokenizer_path, self.source.get('path'))
 
 
-def detect_format(path: str) -> str:
+def detect_format(path: str, what: str = '--model') -> str:
   """``'huggingface'`` (config.json + safetensors), ``'gemma_flax'`` (an orbax folder) or
-  ``'gguf'`` (a llama.cpp file)."""
+  ``'gguf'`` (a llama.cpp file); errors name the flag or field ``what``."""
   from ropex import paths  # pylint: disable=g-import-not-at-top
   if paths.is_url(path):
-    raise ConfigError(f'--model={path!r}: released weights are read from a local folder; copy '
+    raise ConfigError(f'{what}={path!r}: released weights are read from a local folder; copy '
                       'it first (gcloud storage cp -r)')
   if os.path.isfile(path) and path.endswith('.gguf'):
     return 'gguf'
@@ -61,7 +61,7 @@ def detect_format(path: str) -> str:
   if os.path.isdir(path) and any(os.path.exists(os.path.join(path, f)) for f in (
       '_METADATA', 'checkpoint', 'manifest.ocdbt', '_CHECKPOINT_METADATA')):
     return 'gemma_flax'
-  raise ConfigError(f'--model={path!r} is neither a Hugging Face checkpoint folder '
+  raise ConfigError(f'{what}={path!r} is neither a Hugging Face checkpoint folder '
                     f'(config.json + *.safetensors), an official Gemma Flax checkpoint nor a '
                     f'.gguf file')
 
@@ -89,16 +89,19 @@ def read_model(path: str) -> tuple[ml_collections.ConfigDict, dict]:
                  'family': parsed.family.name, 'model_type': parsed.model_type}
 
 
-def load_model(path: str, *, mesh=None, dtype: str | None = None) -> Imported:
-  """Reads released weights at ``path`` (parameters and compute in ``dtype``, default float32).
+def load_model(path: str, *, mesh=None, dtype: str | None = None,
+               what: str = '--model') -> Imported:
+  """Reads released weights at ``path`` (parameters and compute in ``dtype``, default float32;
+  an unrecognised ``path`` is a ConfigError naming the flag or field ``what``).
   ``mesh``: a :class:`ropex.training.placement.Placement` or a ``jax.sharding.Mesh`` (with
   the default axis rules); each tensor then goes straight into its shards."""
   dtype = _check_dtype(dtype)
   placement = _placement(mesh)
-  if detect_format(path) == 'gemma_flax':
+  fmt = detect_format(path, what)
+  if fmt == 'gemma_flax':
     from ropex.model.io import gemma2_flax  # pylint: disable=g-import-not-at-top
     return gemma2_flax.load_model(path, placement=placement, dtype=dtype)
-  if detect_format(path) == 'gguf':
+  if fmt == 'gguf':
     from ropex.model.io import gguf  # pylint: disable=g-import-not-at-top
     return gguf.load_model(path, placement=placement, dtype=dtype)
   from ropex.model.io import huggingface, tokenizer  # pylint: disable=g-import-not-at-top
