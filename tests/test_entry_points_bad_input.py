@@ -382,6 +382,20 @@ def test_bad_input_fails_in_one_line(batch, index):
   assert batch['after'][index] == batch['before'][index], 'the watched path changed'
 
 
+def test_a_damaged_step_is_reported_once_by_a_real_interpreter(bad, tmp_path):
+  """The fork server exits children with ``os._exit``; a real ``python -m`` also runs garbage
+  collection and tensorstore's late callbacks at exit, where orbax's other (orphaned) reads of
+  the damaged step used to report it again after the one-line error (un-retrieved futures,
+  'Event loop is closed'): stderr must be the unverified warning and the error, nothing else."""
+  r = cli_runs.run_module('ropex.evaluate', f'--workdir={bad}/arrays_only', f'--out={tmp_path}/o',
+                          '--lengths=16', '--suite=perplexity', '--examples=1')
+  lines = r.stderr.strip().splitlines()
+  assert r.returncode == 2, r.stderr[-3000:]
+  assert len(lines) == 2, r.stderr[-3000:]
+  assert 'IS UNVERIFIED' in lines[0]
+  assert lines[1].startswith('ropex.evaluate: checkpoint ') and 'cannot be read' in lines[1]
+
+
 def test_no_case_changed_the_shared_inputs(batch):
   assert batch['shared_after'] == batch['shared_before']
 

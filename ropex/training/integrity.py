@@ -14,9 +14,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import gc
 import hashlib
 import json
 import logging
+import sys
 import time
 from typing import Callable, Iterator, Sequence, TypeVar
 
@@ -136,17 +138,58 @@ def verify(step_dir, share: int = 0, shares: int = 1) -> str | None:
 def reading_checkpoint(step_dir, allowed: str) -> Iterator[None]:
   """Inside the block (orbax reading one step), a file that cannot be read or parsed — the
   damage of a step without checksums: truncated metadata, an overwritten array file — is one
-  ConfigError naming the step and ``allowed``."""
+  ConfigError naming the step and ``allowed``, and the last thing the step's reads print."""
+  quiet = _OrphanedReads(str(step_dir))
   try:
     yield
   except Exception as e:  # pylint: disable=broad-except  (orbax wraps tensorstore's error in a
     # bare Exception: only an error caused by a typed storage / format error is mapped)
     cause = _typed_cause(e)
     if cause is None:
+      quiet.remove()
       raise
     why = inputs.reason(cause) or f'{type(cause).__name__}: {" ".join(str(cause).split())[:200]}'
+    gc.collect()   # abandoned reads already unreachable report now, through the filter
     raise ConfigError(f'checkpoint {step_dir} cannot be read ({why}); allowed: '
                       f'{allowed}') from None
+  quiet.remove()
+
+
+class _OrphanedReads(logging.Filter):
+  """While installed, keeps orbax's *other* reads of a damaged step from reporting the damage
+  again around the one-line error. Orbax gathers a step's array reads and stops at the first
+  failure; the reads still in flight finish in tensorstore's threads or at garbage collection,
+  and each reports the same damage once more (an un-retrieved future logged by asyncio, an
+  exception in an abandoned coroutine, 'Event loop is closed' from a callback into orbax's
+  finished loop). Only those reports are dropped — an error that names another path, or of
+  another kind, reaches the hook it went to before — and after a failure the filter stays until
+  the process exits, since the orphaned reads may finish at any time."""
+
+  def __init__(self, step_dir: str):
+    super().__init__()
+    self.step_dir, self.previous = step_dir, sys.unraisablehook
+    sys.unraisablehook = self._unraisable
+    logging.getLogger('asyncio').addFilter(self)
+
+  def remove(self) -> None:
+    if sys.unraisablehook == self._unraisable:   # pylint: disable=comparison-with-callable
+      sys.unraisablehook = self.previous
+    logging.getLogger('asyncio').removeFilter(self)
+
+  def _about_step(self, error: BaseException | None) -> bool:
+    while error is not None:
+      if self.step_dir in str(error) or (isinstance(error, RuntimeError)
+                                         and str(error) == 'Event loop is closed'):
+        return True
+      error = error.__cause__ or error.__context__
+    return False
+
+  def _unraisable(self, unraisable) -> None:
+    if not self._about_step(unraisable.exc_value):
+      self.previous(unraisable)
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not (record.exc_info and self._about_step(record.exc_info[1]))
 
 
 def _typed_cause(error: BaseException) -> BaseException | None:
