@@ -9,6 +9,8 @@ One run measures, on the local devices:
   ``--steps`` steps after warm-up, tokens/s, model FLOPs per step by the formula below, the
   compiler's FLOP count of the same step, MFU = model FLOPs/s / peak of the compute dtype,
   and peak memory (XLA's buffer sizes of the compiled step, and the process's max RSS);
+  beside it (``--reference``, default on) the plain Flax reference of the same model
+  (:mod:`ropex.tools.flax_reference`), its steps alternated with ropex's;
 * the positional-encoding overhead: step time of RoPE, p-RoPE 0.25 and 0.75 over NoPE (first
   config, float32), timed round-robin so that load drift hits every encoding alike;
 * the input pipeline: tokens/s of :func:`ropex.data.measure_throughput` against the tokens/s
@@ -21,8 +23,8 @@ One run measures, on the local devices:
 Model FLOPs per step and MFU: the formula of :mod:`ropex.tools.flops` (the one the fit check
 uses too; causal attention counts the mean attended keys, (T + 1) / 2).
 
-Speed is measured here, never asserted in tests; ``tests/test_bench.py`` checks the formula
-and the harness's output.
+Speed is measured here, never asserted in tests; ``tests/tools/test_tools_bench.py`` checks the
+formula and the harness's output.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from ropex import data
 from ropex.training import loop, sharding
 from ropex.model import config as model_config
 from ropex.errors import ConfigError
+from ropex.tools import flax_reference
 from ropex.tools import flops as flops_lib
 from ropex.tools import scaling as scaling_lib
 from ropex.tools import step_profile
@@ -179,16 +182,42 @@ def _memory(compiled) -> dict:
   return out
 
 
+class _Reference:
+  """The plain Flax reference of a benchmark config (:mod:`ropex.tools.flax_reference`),
+  compiled and warmed up, timed one step at a time."""
+
+  def __init__(self, config, dtype: str, warmup: int):
+    shape = flax_reference.Shape.of(config.model)
+    self.step, self.state, self.tokens = flax_reference.make(
+        shape, dtype, config.train.batch_size, config.train.seq_len)
+    for _ in range(max(warmup, 1)):
+      self.time_step()
+
+  def time_step(self) -> float:
+    start = time.perf_counter()
+    self.state, loss = self.step(self.state, self.tokens)
+    jax.block_until_ready((self.state, loss))
+    return time.perf_counter() - start
+
+
 def bench_step(name: str, dtype: str, peak: float, steps: int, warmup: int,
-               count_compiler_flops: bool = True, profile: bool = False) -> dict:
-  """Times the real train step of benchmark ``name`` in compute ``dtype``."""
+               count_compiler_flops: bool = True, profile: bool = False,
+               with_reference: bool = False) -> dict:
+  """Times the real train step of benchmark ``name`` in compute ``dtype`` (and, with
+  ``with_reference``, the plain Flax reference of the same model, steps alternated)."""
   config = experiment_config(name, dtype)
   b = BENCH_CONFIGS[name]
   start = time.perf_counter()
   runner = StepRunner.build(config)
   compile_s = time.perf_counter() - start
   runner.run(warmup)
-  times = runner.run(steps)
+  memory = _memory(runner.compiled)   # before the reference allocates anything
+  reference = _Reference(config, dtype, warmup) if with_reference else None
+  times, reference_times = [], []
+  for _ in range(steps):   # alternated, so that both see the same machine
+    times += runner.run(1)
+    if reference is not None:
+      reference_times.append(reference.time_step())
   step_s = statistics.median(times)
   tokens = b.batch_size * b.seq_len
   flops = flops_lib.model_flops_per_step(model_config.ModelConfig.from_config(config.model),
@@ -198,7 +227,11 @@ def bench_step(name: str, dtype: str, peak: float, steps: int, warmup: int,
       'steps_timed': steps, 'step_s_median': step_s, 'step_s_min': min(times),
       'step_s_max': max(times), 'tokens_per_s': tokens / step_s,
       'model_flops_per_step': flops, 'peak_flops': peak,
-      'mfu': flops_lib.mfu(flops, step_s, peak), 'compile_s': compile_s, **_memory(runner.compiled)}
+      'mfu': flops_lib.mfu(flops, step_s, peak), 'compile_s': compile_s, **memory}
+  if reference is not None:
+    ref_s = statistics.median(reference_times)
+    result.update(reference_step_s_median=ref_s, reference_tokens_per_s=tokens / ref_s,
+                  reference_mfu=flops_lib.mfu(flops, ref_s, peak), over_reference=ref_s / step_s)
   if profile:
     result['profile'] = step_profile.profile(lambda: runner.run(1), runner.compiled.as_text())
   if count_compiler_flops:
@@ -282,6 +315,8 @@ def define_flags() -> None:
                      '(0 skips it).')
   flags.DEFINE_bool('profile', False, 'Also trace two steps of every config and report the '
                     'time by op category (ropex.tools.step_profile).')
+  flags.DEFINE_bool('reference', True, 'Also time the plain Flax reference of each config '
+                    '(ropex.tools.flax_reference), steps alternated with ropex\'s.')
   scaling_lib.define_flags()   # --scaling and its plan
   flags.DEFINE_string('out', None, 'Directory for bench.json, scaling.json and scaling.png.')
 
@@ -289,12 +324,15 @@ def define_flags() -> None:
 def _print_table(results: list[dict]) -> None:
   rows = [r for r in results if r['kind'] == 'step']
   print(f'{"config":8s} {"dtype":9s} {"step_s":>8s} {"tokens/s":>9s} {"model GF":>9s} '
-        f'{"XLA GF":>9s} {"MFU":>6s} {"peak GF/s":>9s} {"maxRSS GB":>9s}')
+        f'{"XLA GF":>9s} {"MFU":>6s} {"peak GF/s":>9s} {"maxRSS GB":>9s} {"ref tok/s":>9s} '
+        f'{"x ref":>6s}')
   for r in rows:
     xla = r.get('compiler_flops_per_step', float('nan')) / 1e9
     print(f'{r["config"]:8s} {r["dtype"]:9s} {r["step_s_median"]:8.3f} '
           f'{r["tokens_per_s"]:9.0f} {r["model_flops_per_step"] / 1e9:9.1f} {xla:9.1f} '
-          f'{r["mfu"]:6.1%} {r["peak_flops"] / 1e9:9.1f} {r["max_rss_bytes"] / 2**30:9.2f}')
+          f'{r["mfu"]:6.1%} {r["peak_flops"] / 1e9:9.1f} {r["max_rss_bytes"] / 2**30:9.2f} '
+          f'{r.get("reference_tokens_per_s", float("nan")):9.0f} '
+          f'{r.get("over_reference", float("nan")):6.2f}')
   for r in rows:
     if 'profile' in r:
       p = r['profile']
@@ -319,7 +357,7 @@ def _print_table(results: list[dict]) -> None:
 
 def run(configs, dtypes=None, steps=10, warmup=2, pe_rounds=5, pe_steps=2,
         pipeline_seconds=5.0, emit=lambda r: None, scaling: scaling_lib.ScalingPlan | None = None,
-        out: str | None = None, profile: bool = False) -> list[dict]:
+        out: str | None = None, profile: bool = False, reference: bool = True) -> list[dict]:
   """Runs every measurement; ``emit`` gets each result dict as soon as it is ready."""
   for name in configs:
     experiment_config(name)  # validates the names before anything is compiled
@@ -336,7 +374,8 @@ def run(configs, dtypes=None, steps=10, warmup=2, pe_rounds=5, pe_steps=2,
   add('peak', {'peak_flops': peaks})
   for name in configs:
     for dtype in dtypes or BENCH_CONFIGS[name].dtypes:
-      r = bench_step(name, dtype, peaks[dtype], steps, warmup, profile=profile)
+      r = bench_step(name, dtype, peaks[dtype], steps, warmup, profile=profile,
+                     with_reference=reference)
       r['peak_flops'] = peaks[dtype]
       add('step', r)
   if pe_rounds:
@@ -373,6 +412,6 @@ def main(argv):
   emit = (lambda r: print(json.dumps(r), flush=True)) if f.json else (lambda r: None)
   results = run(f.configs, f.dtypes, f.steps, f.warmup, f.pe_rounds, f.pe_steps,
                 f.pipeline_seconds, emit, scaling_lib.plan_from_flags(f),
-                f.out, f.profile)
+                f.out, f.profile, f.reference)
   if not f.json:
     _print_table(results)
