@@ -54,12 +54,12 @@ def _halves(reports, name):
   embedding are different column blocks that together make it whole."""
   for r in reports:
     assert r[name]['split_fractions'] == [0.5], (name, r[name])
-  mine, theirs = ({tuple(map(tuple, block)) for block in r[name]['embedding_ranges']}
-                  for r in reports)
-  assert mine and theirs and not mine & theirs
-  columns = sorted(c for _, c in mine | theirs)
+  first, second = ({tuple(map(tuple, block)) for block in r[name]['embedding_ranges']}
+                   for r in reports)
+  assert first and second and not first & second
+  columns = sorted(c for _, c in first | second)
   rows, width = reports[0][name]['embedding_shape']
-  assert all(r == (0, rows) for r, _ in mine | theirs) and len(columns) == 4
+  assert all(r == (0, rows) for r, _ in first | second) and len(columns) == 4
   assert columns[0][0] == 0 and columns[-1][1] == width
   assert all(a[1] == b[0] for a, b in zip(columns, columns[1:]))
 
