@@ -1,6 +1,6 @@
 """Loading at scale: a multi-hundred-MB checkpoint goes tensor by tensor straight into its shards
 on an 8-device mesh; the host never holds two copies of the model (measured as the import's
-growth of the peak resident memory, ru_maxrss, in a fresh process)."""
+growth of the peak resident memory, VmHWM (tests/peak_rss.py), in a fresh process)."""
 
 import json
 import os
@@ -13,7 +13,9 @@ from safetensors.numpy import save_file
 import cli_runs
 
 PROBE = r'''
-import json, os, resource, sys
+import json, os, sys
+sys.path.insert(0, 'tests')                  # the working directory is the repository root
+from peak_rss import peak_rss, reset_peak_rss
 import jax, jax.numpy as jnp
 from ropex.config import defaults
 from ropex.model import io
@@ -22,18 +24,19 @@ c = defaults.base_config()
 c.mesh.update(data=1, fsdp=-1, tensor=1)       # parameters split 8 ways, not replicated
 placement = Placement.from_config(c)
 jnp.zeros(1).block_until_ready()
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+base = reset_peak_rss()
 imported = io.load_model(sys.argv[1], mesh=placement)
 jax.block_until_ready(imported.params)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = peak_rss()
 emb = imported.params['embedder']['input_embedding']
 print(json.dumps({'growth': peak - base, 'devices': len(emb.sharding.device_set),
                   'shard': list(emb.addressable_shards[0].data.shape)}))
 '''
 
 
-def _llama_folder(path, V=32000, D=1024, F=2816, L=4, N=8, H=128):
-  """A random Llama-shaped checkpoint of ~340 MB (float32, tied)."""
+def llama_folder(path, V=32000, D=1024, F=2816, L=4, N=8, H=128):
+  """A random Llama-shaped checkpoint (float32, tied; ~340 MB by default); returns its file
+  size."""
   rng = np.random.default_rng(0)
   w = lambda *s: (rng.random(s, np.float32) - 0.5) * 0.04
   t = {'model.embed_tokens.weight': w(V, D), 'model.norm.weight': np.ones(D, np.float32)}
@@ -57,7 +60,7 @@ def _llama_folder(path, V=32000, D=1024, F=2816, L=4, N=8, H=128):
 
 def test_import_holds_one_copy_on_an_8_device_mesh(tmp_path):
   folder = str(tmp_path / 'llama')
-  size = _llama_folder(folder)
+  size = llama_folder(folder)
   assert size > 300e6
   r = subprocess.run([sys.executable, '-c', PROBE, folder], cwd=cli_runs.ROOT,
                      env=cli_runs.env(devices=8), capture_output=True, text=True, timeout=600)
