@@ -158,10 +158,17 @@ def check_round_trip(block, c: dict) -> None:
     if field.name in _IGNORED:
       continue
     a, b = getattr(ours, field.name), getattr(theirs, field.name)
-    if a != b:
+    if (_unlabelled(a) != _unlabelled(b)) if field.name == 'pattern' else a != b:
       raise ConfigError(f'model.{_field_name(field.name, a, b)} cannot be expressed by the '
                         f'Hugging Face family {c["model_type"]!r} (it would read back as '
                         'something else); this model is not exported')
+
+
+def _unlabelled(layers) -> list:
+  """The layers without their type's name: a label (the reader names types by kind, e.g.
+  ``sliding_attention``); what a name decides (which layer a KV-shared layer reads) is
+  ``kv_source``, compared as a field."""
+  return [dataclasses.replace(spec, type_name='') for spec in layers]
 
 
 def _field_name(name: str, a, b) -> str:
@@ -169,7 +176,7 @@ def _field_name(name: str, a, b) -> str:
     return name
   for spec_a, spec_b in zip(a, b):   # the encoding last: it is built for the layer's head dim
     for f in sorted(dataclasses.fields(spec_a), key=lambda f: f.name == 'pe'):
-      if getattr(spec_a, f.name) != getattr(spec_b, f.name):
+      if f.name != 'type_name' and getattr(spec_a, f.name) != getattr(spec_b, f.name):
         return f'layer_types.{spec_a.type_name}.{f.name}' if spec_a.type_name != 'default' else (
             'pe' if f.name == 'pe' else 'sliding_window' if f.name == 'window' else f.name)
   return 'layer_pattern'

@@ -102,16 +102,21 @@ def _filled(block):
     # keys as values on full layers with their own KV heads (2 vs 1), no per-layer inputs, no
     # K/V sharing, an untied head
     ('gemma4_31b', dict(num_layers=2, num_kv_heads=2, tie_word_embeddings=False)),
-    # per-layer inputs with ropex's 0 = the model's vocabulary, K/V sharing, double-wide MLP
-    ('gemma4_e2b', dict(vocab_size_per_layer_input=0, num_layers=4, num_kv_shared_layers=2)),
+    # per-layer inputs with ropex's 0 = the model's vocabulary, K/V sharing, double-wide MLP;
+    # layer types named as ropex's schedules name them (transformers names them by kind)
+    ('gemma4_e2b', dict(vocab_size_per_layer_input=0, num_layers=4, num_kv_shared_layers=2,
+                        renamed={'sliding_attention': 'local', 'full_attention': 'global'})),
 ])
 def test_ropex_gemma4_blocks_export_and_read_back_with_the_same_logits(arch, changes, tmp_path):
   """Gemma 4 blocks made by ropex (the family presets, shrunk) export, and the families reader
   gives the same parameters and logits back."""
   block = defaults.base_config(arch).model
   families.shrink(block)
-  block.update(scan_layers=False, layer_pattern=('sliding_attention', 'full_attention'),
-               **changes)
+  changes = dict(changes)
+  renamed = changes.pop('renamed', {})
+  block.update(scan_layers=False, **changes)
+  block.layer_types = {renamed.get(k, k): v for k, v in dict(block.layer_types).items()}
+  block.layer_pattern = tuple(renamed.get(k, k) for k in ('sliding_attention', 'full_attention'))
   params = _filled(block)
   out = str(tmp_path / 'o')
   export_lib.export(block, params, None, {'bos_token_id': 2, 'eos_token_id': 1}, 128, False,
