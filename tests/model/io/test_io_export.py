@@ -6,6 +6,7 @@ config fields; models transformers cannot express are refused in one line naming
 import json
 import os
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,11 +17,12 @@ import cli_runs
 from ropex.tools import export as export_lib
 from ropex import model as model_lib
 from ropex.errors import ConfigError
-from ropex.model import io
+from ropex.config import defaults
+from ropex.model import families, io
 from ropex.model.config import ModelConfig, model_block, pe_block
 
 HF = os.path.join(os.path.dirname(__file__), '..', '..', 'fixtures', 'hf')
-FAMILIES = ('llama', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3')
+FAMILIES = ('llama', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3', 'gemma4')
 # config.json fields that describe the file, not the model (or restate transformers' defaults:
 # the reader derives them; the export states them explicitly)
 BOOKKEEPING = {'transformers_version', 'dtype', 'initializer_range', 'use_cache',
@@ -49,10 +51,86 @@ def test_exported_fixture_is_the_fixture(family, tmp_path):
           == ModelConfig.from_config(io.load_model(os.path.join(HF, family)).model))
 
 
-def test_gemma4_is_refused_in_one_line(tmp_path):
-  with pytest.raises(ConfigError, match='gemma4 block'):
-    export_lib.export(*export_lib.from_model(os.path.join(HF, 'gemma4')), str(tmp_path / 'o'))  # pylint: disable=protected-access
+def _gemma4_fixture(**changes):
+  """The imported Gemma 4 fixture (block, params) with ``changes`` applied to its block
+  (dotted names reach into layer types)."""
+  block, params, *_ = export_lib.from_model(os.path.join(HF, 'gemma4'))
+  block = block.copy_and_resolve_references()
+  for name, value in changes.items():
+    *parents, leaf = name.split('.')
+    node = block
+    for key in parents:
+      node = node[key]
+    node[leaf] = value
+  return block, params
+
+
+@pytest.mark.parametrize('changes, field', [
+    # transformers' Gemma 4 shares keys as values on full-attention layers only
+    ({'layer_types.sliding_attention.k_eq_v': True},
+     'model.layer_types.sliding_attention.k_eq_v'),
+    # num_global_key_value_heads only acts with attention_k_eq_v
+    ({'layer_types.full_attention.k_eq_v': False},
+     'model.layer_types.full_attention.num_kv_heads'),
+    # sliding layers have the model's head_dim; only full layers have their own
+    ({'layer_types.sliding_attention.head_dim': 32},
+     'model.layer_types.sliding_attention.head_dim'),
+    # Gemma 4's attention has no logit soft-cap
+    ({'attn_logit_softcap': 50.0}, 'model.attn_logit_softcap'),
+    # transformers forces the last layer to full attention
+    ({'layer_pattern': ('full_attention', 'sliding_attention')}, 'model.layer_pattern'),
+    ({'layer_types.full_attention.pe': pe_block('prope_reversed', fraction=0.25)},
+     'model.layer_types.full_attention.pe.kind'),
+])
+def test_gemma4_features_transformers_cannot_express_are_refused(changes, field, tmp_path):
+  block, params = _gemma4_fixture(**changes)
+  with pytest.raises(ConfigError, match=field.replace('.', r'\.') + r'\b') as e:
+    export_lib.export(block, params, None, {}, 128, False, str(tmp_path / 'o'))
+  assert '\n' not in str(e.value)
   assert not (tmp_path / 'o').exists()
+
+
+def _filled(block):
+  """Random float32 parameters of ``block`` (every value distinct, so a misplaced one shows)."""
+  cfg = ModelConfig.from_config(block)
+  tree = flax.linen.unbox(model_lib.abstract_params(cfg))
+  rng = np.random.default_rng(0)
+  return jax.tree.map(lambda x: rng.standard_normal(x.shape).astype(np.float32), tree)
+
+
+@pytest.mark.parametrize('arch, changes', [
+    # keys as values on full layers with their own KV heads (2 vs 1), no per-layer inputs, no
+    # K/V sharing, an untied head
+    ('gemma4_31b', dict(num_layers=2, num_kv_heads=2, tie_word_embeddings=False)),
+    # per-layer inputs with ropex's 0 = the model's vocabulary, K/V sharing, double-wide MLP;
+    # layer types named as ropex's schedules name them (transformers names them by kind)
+    ('gemma4_e2b', dict(vocab_size_per_layer_input=0, num_layers=4, num_kv_shared_layers=2,
+                        renamed={'sliding_attention': 'local', 'full_attention': 'global'})),
+])
+def test_ropex_gemma4_blocks_export_and_read_back_with_the_same_logits(arch, changes, tmp_path):
+  """Gemma 4 blocks made by ropex (the family presets, shrunk) export, and the families reader
+  gives the same parameters and logits back."""
+  block = defaults.base_config(arch).model
+  families.shrink(block)
+  changes = dict(changes)
+  renamed = changes.pop('renamed', {})
+  block.update(scan_layers=False, **changes)
+  block.layer_types = {renamed.get(k, k): v for k, v in dict(block.layer_types).items()}
+  block.layer_pattern = tuple(renamed.get(k, k) for k in ('sliding_attention', 'full_attention'))
+  params = _filled(block)
+  out = str(tmp_path / 'o')
+  export_lib.export(block, params, None, {'bos_token_id': 2, 'eos_token_id': 1}, 128, False,
+                    out)
+  back = io.load_model(out)
+  jax.tree.map(np.testing.assert_array_equal, back.params, params)
+  tokens = np.random.default_rng(1).integers(0, 512, (1, 20)).astype(np.int32)
+  cfg = ModelConfig.from_config(block)
+  np.testing.assert_array_equal(
+      model_lib.Transformer(back.cfg).apply({'params': back.params}, tokens),
+      model_lib.Transformer(cfg).apply({'params': params}, tokens))
+  with open(os.path.join(out, 'config.json')) as f:
+    c = json.load(f)
+  assert c['model_type'] == 'gemma4_text' and c['layer_types'][-1] == 'full_attention'
 
 
 def _random(block):
