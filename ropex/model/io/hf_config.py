@@ -8,11 +8,15 @@ mixture of experts, an unknown rope type), never silently dropped.
 
 from __future__ import annotations
 
+import logging
+
 import ml_collections
 
 from ropex.errors import ConfigError
 from ropex.model.config import model_block
 from ropex.model.io import hf_families, hf_rope
+
+log = logging.getLogger('ropex')
 
 SLIDING, FULL = 'sliding_attention', 'full_attention'
 
@@ -80,7 +84,12 @@ def layer_types(c: HFConfig) -> list[str]:
     unknown = sorted(set(given) - {SLIDING, FULL})
     if unknown:
       raise ConfigError(f'config.json layer_types has {unknown[0]!r}; allowed: {SLIDING}, {FULL}')
-    return list(given)
+    given = list(given)
+    if c.family.name == 'gemma4' and given[-1] != FULL:   # transformers forces it, and warns
+      log.warning('config.json layer_types ends with %r: Gemma 4 (as transformers) makes the '
+                  'last layer %s', given[-1], FULL)
+      given[-1] = FULL
+    return given
   name = c.family.name
   if name == 'gemma2':
     return [SLIDING if i % 2 == 0 else FULL for i in range(L)]

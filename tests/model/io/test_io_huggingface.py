@@ -230,3 +230,17 @@ def test_describe_cli_model_flag_prints_per_layer_encodings():
   kinds = [(l['pe_kind'], l['head_dim'], len(l['rotated_chunks'])) for l in d['layers']]
   assert kinds == [('rope', 16, 8), ('proportional', 32, 4)] * 2
   assert d['source']['family'] == 'gemma4'
+
+
+def test_gemma4_last_layer_is_global_whatever_layer_types_says(tmp_path, caplog):
+  """transformers' Gemma 4 config forces the last layer to full attention (with a warning) when
+  layer_types ends with a sliding one; ropex reads such a file alike and says so."""
+  folder = _copy(tmp_path, 'gemma4')
+  config = json.loads((folder / 'config.json').read_text())
+  text = config.get('text_config', config)
+  text['layer_types'] = text['layer_types'][:-1] + ['sliding_attention']
+  (folder / 'config.json').write_text(json.dumps(config))
+  edited, _ = io.read_model(str(folder))
+  original, _ = io.read_model(os.path.join(FIXTURES, 'gemma4'))
+  assert ModelConfig.from_config(edited) == ModelConfig.from_config(original)
+  assert any('makes the last layer full_attention' in r.getMessage() for r in caplog.records)
