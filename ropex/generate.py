@@ -101,6 +101,8 @@ def _load_released(path: str) -> Loaded:
   io.detect_format(path)   # an unknown kind of file: one line, before anything is read
   placement = Placement.from_config(defaults.base_config())
   imported = io.load_model(path, mesh=placement)
+  if imported.tokenizer_path is None and imported.source.get('tokenizer'):   # a GGUF's reason
+    raise ConfigError(f'--model={path!r} has no tokenizer: {imported.source["tokenizer"]}')
   if imported.tokenizer_path is None:
     raise ConfigError(f'--model={path!r} has no tokenizer (tokenizer.model or tokenizer.json '
                       'beside the weights, or in the folder above); add the one the weights '

@@ -27,7 +27,7 @@ scaling all three together changes nothing. So:
 * The representative of ``(L0, low, high)``: ``L0`` = the file's
   ``<arch>.rope.scaling.original_context_length`` when it stores one, else ``round(a / b)``
   (``low_freq_factor`` = 1, as in every Llama 3.x release); then ``low = b·L0/a``,
-  ``high = (1 + b)·L0/a`` (7 significant digits, float32's precision).
+  ``high = (1 + b)·L0/a`` (6 significant digits: the factors are float32).
 
 The recovered parameters are then run through ropex's own ``llama3`` scaling
 (:mod:`ropex.model.rope_scaling`, transformers' semantics) and the factors it gives must equal the
@@ -61,12 +61,13 @@ def llama3_rope_scaling(factors, theta: float, dim: int, original: int | None = 
   if np.all(f_K == 1.0):
     return None
   factor = float(str(np.float32(f_K.max())))
-  x_K = np.power(float(theta), -np.arange(0, dim, 2, dtype=np.float64) / dim) / (2 * math.pi)
+  freq_K = 1.0 / np.float32(theta) ** (np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim))
+  x_K = freq_K.astype(np.float32).astype(np.float64) / (2 * math.pi)   # the converter's float32
   a, b = _line(x_K, f_K, factor, where)
   if original is None and b <= 0:
     raise _refusal(where, 'its smoothing band has low_freq_factor 0')
   L0 = int(original) if original is not None else int(round(a / b))
-  low, high = (float(f'{v:.7g}') for v in (b * L0 / a, (1 + b) * L0 / a))
+  low, high = (float(f'{v:.6g}') for v in (b * L0 / a, (1 + b) * L0 / a))
   scaling = {'rope_type': 'llama3', 'factor': factor, 'low_freq_factor': low,
              'high_freq_factor': high, 'original_max_position_embeddings': L0}
   _check(scaling, f_K, float(theta), dim, where)
