@@ -4,14 +4,20 @@ llama.cpp's convert_hf_to_gguf.py does, with gguf.GGUFWriter:
 * metadata: general.architecture and the <arch>.* keys the converter writes (context length,
   sizes, head counts, head dim as key/value length, rms eps, rope base, soft-caps, sliding
   window, linear rope scaling) and the tokenizer (tokenizer.ggml.*: SentencePiece pieces,
-  scores and types as model 'llama'; a tokenizer.json's vocabulary and merges as model 'gpt2');
+  scores and types as model 'llama'; a tokenizer.json as model 'gpt2': tokens in id order with
+  their types, the pre-tokenizer's name, merges / special ids / add_bos_token through
+  gguf.SpecialVocab, as the converter's _set_vocab_gpt2);
 * tensors under llama.cpp's names (gguf.TensorNameMap); Gemma 1-3 norm weights + 1; Llama's
   q/k rows permuted to interleaved pairs; Llama 3 rope scaling as the precomputed rope_freqs
-  tensor; no lm_head when tied;
+  tensor (float32 factors, the converter's formula); no lm_head when tied;
 * F32 for every family; quantised copies (gguf.quants.quantize: Q8_0, Q4_0, Q5_0 — the types
-  gguf-py can quantise; 1-D tensors stay F32 as in llama.cpp) for qwen3 and gemma.
+  gguf-py can quantise; 1-D tensors stay F32 as in llama.cpp) for qwen3 and gemma;
+* tests/fixtures/gguf/bpe/: byte-level BPE tokenizers trained here with the tokenizers library
+  in Llama 3's and Qwen 2's tokenizer.json pipelines (the reference files) and their
+  vocabularies as vocabulary-only GGUF files (pre-tokenizer names llama-bpe, qwen2).
 
-Run: PYTHONPATH=$PWD:/path/to/gguf python scripts/make_gguf_fixtures.py
+Run: PYTHONPATH=$PWD python scripts/make_gguf_fixtures.py (gguf, tokenizers, sentencepiece and
+safetensors: all in the main install)
 """
 
 from __future__ import annotations
