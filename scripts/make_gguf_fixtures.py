@@ -227,8 +227,10 @@ CORPUS = [
 
 
 def _trained_bpe(regex: str, nfc: bool, ignore_merges: bool, special: list, bos):
-  import tokenizers  # pylint: disable=import-outside-toplevel
-  from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers  # pylint: disable=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel
+  import tokenizers
+  from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
+  # pylint: enable=import-outside-toplevel
   tok = tokenizers.Tokenizer(models.BPE())
   if nfc:
     tok.normalizer = normalizers.NFC()

@@ -64,8 +64,10 @@ def pre_of(reader) -> tuple[str, Pre]:
 
 def tokenizer_json(reader) -> str:
   """The ``tokenizer.json`` text of the file's ``gpt2`` vocabulary."""
-  import tokenizers  # pylint: disable=g-import-not-at-top
-  from tokenizers import decoders, models, normalizers, pre_tokenizers  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  import tokenizers
+  from tokenizers import decoders, models, normalizers, pre_tokenizers
+  # pylint: enable=g-import-not-at-top
   _, pre = pre_of(reader)
   tokens = list(reader.field('tokenizer.ggml.tokens'))
   types = reader.field('tokenizer.ggml.token_type') or [1] * len(tokens)
