@@ -107,3 +107,18 @@ def test_untampered_copy_is_accepted(tmp_path):
 def test_wrong_number_of_factors_is_refused():
   with pytest.raises(ConfigError, match=r'rope_freqs\.weight.*8 finite factors'):
     gguf_rope.llama3_rope_scaling(np.ones(4, np.float32) * 2, 10_000.0, 16, where='f.gguf')
+
+
+class _WithOriginalContext(gguf_io.Reader):
+  """llama.gguf as if it stored llama.rope.scaling.original_context_length = 32."""
+
+  def field(self, key, default=None):
+    if key == 'llama.rope.scaling.original_context_length':
+      return 32
+    return super().field(key, default)
+
+
+def test_stored_original_context_length_fixes_the_representative():
+  """L0 = 32 instead of the checkpoint's 64: low and high halve with it, the same scaling."""
+  config = gguf_io.hf_config(_WithOriginalContext(os.path.join(GGUF, 'llama.gguf')))
+  assert config['rope_scaling'] == _llama3(8.0, 0.5, 2.0, 32)
