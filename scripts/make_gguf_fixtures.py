@@ -242,6 +242,10 @@ def _trained_bpe(regex: str, nfc: bool, ignore_merges: bool, special: list, bos)
       vocab_size=420, special_tokens=special, show_progress=False,
       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
   tok.model.ignore_merges = ignore_merges
+  if ignore_merges:   # a whole-word token no merge reaches, as tiktoken-made vocabularies (Llama
+    spec = json.loads(tok.to_str())   # 3's) have: only ignore_merges encodes ' ropex' as it
+    spec['model']['vocab']['Ġropex'] = max(spec['model']['vocab'].values()) + 1
+    tok = tokenizers.Tokenizer.from_str(json.dumps(spec))
   if bos is not None:
     tok.post_processor = processors.TemplateProcessing(
         single=f'{bos} $A', pair=f'{bos} $A {bos}:1 $B:1',

@@ -24,12 +24,13 @@ GGUF, BPE, HF = (os.path.join(ROOT, 'gguf'), os.path.join(ROOT, 'gguf', 'bpe'),
 
 # contractions (any case), digit runs of 1-7, punctuation before newlines, runs of spaces, tabs,
 # \r\n, accents composed and decomposed (NFD e + U+0301), other scripts, emoji with ZWJ and
-# skin tone, code
+# skin tone, code, and ' ropex' (in the Llama 3 vocabulary as one token no merge reaches)
 TEXT = ("I'm sure they'LL say it's fine, WE'VE seen 7, 42, 314, 2718, 31415, 4444, 55555, 12451 "
         "and 1234567. "
         "DON'T do that.\n  two  spaces,   three,\t\ttabs\r\nand\n\n\nnewlines.\n"
         "Café crème brûlée, naïve (NFD: cafe\u0301 cre\u0300me), 日本語のテキスト, Ελληνικά, "
-        "русский 🚀🦙 ✅ 👍🏽 😶\u200d🌫️\nreturn {'key': x}\n\nWe'RE 2024-06-30 12:45:07 +3.14 ")
+        "русский 🚀🦙 ✅ 👍🏽 😶\u200d🌫️\nreturn {'key': x}\n\nWe'RE 2024-06-30 12:45:07 +3.14 "
+        "with ropex ")
 SPECIAL = {'llama-bpe': '<|end_of_text|>', 'qwen2': '<|im_start|>'}
 
 
@@ -69,8 +70,9 @@ def test_rebuilt_tokenizer_equals_the_reference_id_for_id(pre):
 
 @pytest.mark.parametrize('pre', ['llama-bpe', 'qwen2'])
 def test_the_text_tells_the_pre_tokenizers_apart(pre):
-  """The same vocabulary under another name's pipeline (and Qwen 2's without NFC) gives other
-  ids on TEXT: the comparison above would catch a wrong regex or normaliser."""
+  """The same vocabulary under another name's pipeline (and Qwen 2's without NFC, Llama 3's
+  without ignore_merges) gives other ids on TEXT: the comparison above would catch a wrong
+  regex, normaliser or merge rule."""
   reader = gguf_io.Reader(os.path.join(BPE, f'{pre}.gguf'))
   reference = tokenizers.Tokenizer.from_file(os.path.join(BPE, pre, 'tokenizer.json'))
   ids = reference.encode(TEXT, add_special_tokens=False).ids
@@ -81,7 +83,11 @@ def test_the_text_tells_the_pre_tokenizers_apart(pre):
   if pre == 'qwen2':
     no_nfc = _rebuilt(reader)
     no_nfc.normalizer = None
-    assert no_nfc.encode(TEXT).ids != ids
+    assert no_nfc.encode(TEXT, add_special_tokens=False).ids != ids
+  spec = json.loads(gguf_bpe.tokenizer_json(reader))
+  spec['model']['ignore_merges'] = not spec['model']['ignore_merges']
+  flipped = tokenizers.Tokenizer.from_str(json.dumps(spec))
+  assert (flipped.encode(TEXT, add_special_tokens=False).ids != ids) == (pre == 'llama-bpe')
 
 
 @pytest.mark.parametrize('family', ['llama', 'qwen2', 'qwen3'])
