@@ -126,7 +126,7 @@ def test_unknown_or_missing_pre_is_one_line_naming_the_field(pre):
 
 def test_other_vocabulary_kind_has_no_tokenizer_and_generate_says_why(tmp_path):
   """A vocabulary ropex does not rebuild (here 'bert') imports without a tokenizer; the entry
-  point that needs one names the field in its one-line error."""
+  points that need one (generate, evaluate) name the field in their one-line error."""
   from ropex import generate  # pylint: disable=import-outside-toplevel
   data = open(os.path.join(GGUF, 'qwen2.gguf'), 'rb').read()
   key = b'tokenizer.ggml.model' + struct.pack('<IQ', 8, 4)   # string value of length 4
@@ -138,6 +138,8 @@ def test_other_vocabulary_kind_has_no_tokenizer_and_generate_says_why(tmp_path):
   with pytest.raises(ConfigError, match=r"has no tokenizer: tokenizer\.ggml\.model='bert' is "
                      r"not rebuilt by ropex; allowed: llama, gpt2"):
     generate._load_released(str(path))   # pylint: disable=protected-access
+  with pytest.raises(ConfigError, match=r"bert\.gguf has no tokenizer: tokenizer\.ggml\.model"):
+    io.experiment_config(imported)   # evaluate's: never the byte tokenizer in its place
 
 
 @pytest.mark.parametrize('pre, adds_bos', [('llama-bpe', True), ('qwen2', False)])
