@@ -13,33 +13,20 @@ runlocal (a tiny CPU-sized run with the same encoding).
 """
 from ropex.config import defaults
 from ropex.config.loading import parse_arg
-from ropex.errors import ConfigError
 from ropex.experiments import paper
 
-DATA = ('wiki', 'flan', 'synthetic')
+DATA = dict(paper.PAPER_DATA, synthetic=dict(source='synthetic'))
+# 32 x 8192 = 262k tokens a step, two microbatches of 16 rows; 25k steps = 6.6B tokens.
+SCHEDULE = dict(
+    train=dict(steps=25_000, batch_size=32, seq_len=8192, grad_accum_steps=2, loss_chunk=256,
+               learning_rate=6e-4, warmup_steps=1000, log_every_steps=50),
+    mesh=dict(data=-1, fsdp=1, tensor=1),
+    checkpoint=dict(every_steps=1000, keep=2),
+    eval=dict(every_steps=2500, steps=20))
 
 
 def get_config(arg=None):
   a = parse_arg(arg, pe='prope', p=0.75, theta=10_000, data='wiki', runlocal=False)
-  if a.data not in DATA:
-    raise ConfigError(f'config argument data={a.data!r} is not known; allowed: {", ".join(DATA)}')
-  c = defaults.base_config('gemma_2b', pe=defaults.pe_from_args(a), dtype='bfloat16',
-                           remat='full', num_layers=12, embed_dim=512, num_heads=4,
-                           num_kv_heads=1, head_dim=128, hidden_dim=2048)
-  c.model.arch = 'gpu_1x'
-  c.name = f'gpu1x_{a.pe}_{a.data}'
-  if a.data == 'synthetic':
-    c.data.source = 'synthetic'
-  else:
-    c.data.update(paper.PAPER_DATA[a.data])
-    c.data.tokenizer, c.data.tokenizer_path = 'sentencepiece', 'tokenizer/gemma_tokenizer.model'
-  # 32 x 8192 = 262k tokens a step, two microbatches of 16 rows; 25k steps = 6.6B tokens.
-  c.train.update(steps=25_000, batch_size=32, seq_len=8192, grad_accum_steps=2, loss_chunk=256,
-                 learning_rate=6e-4, warmup_steps=1000, log_every_steps=50)
-  c.mesh.update(data=-1, fsdp=1, tensor=1)
-  c.checkpoint.update(every_steps=1000, keep=2)
-  c.eval.update(every_steps=2500, steps=20)
-  if a.runlocal:
-    defaults.runlocal(c)
-    c.name = f'gpu1x_{a.pe}_local'
-  return c
+  return paper.gemma_run(defaults.pe_from_args(a), a, f'gpu1x_{a.pe}', SCHEDULE, DATA,
+                         arch='gpu_1x', num_layers=12, embed_dim=512, num_heads=4,
+                         num_kv_heads=1, head_dim=128, hidden_dim=2048)

@@ -22,20 +22,19 @@ from ml_collections import config_flags
 from ropex import inputs
 from ropex.config import loading
 from ropex.errors import ConfigError
-from ropex.training import distributed
+from ropex.training import distributed, released
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir to analyse (latest or --step '
                                'checkpoint).')
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
-_MODEL = flags.DEFINE_string('model', None, 'Released weights: a Hugging Face checkpoint folder '
-                             '(config.json + safetensors; Llama, Qwen 2/3, Gemma 1-4), a GGUF '
-                             'file or an official Gemma (v1-3) Flax checkpoint folder.')
+_MODEL, _GEMMA_DTYPE = released.define_flags(
+    'Released weights: a Hugging Face checkpoint folder (config.json + safetensors; Llama, '
+    'Qwen 2/3, Gemma 1-4), a GGUF file or an official Gemma (v1-3) Flax checkpoint folder.',
+    'gemma_dtype', 'Parameter and compute dtype for --model / --gemma.')
 _GEMMA = flags.DEFINE_string('gemma', None, 'Alias of --model.')
 _TOKENIZER = flags.DEFINE_string('tokenizer', None, 'Tokenizer for --model: a SentencePiece '
                                  '.model or a tokenizer.json (default: the one next to the '
                                  'weights).')
-_GEMMA_DTYPE = flags.DEFINE_enum('gemma_dtype', 'float32', ['float32', 'bfloat16'],
-                                 'Parameter and compute dtype for --model / --gemma.')
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Analyse a freshly initialised model '
                                           'of this config (no --workdir).')
 _INIT_SEED = flags.DEFINE_integer('init_seed', 0, 'Seed of the --config initialisation.')
@@ -89,12 +88,9 @@ def _prompts(data_cfg, tokenizer, vocab_size: int):
 def _load_model():
   """Released weights (--model, or its alias --gemma) placed on the default mesh, each tensor
   as it is read."""
-  from ropex.config import defaults  # pylint: disable=g-import-not-at-top
-  from ropex.model import io  # pylint: disable=g-import-not-at-top
   path = _MODEL.value or _GEMMA.value
-  placement = _placement(defaults.base_config())
-  imported = io.load_model(path, mesh=placement, dtype=_GEMMA_DTYPE.value,
-                           what='--model' if _MODEL.value else '--gemma')
+  imported, placement = released.load(path, _GEMMA_DTYPE.value,
+                                      '--model' if _MODEL.value else '--gemma')
   tokenizer_path = _TOKENIZER.value or imported.tokenizer_path
   if not tokenizer_path:
     why = imported.source.get('tokenizer')   # a GGUF's: why its vocabulary was not rebuilt

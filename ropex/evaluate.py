@@ -23,16 +23,14 @@ from absl import app, flags, logging
 
 from ropex import inputs, paths
 from ropex.errors import ConfigError
-from ropex.training import distributed
+from ropex.training import distributed, released
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir (config.json + checkpoints).')
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
-_MODEL = flags.DEFINE_string('model', None, 'Released weights instead of --workdir: a Hugging '
-                             'Face checkpoint folder (any family ropex reads), a GGUF file or an '
-                             'official Gemma Flax folder; evaluated with its own tokenizer '
-                             '(--out needed).')
-_MODEL_DTYPE = flags.DEFINE_enum('model_dtype', 'float32', ['float32', 'bfloat16'],
-                                 'Parameter and compute dtype for --model.')
+_MODEL, _MODEL_DTYPE = released.define_flags(
+    'Released weights instead of --workdir: a Hugging Face checkpoint folder (any family ropex '
+    'reads), a GGUF file or an official Gemma Flax folder; evaluated with its own tokenizer '
+    '(--out needed).', 'model_dtype', 'Parameter and compute dtype for --model.')
 _MODEL_SEQ_LEN = flags.DEFINE_integer('model_seq_len', 8192, 'For --model: the context length '
                                       'it was trained to (sets the default --lengths).')
 _OUT = flags.DEFINE_string('out', None, 'Output folder (default WORKDIR/eval[_<overrides>]; '
@@ -151,16 +149,13 @@ def evaluate_model(path: str, out: str) -> tuple[dict, list[str]]:
   evaluated like a run; the results record the source."""
   from ropex.evaluation import suite  # pylint: disable=g-import-not-at-top
   from ropex.model import io  # pylint: disable=g-import-not-at-top
-  from ropex.training.placement import Placement  # pylint: disable=g-import-not-at-top
   options = _options()
   if not out:
     raise ConfigError('--out is required with --model')
   inputs.output(out, '--out')          # before any weight is read
   block, _ = io.read_model(path)     # config.json checked before any weight is read
   del block
-  from ropex.config import defaults  # pylint: disable=g-import-not-at-top
-  placement = Placement.from_config(defaults.base_config())
-  imported = io.load_model(path, mesh=placement, dtype=_MODEL_DTYPE.value)
+  imported, placement = released.load(path, _MODEL_DTYPE.value)
   config = io.experiment_config(imported, _MODEL_SEQ_LEN.value)
   suite.resolve(config, options)
   results = suite.evaluate(config, imported.params, options, progress=True, placement=placement)

@@ -95,12 +95,10 @@ def _load_workdir(path: str, step: int | None) -> Loaded:
 
 
 def _load_released(path: str) -> Loaded:
-  from ropex.config import defaults  # pylint: disable=g-import-not-at-top
   from ropex.model import io  # pylint: disable=g-import-not-at-top
-  from ropex.training.placement import Placement  # pylint: disable=g-import-not-at-top
+  from ropex.training import released  # pylint: disable=g-import-not-at-top
   io.detect_format(path)   # an unknown kind of file: one line, before anything is read
-  placement = Placement.from_config(defaults.base_config())
-  imported = io.load_model(path, mesh=placement)
+  imported, placement = released.load(path)
   if imported.tokenizer_path is None and imported.source.get('tokenizer'):   # a GGUF's reason
     raise ConfigError(f'--model={path!r} has no tokenizer: {imported.source["tokenizer"]}')
   if imported.tokenizer_path is None:

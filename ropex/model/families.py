@@ -21,105 +21,96 @@ _L3_SCALING = dict(rope_type='llama3', low_freq_factor=1.0, high_freq_factor=4.0
                    original_max_position_embeddings=8192)
 _G3 = dict(model_type='gemma3_text', head_dim=256, query_pre_attn_scalar=256, rms_norm_eps=1e-6,
            hidden_activation='gelu_pytorch_tanh', rope_theta=1_000_000.0,
-           rope_local_base_freq=10_000.0, tie_word_embeddings=True)
+           rope_local_base_freq=10_000.0, tie_word_embeddings=True, vocab_size=262_144)
 _G4 = dict(model_type='gemma4_text', head_dim=256, global_head_dim=512, rms_norm_eps=1e-6,
            hidden_activation='gelu_pytorch_tanh', final_logit_softcapping=30.0,
            vocab_size=262_144, tie_word_embeddings=True,
            rope_parameters={'sliding_attention': {'rope_type': 'default', 'rope_theta': 10_000.0},
                             'full_attention': {'rope_type': 'proportional', 'rope_theta': 1e6,
                                                'partial_rotary_factor': 0.25}})
+_LLAMA3 = dict(model_type='llama', vocab_size=128_256, rms_norm_eps=1e-5, hidden_act='silu',
+               rope_theta=500_000.0)
+_QWEN3 = dict(model_type='qwen3', vocab_size=151_936, head_dim=128, rms_norm_eps=1e-6,
+              hidden_act='silu', rope_theta=1_000_000.0)
+
+
+def _config(base: dict, layers: int, width: int, heads: int, kv_heads: int, mlp: int,
+            **fields) -> dict:
+  """A config.json: ``base`` (the family's shared fields), the size (transformers'
+  num_hidden_layers, hidden_size, num_attention_heads, num_key_value_heads,
+  intermediate_size) and the preset's own ``fields``."""
+  return dict(base, num_hidden_layers=layers, hidden_size=width, num_attention_heads=heads,
+              num_key_value_heads=kv_heads, intermediate_size=mlp, **fields)
+
+
+def _row(repo: str, published: int | None, config: dict, text_config: bool = False,
+         count_source: str | None = None, **extra) -> dict:
+  """A preset row: the config.json of ``repo`` on the Hub (its ``text_config`` part with
+  ``text_config``) and the count ``published`` (default source: the repo's HF safetensors
+  metadata total); ``extra``: ``not_built`` and ``compare``."""
+  return dict(source=_HUB.format(repo) + (' (text_config)' if text_config else ''),
+              published=published,
+              count_source=count_source or f'HF safetensors metadata total ({repo})',
+              config=config, **extra)
+
 
 PRESETS = {
-    'gemma2_2b': dict(
-        source=_HUB.format('google/gemma-2-2b'), published=2_614_341_888,
-        count_source='HF safetensors metadata total (google/gemma-2-2b)',
-        config=dict(model_type='gemma2', vocab_size=256_000, num_hidden_layers=26,
-                    hidden_size=2304, num_attention_heads=8, num_key_value_heads=4,
-                    head_dim=256, intermediate_size=9216, query_pre_attn_scalar=256,
-                    sliding_window=4096, attn_logit_softcapping=50.0,
-                    final_logit_softcapping=30.0, rope_theta=10_000.0, rms_norm_eps=1e-6,
-                    hidden_activation='gelu_pytorch_tanh', tie_word_embeddings=True)),
-    'gemma3_270m': dict(
-        source=_HUB.format('google/gemma-3-270m'), published=268_098_176,
-        count_source='HF safetensors metadata total (google/gemma-3-270m)',
-        config=dict(_G3, vocab_size=262_144, num_hidden_layers=18, hidden_size=640,
-                    num_attention_heads=4, num_key_value_heads=1, intermediate_size=2048,
-                    sliding_window=512)),
-    'gemma3_1b': dict(
-        source=_HUB.format('google/gemma-3-1b-pt'), published=999_885_952,
-        count_source='HF safetensors metadata total (google/gemma-3-1b-pt)',
-        config=dict(_G3, vocab_size=262_144, num_hidden_layers=26, hidden_size=1152,
-                    num_attention_heads=4, num_key_value_heads=1, intermediate_size=6912,
-                    sliding_window=512)),
-    'gemma3_4b': dict(
-        source=_HUB.format('google/gemma-3-4b-pt') + ' (text_config)', published=4_300_079_472,
+    'gemma2_2b': _row('google/gemma-2-2b', 2_614_341_888, _config(
+        dict(model_type='gemma2', vocab_size=256_000), 26, 2304, 8, 4, 9216, head_dim=256,
+        query_pre_attn_scalar=256, sliding_window=4096, attn_logit_softcapping=50.0,
+        final_logit_softcapping=30.0, rope_theta=10_000.0, rms_norm_eps=1e-6,
+        hidden_activation='gelu_pytorch_tanh', tie_word_embeddings=True)),
+    'gemma3_270m': _row('google/gemma-3-270m', 268_098_176,
+                        _config(_G3, 18, 640, 4, 1, 2048, sliding_window=512)),
+    'gemma3_1b': _row('google/gemma-3-1b-pt', 999_885_952,
+                      _config(_G3, 26, 1152, 4, 1, 6912, sliding_window=512)),
+    'gemma3_4b': _row(
+        'google/gemma-3-4b-pt', 4_300_079_472,
+        _config(_G3, 34, 2560, 8, 4, 10240, vocab_size=262_208, sliding_window=1024,
+                rope_scaling={'rope_type': 'linear', 'factor': 8.0}),
+        text_config=True,
         count_source='HF safetensors metadata total (google/gemma-3-4b-pt), image+text',
         not_built=416_866_032 + 2_949_120 + 1152,
         compare='the text model: the total less the SigLIP vision tower (416,866,032: 27 '
                 'layers of width 1152, MLP 4304, 4096 patch positions) and the multimodal '
-                'projector (1152 x 2560 + a 1152 norm)',
-        config=dict(_G3, vocab_size=262_208, num_hidden_layers=34, hidden_size=2560,
-                    num_attention_heads=8, num_key_value_heads=4, intermediate_size=10240,
-                    sliding_window=1024, rope_scaling={'rope_type': 'linear', 'factor': 8.0})),
-    'gemma4_e2b': dict(
-        source=_HUB.format('google/gemma-4-E2B') + ' (text_config)', published=None,
+                'projector (1152 x 2560 + a 1152 norm)'),
+    'gemma4_e2b': _row(
+        'google/gemma-4-E2B', None,
+        _config(_G4, 35, 1536, 8, 1, 6144, sliding_window=512, hidden_size_per_layer_input=256,
+                vocab_size_per_layer_input=262_144, num_kv_shared_layers=20,
+                use_double_wide_mlp=True,
+                layer_types=(['sliding_attention'] * 4 + ['full_attention']) * 7),
+        text_config=True,
         count_source='no verified text-only figure (the model card\'s 5.1B counts vision and '
-                     'audio towers)',
-        config=dict(_G4, num_hidden_layers=35, hidden_size=1536, num_attention_heads=8,
-                    num_key_value_heads=1, intermediate_size=6144, sliding_window=512,
-                    hidden_size_per_layer_input=256, vocab_size_per_layer_input=262_144,
-                    num_kv_shared_layers=20, use_double_wide_mlp=True,
-                    layer_types=(['sliding_attention'] * 4 + ['full_attention']) * 7)),
-    'gemma4_31b': dict(
-        source=_HUB.format('google/gemma-4-31B') + ' (text_config)', published=None,
+                     'audio towers)'),
+    'gemma4_31b': _row(
+        'google/gemma-4-31B', None,
+        _config(_G4, 60, 5376, 32, 16, 21504, num_global_key_value_heads=4,
+                attention_k_eq_v=True, sliding_window=1024, hidden_size_per_layer_input=0,
+                num_kv_shared_layers=0,
+                layer_types=(['sliding_attention'] * 5 + ['full_attention']) * 10),
+        text_config=True,
         count_source='no verified text-only figure (the model card\'s 31B counts the vision '
-                     'tower)',
-        config=dict(_G4, num_hidden_layers=60, hidden_size=5376, num_attention_heads=32,
-                    num_key_value_heads=16, num_global_key_value_heads=4,
-                    attention_k_eq_v=True, intermediate_size=21504, sliding_window=1024,
-                    hidden_size_per_layer_input=0, num_kv_shared_layers=0,
-                    layer_types=(['sliding_attention'] * 5 + ['full_attention']) * 10)),
-    'llama3_2_1b': dict(
-        source=_HUB.format('meta-llama/Llama-3.2-1B'), published=1_235_814_400,
-        count_source='HF safetensors metadata total (meta-llama/Llama-3.2-1B)',
-        config=dict(model_type='llama', vocab_size=128_256, num_hidden_layers=16,
-                    hidden_size=2048, num_attention_heads=32, num_key_value_heads=8,
-                    head_dim=64, intermediate_size=8192, rms_norm_eps=1e-5, hidden_act='silu',
-                    tie_word_embeddings=True, rope_theta=500_000.0,
-                    rope_scaling=dict(_L3_SCALING, factor=32.0))),
-    'llama3_1_8b': dict(
-        source=_HUB.format('meta-llama/Llama-3.1-8B'), published=8_030_261_248,
-        count_source='HF safetensors metadata total (meta-llama/Llama-3.1-8B)',
-        config=dict(model_type='llama', vocab_size=128_256, num_hidden_layers=32,
-                    hidden_size=4096, num_attention_heads=32, num_key_value_heads=8,
-                    head_dim=128, intermediate_size=14336, rms_norm_eps=1e-5,
-                    hidden_act='silu', tie_word_embeddings=False, rope_theta=500_000.0,
-                    rope_scaling=dict(_L3_SCALING, factor=8.0))),
-    'qwen2_5_0_5b': dict(
-        source=_HUB.format('Qwen/Qwen2.5-0.5B'), published=494_032_768,
-        count_source='HF safetensors metadata total (Qwen/Qwen2.5-0.5B)',
-        config=dict(model_type='qwen2', vocab_size=151_936, num_hidden_layers=24,
-                    hidden_size=896, num_attention_heads=14, num_key_value_heads=2,
-                    intermediate_size=4864, rms_norm_eps=1e-6, hidden_act='silu',
-                    tie_word_embeddings=True, rope_theta=1_000_000.0)),
-    'qwen3_0_6b': dict(
-        source=_HUB.format('Qwen/Qwen3-0.6B'), published=751_632_384,
+                     'tower)'),
+    'llama3_2_1b': _row('meta-llama/Llama-3.2-1B', 1_235_814_400, _config(
+        _LLAMA3, 16, 2048, 32, 8, 8192, head_dim=64, tie_word_embeddings=True,
+        rope_scaling=dict(_L3_SCALING, factor=32.0))),
+    'llama3_1_8b': _row('meta-llama/Llama-3.1-8B', 8_030_261_248, _config(
+        _LLAMA3, 32, 4096, 32, 8, 14336, head_dim=128, tie_word_embeddings=False,
+        rope_scaling=dict(_L3_SCALING, factor=8.0))),
+    'qwen2_5_0_5b': _row('Qwen/Qwen2.5-0.5B', 494_032_768, _config(
+        dict(model_type='qwen2', vocab_size=151_936), 24, 896, 14, 2, 4864, rms_norm_eps=1e-6,
+        hidden_act='silu', tie_word_embeddings=True, rope_theta=1_000_000.0)),
+    'qwen3_0_6b': _row(
+        'Qwen/Qwen3-0.6B', 751_632_384,
+        _config(_QWEN3, 28, 1024, 16, 8, 3072, tie_word_embeddings=True),
         count_source='HF safetensors metadata total (Qwen/Qwen3-0.6B); the files also store '
                      'the tied lm_head (151,936 x 1024), which the model ties to the embedding',
         not_built=151_936 * 1024,
         compare='the model as built (tied: the stored lm_head copy is not a parameter); the '
-                'model card\'s non-embedding 0.44B is 440,467,456 here',
-        config=dict(model_type='qwen3', vocab_size=151_936, num_hidden_layers=28,
-                    hidden_size=1024, num_attention_heads=16, num_key_value_heads=8,
-                    head_dim=128, intermediate_size=3072, rms_norm_eps=1e-6, hidden_act='silu',
-                    tie_word_embeddings=True, rope_theta=1_000_000.0)),
-    'qwen3_8b': dict(
-        source=_HUB.format('Qwen/Qwen3-8B'), published=8_190_735_360,
-        count_source='HF safetensors metadata total (Qwen/Qwen3-8B)',
-        config=dict(model_type='qwen3', vocab_size=151_936, num_hidden_layers=36,
-                    hidden_size=4096, num_attention_heads=32, num_key_value_heads=8,
-                    head_dim=128, intermediate_size=12288, rms_norm_eps=1e-6,
-                    hidden_act='silu', tie_word_embeddings=False, rope_theta=1_000_000.0)),
+                'model card\'s non-embedding 0.44B is 440,467,456 here'),
+    'qwen3_8b': _row('Qwen/Qwen3-8B', 8_190_735_360,
+                     _config(_QWEN3, 36, 4096, 32, 8, 12288, tie_word_embeddings=False)),
 }
 
 

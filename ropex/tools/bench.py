@@ -280,16 +280,9 @@ def define_flags() -> None:
                     '(see MALLOC_TUNABLES).')
   flags.DEFINE_float('pipeline_seconds', 5.0, 'Seconds of input-pipeline measurement '
                      '(0 skips it).')
-  flags.DEFINE_bool('scaling', False, 'Also measure cost against sequence length (per '
-                    'attention implementation, train and forward-only) and model size.')
   flags.DEFINE_bool('profile', False, 'Also trace two steps of every config and report the '
                     'time by op category (ropex.tools.step_profile).')
-  plan = scaling_lib.ScalingPlan()
-  flags.DEFINE_list('scaling_lens', [str(t) for t in plan.train_lens],
-                    'Train lengths of the --scaling curves.')
-  flags.DEFINE_integer('scaling_tokens', plan.tokens_per_batch,
-                       'Tokens per batch of the --scaling length curves.')
-  flags.DEFINE_list('scaling_archs', list(plan.size_archs), 'Model presets of the size curve.')
+  scaling_lib.define_flags()   # --scaling and its plan
   flags.DEFINE_string('out', None, 'Directory for bench.json, scaling.json and scaling.png.')
 
 
@@ -317,29 +310,11 @@ def _print_table(results: list[dict]) -> None:
             f'{r["pipeline_tokens_per_s"]:.0f} tokens/s = {r["ratio"]:.1f}x the trainer\'s '
             f'{r["trainer_tokens_per_s"]:.0f}')
     elif r['kind'] == 'scaling':
-      _print_scaling(r)
+      scaling_lib.print_result(r)
     elif r['kind'] == 'machine':
       print(f'machine: {r["cpu"]}, {r["cores"]} cores, '
             f'{(r["ram_bytes"] or 0) / 2**30:.0f} GiB RAM, jax {r["jax"]} ({r["backend"]}), '
             f'load average {r["load_average"][0]:.1f}')
-
-
-def _print_scaling(r: dict) -> None:
-  print(f'{"mode":5s} {"attention":9s} {"T":>6s} {"batch":>5s} {"s/seq":>9s} {"tokens/s":>9s} '
-        f'{"MFU":>6s} {"XLA tmp GiB":>11s} {"peakRSS GiB":>11s}')
-  for p in r['length'] + r['size']:
-    tmp = (p['xla_temp_bytes'] or float('nan')) / 2**30
-    print(f'{p["mode"]:5s} {p["impl"]:9s} {p["seq_len"]:6d} {p["batch_size"]:5d} '
-          f'{p["seconds_per_sequence"]:9.4f} {p["tokens_per_s"]:9.0f} {p["mfu"]:6.1%} '
-          f'{tmp:11.3f} {p["peak_rss_bytes"] / 2**30:11.2f}' +
-          (f'  ({p["arch"]}, {p["params"] / 1e6:.1f}M params)' if 'params' in p else ''))
-  for mode, fits in r['exponents'].items():
-    for impl, e in fits.items():
-      print(f'exponent of {mode} time per sequence in T, {impl}: {e["low"]:.2f} over '
-            f'T={e["low_range"][0]:.0f}..{e["low_range"][1]:.0f}, {e["high"]:.2f} over '
-            f'T={e["high_range"][0]:.0f}..{e["high_range"][1]:.0f}')
-  for impl, why in r['skipped_impls'].items():
-    print(f'not measured: {impl} ({why})')
 
 
 def run(configs, dtypes=None, steps=10, warmup=2, pe_rounds=5, pe_steps=2,
@@ -390,15 +365,6 @@ def _write(results: list[dict], out: str) -> None:
       scaling_lib.write({k: v for k, v in r.items() if k != 'kind'}, out, machine_info)
 
 
-def _plan(f) -> scaling_lib.ScalingPlan:
-  try:
-    lens = tuple(int(t) for t in f.scaling_lens)
-  except ValueError:
-    raise ConfigError(f'--scaling_lens {",".join(f.scaling_lens)} must be integers') from None
-  return scaling_lib.ScalingPlan(train_lens=lens, tokens_per_batch=f.scaling_tokens,
-                                 size_archs=tuple(f.scaling_archs))
-
-
 def main(argv):
   f = flags.FLAGS
   if f.malloc_hugepages:
@@ -406,7 +372,7 @@ def main(argv):
   del argv
   emit = (lambda r: print(json.dumps(r), flush=True)) if f.json else (lambda r: None)
   results = run(f.configs, f.dtypes, f.steps, f.warmup, f.pe_rounds, f.pe_steps,
-                f.pipeline_seconds, emit, _plan(f) if f.scaling else None,
+                f.pipeline_seconds, emit, scaling_lib.plan_from_flags(f),
                 f.out, f.profile)
   if not f.json:
     _print_table(results)

@@ -15,6 +15,9 @@ over the low and the high half of the lengths (:func:`fit_exponents`). A sequenc
 to 2 once attention does. ``splash`` runs only in Pallas interpret mode on a CPU (an emulation,
 not a speed) and ``cudnn`` only on a GPU: the curves cover the implementations that run natively
 on the backend (:func:`native_impls`).
+
+The ``python -m ropex.bench`` side: :func:`define_flags` (``--scaling`` and the plan's flags),
+:func:`plan_from_flags` and :func:`print_result` (the table it prints).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import resource
 import statistics
 import time
 
+from absl import flags
 import jax
 import numpy as np
 
@@ -238,3 +242,47 @@ def write(result: dict, out_dir: str, machine: dict | None = None) -> dict:
   from ropex.tools import scaling_plot
   scaling_plot.figure(result, paths['png'])
   return paths
+
+
+def define_flags() -> None:
+  """``--scaling`` and the plan's flags (``python -m ropex.bench`` defines them when run)."""
+  flags.DEFINE_bool('scaling', False, 'Also measure cost against sequence length (per '
+                    'attention implementation, train and forward-only) and model size.')
+  plan = ScalingPlan()
+  flags.DEFINE_list('scaling_lens', [str(t) for t in plan.train_lens],
+                    'Train lengths of the --scaling curves.')
+  flags.DEFINE_integer('scaling_tokens', plan.tokens_per_batch,
+                       'Tokens per batch of the --scaling length curves.')
+  flags.DEFINE_list('scaling_archs', list(plan.size_archs), 'Model presets of the size curve.')
+
+
+def plan_from_flags(f) -> ScalingPlan | None:
+  """The plan of the flags of :func:`define_flags` (``f``: the parsed flags); None without
+  ``--scaling``."""
+  if not f.scaling:
+    return None
+  try:
+    lens = tuple(int(t) for t in f.scaling_lens)
+  except ValueError:
+    raise ConfigError(f'--scaling_lens {",".join(f.scaling_lens)} must be integers') from None
+  return ScalingPlan(train_lens=lens, tokens_per_batch=f.scaling_tokens,
+                     size_archs=tuple(f.scaling_archs))
+
+
+def print_result(r: dict) -> None:
+  """The table of a :func:`run` result: every point, the fitted exponents, what was skipped."""
+  print(f'{"mode":5s} {"attention":9s} {"T":>6s} {"batch":>5s} {"s/seq":>9s} {"tokens/s":>9s} '
+        f'{"MFU":>6s} {"XLA tmp GiB":>11s} {"peakRSS GiB":>11s}')
+  for p in r['length'] + r['size']:
+    tmp = (p['xla_temp_bytes'] or float('nan')) / 2**30
+    print(f'{p["mode"]:5s} {p["impl"]:9s} {p["seq_len"]:6d} {p["batch_size"]:5d} '
+          f'{p["seconds_per_sequence"]:9.4f} {p["tokens_per_s"]:9.0f} {p["mfu"]:6.1%} '
+          f'{tmp:11.3f} {p["peak_rss_bytes"] / 2**30:11.2f}' +
+          (f'  ({p["arch"]}, {p["params"] / 1e6:.1f}M params)' if 'params' in p else ''))
+  for mode, fits in r['exponents'].items():
+    for impl, e in fits.items():
+      print(f'exponent of {mode} time per sequence in T, {impl}: {e["low"]:.2f} over '
+            f'T={e["low_range"][0]:.0f}..{e["low_range"][1]:.0f}, {e["high"]:.2f} over '
+            f'T={e["high_range"][0]:.0f}..{e["high_range"][1]:.0f}')
+  for impl, why in r['skipped_impls'].items():
+    print(f'not measured: {impl} ({why})')

@@ -90,6 +90,7 @@ _LIBRARY_ARCHITECTURE = dict(norm_unit_offset=True, rms_norm_eps=1e-6, scale_emb
 @dataclasses.dataclass(frozen=True)
 class Shapes:
   """What the tensors of a checkpoint say."""
+  # A part of ModelConfig on purpose: what the Flax tensors reveal (gemma2_flax.shapes_of).
   vocab_size: int
   num_layers: int
   embed_dim: int
@@ -103,8 +104,13 @@ class Shapes:
   gating: tuple          # shape of layer_0/mlp/gating_einsum
 
   def describe(self) -> str:
-    return ', '.join(f'{f.name}={getattr(self, f.name)}' for f in dataclasses.fields(self)
-                     if f.name not in ('vocab_size', 'gating'))
+    return ', '.join(f'{f}={getattr(self, f)}' for f in _SHAPE_FIELDS)
+
+
+# What a preset must match: the shapes less the vocabulary (the Flax releases pad it their own
+# way) and the gating layout (transpose_from_shapes).
+_SHAPE_FIELDS = tuple(f.name for f in dataclasses.fields(Shapes)
+                      if f.name not in ('vocab_size', 'gating'))
 
 
 def find_sidecar(path: str) -> str | None:
@@ -185,8 +191,6 @@ def block_from_library(lib: dict, where: str) -> tuple[ml_collections.ConfigDict
   return block, bool(values['transpose_gating_einsum'])
 
 
-_SHAPE_FIELDS = ('num_layers', 'embed_dim', 'num_heads', 'num_kv_heads', 'head_dim',
-                 'hidden_dim', 'qk_norm', 'post_attention_norm', 'post_ffw_norm')
 _LIBRARY_NAME = {target: name for name, (target, _, _) in LIBRARY_FIELDS.items() if target}
 _LIBRARY_NAME['num_layers'] = 'attention_types (its length)'
 
