@@ -93,8 +93,11 @@ def _load_model():
                                       '--model' if _MODEL.value else '--gemma')
   tokenizer_path = _TOKENIZER.value or imported.tokenizer_path
   if not tokenizer_path:
-    raise ConfigError(f'--tokenizer is not set and no tokenizer.model / tokenizer.json lies '
-                      f'next to --model={path!r}; give the tokenizer file')
+    why = imported.source.get('tokenizer')   # a GGUF's: why its vocabulary was not rebuilt
+    raise ConfigError('--tokenizer is not set and ' + (
+        f'--model={path!r} has no tokenizer ({why})' if why else
+        f'no tokenizer.model / tokenizer.json lies next to --model={path!r}') +
+        '; give the tokenizer file')
   data_cfg = ml_collections.ConfigDict({
       'source': 'text', 'tokenizer_path': tokenizer_path,
       'tokenizer': 'sentencepiece' if tokenizer_path.endswith('.model') else 'huggingface'})

@@ -99,6 +99,8 @@ def _load_released(path: str) -> Loaded:
   from ropex.training import released  # pylint: disable=g-import-not-at-top
   io.detect_format(path)   # an unknown kind of file: one line, before anything is read
   imported, placement = released.load(path)
+  if imported.tokenizer_path is None and imported.source.get('tokenizer'):   # a GGUF's reason
+    raise ConfigError(f'--model={path!r} has no tokenizer: {imported.source["tokenizer"]}')
   if imported.tokenizer_path is None:
     raise ConfigError(f'--model={path!r} has no tokenizer (tokenizer.model or tokenizer.json '
                       'beside the weights, or in the folder above); add the one the weights '

@@ -4,14 +4,20 @@ llama.cpp's convert_hf_to_gguf.py does, with gguf.GGUFWriter:
 * metadata: general.architecture and the <arch>.* keys the converter writes (context length,
   sizes, head counts, head dim as key/value length, rms eps, rope base, soft-caps, sliding
   window, linear rope scaling) and the tokenizer (tokenizer.ggml.*: SentencePiece pieces,
-  scores and types as model 'llama'; a tokenizer.json's vocabulary and merges as model 'gpt2');
+  scores and types as model 'llama'; a tokenizer.json as model 'gpt2': tokens in id order with
+  their types, the pre-tokenizer's name, merges / special ids / add_bos_token through
+  gguf.SpecialVocab, as the converter's _set_vocab_gpt2);
 * tensors under llama.cpp's names (gguf.TensorNameMap); Gemma 1-3 norm weights + 1; Llama's
   q/k rows permuted to interleaved pairs; Llama 3 rope scaling as the precomputed rope_freqs
-  tensor; no lm_head when tied;
+  tensor (float32 factors, the converter's formula); no lm_head when tied;
 * F32 for every family; quantised copies (gguf.quants.quantize: Q8_0, Q4_0, Q5_0 — the types
-  gguf-py can quantise; 1-D tensors stay F32 as in llama.cpp) for qwen3 and gemma.
+  gguf-py can quantise; 1-D tensors stay F32 as in llama.cpp) for qwen3 and gemma;
+* tests/fixtures/gguf/bpe/: byte-level BPE tokenizers trained here with the tokenizers library
+  in Llama 3's and Qwen 2's tokenizer.json pipelines (the reference files) and their
+  vocabularies as vocabulary-only GGUF files (pre-tokenizer names llama-bpe, qwen2).
 
-Run: PYTHONPATH=$PWD:/path/to/gguf python scripts/make_gguf_fixtures.py
+Run: PYTHONPATH=$PWD python scripts/make_gguf_fixtures.py (gguf, tokenizers, sentencepiece and
+safetensors: all in the main install)
 """
 
 from __future__ import annotations
@@ -94,25 +100,35 @@ def _sentencepiece_vocab(w: gguf.GGUFWriter, path: str) -> None:
     w.add_unk_token_id(sp.unk_id())
 
 
-def _bpe_vocab(w: gguf.GGUFWriter, path: str, c: dict) -> None:
+def _bpe_vocab(w: gguf.GGUFWriter, folder: str, pre: str) -> None:
+  """As the converter's ``_set_vocab_gpt2``: tokens in id order with their types (an added token:
+  CONTROL if special, else USER_DEFINED; a hole: ``[PAD<i>]``, UNUSED), the pre-tokenizer's
+  name, then merges, bos/eos ids and add_bos/add_eos through ``gguf.SpecialVocab``."""
+  import tokenizers  # pylint: disable=import-outside-toplevel
+  path = os.path.join(folder, 'tokenizer.json')
   with open(path, encoding='utf-8') as f:
-    tok = json.load(f)
-  vocab = dict(tok['model']['vocab'])
-  special = {t['content']: t['id'] for t in tok.get('added_tokens', [])}
-  vocab.update(special)
-  by_id = sorted(vocab.items(), key=lambda kv: kv[1])
-  assert [i for _, i in by_id] == list(range(len(by_id))), 'vocabulary ids are not contiguous'
-  merges = [m if isinstance(m, str) else ' '.join(m) for m in tok['model'].get('merges', [])]
+    added = {t['content']: t['special'] for t in json.load(f).get('added_tokens', [])}
+  vocab = tokenizers.Tokenizer.from_file(path).get_vocab(with_added_tokens=True)
+  by_id = {i: t for t, i in vocab.items()}
+  tokens, types = [], []
+  for i in range(max(by_id) + 1):
+    token = by_id.get(i, f'[PAD{i}]')
+    tokens.append(token)
+    types.append(gguf.TokenType.UNUSED if i not in by_id else gguf.TokenType.NORMAL
+                 if token not in added else gguf.TokenType.CONTROL if added[token] else
+                 gguf.TokenType.USER_DEFINED)
   w.add_tokenizer_model('gpt2')
-  w.add_token_list([t for t, _ in by_id])
-  w.add_token_types([gguf.TokenType.CONTROL if t in special else gguf.TokenType.NORMAL
-                     for t, _ in by_id])
-  w.add_token_merges(merges)
-  w.add_bos_token_id(int(c['bos_token_id']))
-  w.add_eos_token_id(int(c['eos_token_id']))
+  w.add_tokenizer_pre(pre)
+  w.add_token_list(tokens)
+  w.add_token_types(types)
+  gguf.SpecialVocab(folder, load_merges=True).add_to_gguf(w, quiet=True)
 
 
 def _llama3_rope_freqs(c: dict) -> np.ndarray | None:
+  """The converter's rope_freqs: float32 frequencies, one factor per chunk (llama.cpp divides
+  the frequency by it). L0 is the config's rope original_max_position_embeddings, the value
+  transformers uses (the converter reads the config's top level, default 8192: the same for
+  every Llama 3.x release, not for this fixture's 64)."""
   rope = _rope(c)
   if rope.get('rope_type') != 'llama3':
     return None
@@ -120,9 +136,11 @@ def _llama3_rope_freqs(c: dict) -> np.ndarray | None:
   base, factor = float(rope['rope_theta']), float(rope['factor'])
   low, high = float(rope['low_freq_factor']), float(rope['high_freq_factor'])
   old = float(rope['original_max_position_embeddings'])
+  freqs = (1.0 / np.float32(base) ** (np.arange(0, head_dim, 2, dtype=np.float32)
+                                      / np.float32(head_dim))).astype(np.float32)
   out = []
-  for freq in 1.0 / base ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim):
-    wavelen = 2 * math.pi / freq
+  for freq in freqs:
+    wavelen = 2 * math.pi / float(freq)
     if wavelen < old / high:
       out.append(1.0)
     elif wavelen > old / low:
@@ -167,8 +185,8 @@ def write(family: str, quant: str | None = None) -> str:
   _metadata(w, arch, c)
   if os.path.isfile(os.path.join(folder, 'tokenizer.model')):
     _sentencepiece_vocab(w, os.path.join(folder, 'tokenizer.model'))
-  else:
-    _bpe_vocab(w, os.path.join(folder, 'tokenizer.json'), c)
+  else:   # the fixtures' tokenizer.json split with GPT-2's ByteLevel regex: llama.cpp's 'gpt-2'
+    _bpe_vocab(w, folder, 'gpt-2')
   qtype = gguf.GGMLQuantizationType[quant] if quant else None
   for tensor_name, value in _tensors(arch, c, folder):
     if qtype is not None and value.ndim == 2:
@@ -182,12 +200,92 @@ def write(family: str, quant: str | None = None) -> str:
   return path
 
 
+# Byte-level BPE tokenizers trained here with the tokenizers library in the pipeline of the
+# published tokenizer.json of their family (regexes as transformers writes them: Llama 3's
+# TikTokenConverter pattern, Qwen 2's PRETOKENIZE_REGEX), saved as the reference tokenizer.json,
+# then written as llama.cpp's converter writes a GGUF vocabulary (vocab only, no tensors).
+_LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+                 r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+_QWEN2_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+                r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+BPE_FIXTURES = {   # llama.cpp pre name: (arch, regex, NFC, ignore_merges, special tokens, bos)
+    'llama-bpe': ('llama', _LLAMA3_REGEX, False, True,
+                  ['<|begin_of_text|>', '<|end_of_text|>', '<|eot_id|>'], '<|begin_of_text|>'),
+    'qwen2': ('qwen2', _QWEN2_REGEX, True, False,
+              ['<|endoftext|>', '<|im_start|>', '<|im_end|>'], None),
+}
+CORPUS = [
+    "I'm sure they'll say it's fine; we've been here before, you'd think. DON'T they KNOW?",
+    "The café served crème brûlée and a naïve piñata in 2023, then 1999 and 42 more in 7 days.",
+    "Prices: 3 apples for 12 dollars, 128 pears, 4096 plums, 31415 figs, 271828 dates.",
+    "def main():\n    x = [1, 2, 3]\n    return {'key': x, \"n\": 100}\n\n",
+    "Ünïcödé text — 日本語のテキストです。 Ελληνικά γράμματα, русский язык, עברית.",
+    "Emoji 🚀🦙 ✅ 👍🏽 😶\u200d🌫️ and tabs\tand  double  spaces   triple\r\nnew lines\n\n\n.",
+    "She said: \"What's the plan?\" He'd answered: \"We'll see, I've no idea.\"",
+    "Numbers 0 1 22 333 4444 55555 666666 in 2024-06-30 at 12:45:07, +3.14 and -2.71.",
+] * 4
+
+
+def _trained_bpe(regex: str, nfc: bool, ignore_merges: bool, special: list, bos):
+  # pylint: disable=import-outside-toplevel
+  import tokenizers
+  from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
+  # pylint: enable=import-outside-toplevel
+  tok = tokenizers.Tokenizer(models.BPE())
+  if nfc:
+    tok.normalizer = normalizers.NFC()
+  tok.pre_tokenizer = pre_tokenizers.Sequence([
+      pre_tokenizers.Split(tokenizers.Regex(regex), behavior='isolated', invert=False),
+      pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+  tok.decoder = decoders.ByteLevel()
+  tok.train_from_iterator(CORPUS, trainers.BpeTrainer(
+      vocab_size=420, special_tokens=special, show_progress=False,
+      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+  tok.model.ignore_merges = ignore_merges
+  if ignore_merges:   # a whole-word token no merge reaches, as tiktoken-made vocabularies (Llama
+    spec = json.loads(tok.to_str())   # 3's) have: only ignore_merges encodes ' ropex' as it
+    spec['model']['vocab']['Ġropex'] = max(spec['model']['vocab'].values()) + 1
+    tok = tokenizers.Tokenizer.from_str(json.dumps(spec))
+  if bos is not None:
+    tok.post_processor = processors.TemplateProcessing(
+        single=f'{bos} $A', pair=f'{bos} $A {bos}:1 $B:1',
+        special_tokens=[(bos, tok.token_to_id(bos))])
+  return tok
+
+
+def write_bpe_fixture(pre: str) -> str:
+  """tests/fixtures/gguf/bpe/<pre>/ (the reference tokenizer.json, tokenizer_config.json,
+  config.json with the special ids) and tests/fixtures/gguf/bpe/<pre>.gguf (its vocabulary)."""
+  arch, regex, nfc, ignore_merges, special, bos = BPE_FIXTURES[pre]
+  tok = _trained_bpe(regex, nfc, ignore_merges, special, bos)
+  folder = os.path.join(OUT, 'bpe', pre)
+  os.makedirs(folder, exist_ok=True)
+  tok.save(os.path.join(folder, 'tokenizer.json'))
+  eos = special[1] if bos else special[0]
+  with open(os.path.join(folder, 'tokenizer_config.json'), 'w') as f:
+    json.dump({'bos_token': bos, 'eos_token': eos}, f, indent=1)
+  with open(os.path.join(folder, 'config.json'), 'w') as f:
+    json.dump({'bos_token_id': None if bos is None else tok.token_to_id(bos),
+               'eos_token_id': tok.token_to_id(eos)}, f, indent=1)
+  path = os.path.join(OUT, 'bpe', f'{pre}.gguf')
+  w = gguf.GGUFWriter(path, arch)
+  w.add_name(f'ropex fixture {pre} vocabulary')
+  _bpe_vocab(w, folder, pre)
+  w.write_header_to_file()
+  w.write_kv_data_to_file()
+  w.write_tensors_to_file()
+  w.close()
+  return path
+
+
 def main():
   os.makedirs(OUT, exist_ok=True)
   for family in ('llama', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3'):
     print(write(family))
     for quant in QUANTISED.get(family, ()):
       print(write(family, quant))
+  for pre in BPE_FIXTURES:
+    print(write_bpe_fixture(pre))
 
 
 if __name__ == '__main__':

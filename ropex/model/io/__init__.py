@@ -135,6 +135,9 @@ def experiment_config(imported: Imported, seq_len: int = 8192) -> ml_collections
   c.model = imported.model
   c.name = os.path.basename(os.path.normpath(imported.source['path']))
   path = imported.tokenizer_path or ''
+  if not path and imported.source.get('tokenizer'):   # a GGUF vocabulary ropex does not rebuild
+    raise ConfigError(f'{imported.source["path"]} has no tokenizer: '
+                      f'{imported.source["tokenizer"]}')
   c.data.update(source='text', tokenizer='sentencepiece' if path.endswith('.model') else (
       'huggingface' if path else 'byte'), tokenizer_path=path)
   c.train.seq_len = seq_len

@@ -15,8 +15,10 @@ llama.cpp's conventions undone here (facts from its ``convert_hf_to_gguf.py`` an
 * Fields llama.cpp hard-codes rather than stores: Gemma 2's sliding-window period 2, Gemma 3's
   period 6 and local θ 10k, and the attention scale of both (``hidden/heads`` for the 27B sizes
   — 46 / 62 layers — else the head dim).
-* Llama 3.1-style ``rope_freqs`` (the converter's precomputed per-frequency factors) is refused
-  in one line: ropex reads its scaling only as ``llama3`` parameters, which the file lacks.
+* Llama 3.1-style rope scaling is stored as the converter's precomputed per-frequency factors
+  (tensor ``rope_freqs``), not as parameters: transformers' ``llama3`` parameters are recovered
+  from them and must reproduce them (:mod:`ropex.model.io.gguf_rope`), else the file is refused
+  in one line.
 
 Tensors are read one at a time with plain file reads at their offsets (``GGUFReader`` maps the
 file for its metadata; mapped tensor pages would stay resident until the end of the import).
@@ -30,6 +32,7 @@ import os
 import numpy as np
 
 from ropex.errors import ConfigError
+from ropex.model.io import gguf_rope
 
 @dataclasses.dataclass(frozen=True)
 class Arch:
@@ -116,10 +119,6 @@ def arch_of(reader: Reader) -> tuple[str, Arch]:
 def hf_config(reader: Reader) -> dict:
   """The Hugging Face ``config.json`` equivalent of the file's metadata."""
   name, arch = arch_of(reader)
-  if 'rope_freqs.weight' in reader.tensors:
-    raise ConfigError(f'{reader.path}: tensor rope_freqs (llama.cpp\'s precomputed Llama 3.1 '
-                      'rope factors) is not imported; allowed: GGUF files without rope scaling '
-                      'factors (or import the Hugging Face checkpoint)')
   get = lambda key, default=None: reader.field(f'{name}.{key}', default)
   need = lambda key: _required(reader, f'{name}.{key}')
   hidden, heads, layers = int(need('embedding_length')), int(need('attention.head_count')), int(
@@ -142,9 +141,24 @@ def hf_config(reader: Reader) -> dict:
   if get('rope.scaling.type') not in (None, 'none'):
     c['rope_scaling'] = {'rope_type': str(get('rope.scaling.type')),
                          'factor': float(get('rope.scaling.factor'))}
+  if gguf_rope.TENSOR in reader.tensors:
+    c.update(_rope_freqs(reader, name, c))
   if arch.swa_period:
     c.update(_sliding(reader, name, arch, layers, head_dim, hidden // heads))
   return c
+
+
+def _rope_freqs(reader: Reader, name: str, c: dict) -> dict:
+  """``rope_scaling`` (llama3) recovered from llama.cpp's ``rope_freqs`` factors
+  (:mod:`ropex.model.io.gguf_rope`); a file that also states a scaling type is refused."""
+  if 'rope_scaling' in c:
+    raise ConfigError(f'{reader.path}: tensor {gguf_rope.TENSOR} and {name}.rope.scaling.type='
+                      f'{c["rope_scaling"]["rope_type"]!r} both scale RoPE; allowed: one of them')
+  original = reader.field(f'{name}.rope.scaling.original_context_length')
+  scaling = gguf_rope.llama3_rope_scaling(
+      reader.tensor(gguf_rope.TENSOR), c['rope_theta'], int(c['head_dim']),
+      None if original is None else int(original), where=reader.path)
+  return {} if scaling is None else {'rope_scaling': scaling}
 
 
 def _sliding(reader: Reader, name: str, arch: Arch, layers: int, head_dim: int,
@@ -234,7 +248,7 @@ def _hf_names(name_map, tensors, layers: int) -> dict[str, str]:
   """HF name -> GGUF name of the tensors the file holds; a GGUF tensor nothing maps is an
   error naming it."""
   out = {hf: g for hf, g in hf_to_gguf_names(name_map, layers).items() if g in tensors}
-  unmapped = sorted(set(tensors) - set(out.values()))
+  unmapped = sorted(set(tensors) - set(out.values()) - {gguf_rope.TENSOR})   # that one: config
   if unmapped:
     raise ConfigError(f'GGUF tensor {unmapped[0]!r} has no Hugging Face counterpart ropex maps '
                       '(a different model, or a feature ropex does not read)')
@@ -268,5 +282,6 @@ def load_model(path: str, *, placement=None, dtype: str = 'float32'):
   params = huggingface.load_params(path, cfg, family.norms, placement,
                                    source=TensorSource(reader, config))
   from ropex.model.io import gguf_tokenizer  # pylint: disable=g-import-not-at-top
-  return io.Imported(block, params, dict(source, dtype=dtype),
-                     gguf_tokenizer.write_sentencepiece(reader))
+  tokenizer_path, tokenizer = gguf_tokenizer.write(reader)
+  return io.Imported(block, params, dict(source, dtype=dtype, tokenizer=tokenizer),
+                     tokenizer_path)

@@ -6,8 +6,15 @@ token types in id order, BPE (llama.cpp's SPM tokenizer merges by score, as Sent
 does), byte fallback when the vocabulary has byte pieces, identity normalisation, and the
 dummy-prefix space of ``tokenizer.ggml.add_space_prefix`` (llama.cpp's default: on). The model
 is written to a temporary ``.model`` file (``Imported.tokenizer_path``) and read by ropex's
-SentencePiece wrapper. Other vocabularies (``gpt2`` BPE, whose pre-tokenizer llama.cpp keeps in
-C++ by ``tokenizer.ggml.pre`` name) are not rebuilt: the file then has no tokenizer.
+SentencePiece wrapper.
+
+``tokenizer.ggml.model = 'gpt2'`` (byte-level BPE: Llama 3, Qwen 2/3) becomes a ``tokenizers``
+``tokenizer.json`` with the pre-tokenizer its ``tokenizer.ggml.pre`` names
+(:mod:`ropex.model.io.gguf_bpe`; an unknown name is an error naming the field).
+
+Any other vocabulary (``bert``, ``t5``, ``rwkv``, ``none`` ...) is not rebuilt: the import then
+has no tokenizer, and :func:`write` says why (``source['tokenizer']``), which the entry points
+that need one print.
 """
 
 from __future__ import annotations
@@ -58,3 +65,20 @@ def write_sentencepiece(reader) -> str | None:
   with open(path, 'wb') as f:
     f.write(proto)
   return path
+
+
+KINDS = ('llama', 'gpt2')
+
+
+def write(reader) -> tuple[str | None, str]:
+  """(path of the rebuilt tokenizer or None, what it is / why there is none)."""
+  kind = reader.field('tokenizer.ggml.model')
+  if kind == 'llama':
+    return write_sentencepiece(reader), 'SentencePiece rebuilt from the GGUF vocabulary'
+  if kind == 'gpt2':
+    from ropex.model.io import gguf_bpe  # pylint: disable=g-import-not-at-top
+    pre, _ = gguf_bpe.pre_of(reader)
+    return gguf_bpe.write(reader), (f'byte-level BPE (pre-tokenizer {pre!r}) rebuilt from the '
+                                    'GGUF vocabulary')
+  return None, (f'tokenizer.ggml.model={kind!r} is not rebuilt by ropex; allowed: '
+                f'{", ".join(KINDS)}')

@@ -25,7 +25,9 @@ def load(tokenizer_path: str | None, model_path: str | None = None):
     return None
   if tokenizer_path.endswith('.model'):
     return tokenizers.SentencePieceTokenizer(tokenizer_path)
-  config_path = os.path.join(model_path or os.path.dirname(tokenizer_path), 'config.json')
+  folder = model_path if model_path and os.path.isdir(model_path) else os.path.dirname(
+      tokenizer_path)   # a GGUF's rebuilt tokenizer.json has its config.json beside it
+  config_path = os.path.join(folder, 'config.json')
   hf_config = {}
   if os.path.isfile(config_path):
     with open(config_path) as f:

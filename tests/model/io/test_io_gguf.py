@@ -31,7 +31,7 @@ def _logits(cfg, params, tokens):
   return np.asarray(model_lib.Transformer(cfg).apply({'params': params}, jnp.asarray(tokens)))
 
 
-@pytest.mark.parametrize('family', ['qwen2', 'qwen3', 'gemma'])
+@pytest.mark.parametrize('family', ['llama', 'qwen2', 'qwen3', 'gemma'])
 def test_float32_gguf_gives_transformers_logits(family):
   imported = io.load_model(os.path.join(GGUF, f'{family}.gguf'))
   golden = _golden(family)
@@ -52,7 +52,7 @@ def _schedule(cfg):
   return [(spec.window, spec.pe.max_wavelength) for spec in cfg.layers]
 
 
-@pytest.mark.parametrize('family', ['qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3'])
+@pytest.mark.parametrize('family', ['llama', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3'])
 def test_float32_gguf_holds_the_checkpoint_exactly(family):
   """Every parameter equals the Hugging Face import's (norms up to the float32 rounding of
   llama.cpp's +1 / ropex's -1); every model field too, except the ones llama.cpp hard-codes,
@@ -138,12 +138,9 @@ def _rotate(x_NH, pos, pairs_C2, base=10_000.0):
 def test_llama_qk_rows_pair_as_llama_cpp_rotates_and_are_unpermuted():
   """llama.cpp rotates Llama's q/k in adjacent pairs (2k, 2k+1), transformers in half-split
   pairs (k, k + H/2): the stored rows under adjacent rotation give transformers' attention
-  scores; ropex's inverse permutation restores the checkpoint exactly; the rope_freqs tensor
-  (Llama 3.1 factors) is refused in one line."""
+  scores; ropex's inverse permutation restores the checkpoint exactly."""
   import json  # pylint: disable=import-outside-toplevel
   reader = gguf_io.Reader(os.path.join(GGUF, 'llama.gguf'))
-  with pytest.raises(ConfigError, match='rope_freqs'):
-    gguf_io.hf_config(reader)
   with open(os.path.join(HF, 'llama', 'config.json')) as f:
     c = json.load(f)
   N, K, H = c['num_attention_heads'], c['num_key_value_heads'], c['head_dim']
