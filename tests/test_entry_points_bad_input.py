@@ -124,6 +124,8 @@ def bad(tmp_path_factory):
   (root / 'rand.safetensors').write_bytes(bytes((i * 31 + 7) % 256 for i in range(4096)))
   (root / 'st').mkdir()
   (root / 'st' / 'model.safetensors').write_bytes((root / 'rand.safetensors').read_bytes())
+  shutil.copytree(os.path.join(cli_runs.ROOT, 'tests', 'fixtures', 'hf', 'llama'),
+                  root / 'notok', ignore=shutil.ignore_patterns('tokenizer*'))
   study = ('import ml_collections\n\ndef get_config(arg=None):\n  c = ml_collections.ConfigDict()'
            '\n{fields}  return c\n')
   good = dict(runs=repr(str(root / 'run')), variants="'base=|pi4=model.pe.position_scale=4'",
@@ -225,6 +227,8 @@ CASES = [
     ('evaluate', ['--workdir={b}/run', '--data=tfds:ropex_no_such_set:train'], '{b}/run',
      "--data='tfds:ropex_no_such_set:train' cannot be read", 2),
     ('evaluate', [], '{new}', 'give one of --workdir or --model', 2),
+    ('evaluate', ['--model={b}/notok', '--out={new}', '--lengths=16'], '{new}',
+     'notok has no tokenizer', 2),
     ('evaluate', ['compare', '{b}/run'], '{new}', 'usage: python -m ropex.evaluate compare', 2),
     ('evaluate', ['--workdir={b}/run', 'extra'], '{b}/run', 'unexpected arguments', 2),
     # analyze, and weights that are not what their name says

@@ -138,8 +138,12 @@ def experiment_config(imported: Imported, seq_len: int = 8192) -> ml_collections
   if not path and imported.source.get('tokenizer'):   # a GGUF vocabulary ropex does not rebuild
     raise ConfigError(f'{imported.source["path"]} has no tokenizer: '
                       f'{imported.source["tokenizer"]}')
-  c.data.update(source='text', tokenizer='sentencepiece' if path.endswith('.model') else (
-      'huggingface' if path else 'byte'), tokenizer_path=path)
+  if not path:   # its token ids mean nothing without the tokenizer it was trained with
+    raise ConfigError(f'{imported.source["path"]} has no tokenizer (no tokenizer.model or '
+                      'tokenizer.json beside the weights, or in their parent folder); put the '
+                      "model's own tokenizer file there")
+  c.data.update(source='text', tokenizer='sentencepiece' if path.endswith('.model') else
+                'huggingface', tokenizer_path=path)
   c.train.seq_len = seq_len
   c.imported_from = dict(imported.source)
   return c
