@@ -72,11 +72,12 @@ def test_cached_logits_equal_the_full_forward(name):
   positions = np.stack([np.arange(10), np.maximum(np.arange(10) - 3, 0)]).astype(np.int32)
   segments = np.stack([np.ones(10), np.arange(10) >= 3]).astype(np.int32)
   cached = _cached_logits(cfg, params, tokens, positions, segments, prefill=5)
-  forward = jax.jit(model_lib.Transformer(cfg).apply)
-  np.testing.assert_allclose(cached[:1], forward({'params': params}, tokens[:1]),
-                             atol=2e-5, rtol=2e-5)
-  np.testing.assert_allclose(cached[1:, 3:], forward({'params': params}, tokens[1:, 3:]),
-                             atol=2e-5, rtol=2e-5)
+  # each row alone through the plain forward pass (one call): row 1's own 7 tokens from
+  # position 0, followed by 3 tokens whose logits are not compared (causal: they change nothing)
+  alone = np.stack([tokens[0], np.concatenate([tokens[1, 3:], tokens[1, :3]])])
+  forward = np.asarray(jax.jit(model_lib.Transformer(cfg).apply)({'params': params}, alone))
+  np.testing.assert_allclose(cached[0], forward[0], atol=2e-5, rtol=2e-5)
+  np.testing.assert_allclose(cached[1, 3:], forward[1, :7], atol=2e-5, rtol=2e-5)
 
 
 # local_global_scanned: slow only (16 s); its cached logits equal the full forward in the fast
