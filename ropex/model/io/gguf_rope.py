@@ -4,7 +4,7 @@ rope parameters.
 llama.cpp's converter (``convert_hf_to_gguf.py``, ``LlamaModel.generate_extra_tensors``) does not
 store ``rope_scaling = {rope_type: llama3, ...}`` as metadata: it stores one float32 factor per
 rotary chunk k (``head_dim / 2`` of them) in the tensor ``rope_freqs.weight``, computed from the
-float32 frequencies ``θ^(-2k/d)`` with wavelength ``w = 2π / freq`` as
+float32 frequencies ``θ^(-2k/d)`` with wavelength ``w = 2π / freq`` as::
 
     1                              if w < L0 / high_freq_factor
     factor                         if w > L0 / low_freq_factor
