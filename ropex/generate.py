@@ -24,6 +24,7 @@ from typing import Any
 
 from absl import flags, logging
 
+from ropex import inputs, paths
 from ropex.errors import ConfigError
 
 LENGTH_FACTOR = 8
@@ -63,22 +64,24 @@ class Loaded:
 
 
 def _is_workdir(path: str) -> bool:
-  config = os.path.join(path, 'config.json')
-  if not os.path.isfile(config):
+  config = paths.path(path, '--model') / 'config.json'
+  if not config.is_file():
     return False
-  with open(config) as f:
-    try:
-      return {'model', 'train'} <= set(json.load(f))
-    except json.JSONDecodeError:
-      raise ConfigError(f'--model={path!r}: config.json is not JSON') from None
+  try:
+    return {'model', 'train'} <= set(json.loads(config.read_text()))
+  except json.JSONDecodeError:
+    raise ConfigError(f'--model={path!r}: config.json is not JSON') from None
 
 
 def load(path: str, step: int | None = None) -> Loaded:
-  """A workdir or released weights at ``path`` (every problem a one-line ConfigError)."""
-  if not path or not os.path.exists(path):
-    raise ConfigError(f'--model={path!r} does not exist; give a ropex workdir or a folder of '
-                      'released weights')
-  if _is_workdir(path):
+  """A workdir or released weights at ``path``, local or a URL (every problem a one-line
+  ConfigError)."""
+  with inputs.reading('--model', path, 'a ropex workdir or released weights'):
+    if not path or not paths.path(path, '--model').exists():
+      raise ConfigError(f'--model={path!r} does not exist; give a ropex workdir or a folder of '
+                        'released weights')
+    workdir = _is_workdir(path)
+  if workdir:
     return _load_workdir(path, step)
   return _load_released(path)
 
@@ -106,7 +109,7 @@ def _load_released(path: str) -> Loaded:
                       'beside the weights, or in the folder above); add the one the weights '
                       'were released with')
   return Loaded(imported.cfg, imported.params, imported.tokenizer, placement,
-                _released_limit(path, imported.source['format']),
+                _released_limit(io.local_copy(path), imported.source['format']),
                 _released_adds_bos(imported.tokenizer_path, imported.tokenizer),
                 os.path.basename(os.path.normpath(path)))
 

@@ -1,8 +1,8 @@
 """Starting a run from another run's (or Gemma's) weights: ``train.init_from``.
 
 ``train.init_from`` is ``WORKDIR`` or ``WORKDIR:STEP`` (a ropex training workdir; default the
-latest checkpoint) or the folder of released weights (a Hugging Face checkpoint of any family
-ropex reads, or an official Gemma v1 Flax checkpoint; :func:`ropex.model.io.load_model`). The new run's config may change
+latest checkpoint) or released weights, local or at a URL (a Hugging Face checkpoint of any family
+ropex reads, a .gguf file or an official Gemma Flax checkpoint; :func:`ropex.model.io.load_model`). The new run's config may change
 the positional encoding and its scaling, ``seq_len``, the data and the schedule — anything
 that keeps every parameter shape; the parameters are loaded (laid out for the new model's layer
 scan, placed directly in their shards) and the optimizer starts fresh at step 0. A parameter
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 
 import flax.linen as nn
 import jax
@@ -50,10 +49,7 @@ def parse(spec: str) -> Source:
   if step is not None:
     raise ConfigError(f'train.init_from={spec!r}: {path!r} is not a ropex workdir (no '
                       f'config.json and checkpoints/), so it takes no :step')
-  if paths.is_url(path):
-    raise ConfigError(f'train.init_from={spec!r}: released weights are read from a local '
-                      'folder; allowed URLs: a ropex workdir[:step]')
-  return Source(os.path.abspath(path), None, 'released')
+  return Source(paths.resolve(path, 'train.init_from'), None, 'released')  # a URL: copied
 
 
 def _official_tree(source: Source) -> tuple[dict, int | None, dict | None]:

@@ -9,6 +9,9 @@ family of :mod:`ropex.model.io.hf_families`) and, for the official Gemma Flax ch
 :mod:`ropex.model.io.gemma2_flax` (Gemma 2/3; config from a sidecar or a preset,
 :mod:`ropex.model.io.gemma_flax_config`) and :mod:`ropex.model.io.gemma_flax` (Gemma v1); :mod:`ropex.model.io.gguf` (llama.cpp files,
 dequantised, through the Hugging Face families' mapping).
+Every format may also lie at a URL (``gs://bucket/Qwen3-0.6B``): :mod:`ropex.model.io.remote`
+copies the files the format needs into a local folder first, and ``source['path']`` keeps the
+URL.
 ``Imported.model`` is a complete ``model`` block (unscanned: the
 released layer-by-layer tree), ``params`` the matching tree, ``source`` what run records keep.
 """
@@ -48,11 +51,9 @@ class Imported:
 
 def detect_format(path: str, what: str = '--model') -> str:
   """``'huggingface'`` (config.json + safetensors), ``'gemma_flax'`` (an orbax folder) or
-  ``'gguf'`` (a llama.cpp file); errors name the flag or field ``what``."""
-  from ropex import paths  # pylint: disable=g-import-not-at-top
-  if paths.is_url(path):
-    raise ConfigError(f'{what}={path!r}: released weights are read from a local folder; copy '
-                      'it first (gcloud storage cp -r)')
+  ``'gguf'`` (a llama.cpp file); errors name the flag or field ``what``. A URL is staged
+  locally first (:func:`ropex.model.io.remote.stage`, once per process)."""
+  path = local_copy(path, what)
   if os.path.isfile(path) and path.endswith('.gguf'):
     return 'gguf'
   if os.path.isdir(path) and os.path.isfile(os.path.join(path, 'config.json')) and any(
@@ -76,6 +77,12 @@ def _check_dtype(dtype):
 def read_model(path: str) -> tuple[ml_collections.ConfigDict, dict]:
   """(model block, source) from the checkpoint's config alone, reading no weights (a Flax
   checkpoint has no config: its shapes are read from the tree's metadata)."""
+  url, path = path, local_copy(path, '--model')
+  block, source = _read_model(path)
+  return block, _named(source, url)
+
+
+def _read_model(path: str) -> tuple[ml_collections.ConfigDict, dict]:
   fmt = detect_format(path)
   if fmt == 'gemma_flax':
     from ropex.model.io import gemma2_flax  # pylint: disable=g-import-not-at-top
@@ -94,9 +101,31 @@ def load_model(path: str, *, mesh=None, dtype: str | None = None,
   """Reads released weights at ``path`` (parameters and compute in ``dtype``, default float32;
   an unrecognised ``path`` is a ConfigError naming the flag or field ``what``).
   ``mesh``: a :class:`ropex.training.placement.Placement` or a ``jax.sharding.Mesh`` (with
-  the default axis rules); each tensor then goes straight into its shards."""
+  the default axis rules); each tensor then goes straight into its shards. A URL is read from
+  its local copy (:mod:`ropex.model.io.remote`); ``source['path']`` names the URL."""
   dtype = _check_dtype(dtype)
-  placement = _placement(mesh)
+  url, path = path, local_copy(path, what)
+  imported = _load_model(path, _placement(mesh), dtype, what)
+  imported.source = _named(imported.source, url)
+  return imported
+
+
+def local_copy(path: str, what: str = '--model') -> str:
+  """``path`` itself, or the local copy of a URL."""
+  from ropex import paths  # pylint: disable=g-import-not-at-top
+  if not paths.is_url(path):
+    return path
+  from ropex.model.io import remote  # pylint: disable=g-import-not-at-top
+  return remote.stage(path, what)
+
+
+def _named(source: dict, url: str) -> dict:
+  """``source`` with the path as the user gave it when that was a URL (not the local copy)."""
+  from ropex import paths  # pylint: disable=g-import-not-at-top
+  return dict(source, path=url.rstrip('/')) if paths.is_url(url) else source
+
+
+def _load_model(path: str, placement, dtype: str, what: str) -> Imported:
   fmt = detect_format(path, what)
   if fmt == 'gemma_flax':
     from ropex.model.io import gemma2_flax  # pylint: disable=g-import-not-at-top

@@ -1,0 +1,118 @@
+"""Released weights at a ``gs://`` URL (a GCS emulator on loopback, :mod:`gcs_emulator`) load
+exactly as their local copy: the Hugging Face fixture folder and a GGUF file give the same
+parameters bit for bit, the records name the URL (not the local staging folder), the staging
+folder is gone when the process ends, ``ropex.generate`` on the URL gives the local run's token
+ids, and a URL that holds nothing is one line naming the flag, exit 2."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import cli_runs
+import gcs_emulator
+
+BUCKET = 'ropex-weights'
+FIXTURES = os.path.join(cli_runs.ROOT, 'tests', 'fixtures')
+LLAMA = os.path.join(FIXTURES, 'hf', 'llama')
+GGUF = os.path.join(FIXTURES, 'gguf', 'qwen3.gguf')
+
+
+@pytest.fixture(scope='module')
+def bucket(tmp_path_factory):
+  with gcs_emulator.serve(BUCKET, tmp_path_factory.mktemp('gcs')) as url:
+    for name in sorted(os.listdir(LLAMA)):
+      with open(os.path.join(LLAMA, name), 'rb') as f:
+        gcs_emulator.upload(url, BUCKET, f'models/llama/{name}', f.read())
+    with open(GGUF, 'rb') as f:
+      gcs_emulator.upload(url, BUCKET, 'models/qwen3.gguf', f.read())
+    yield url
+
+
+_COMPARE = r'''
+import json, sys
+import jax, numpy as np
+from ropex.model import io
+from ropex.model.io import remote
+out = {}
+for local, url in zip(sys.argv[1:-1:2], sys.argv[2:-1:2]):
+  a, b = io.load_model(local), io.load_model(url)
+  la, lb = jax.tree_util.tree_flatten_with_path(a.params)[0], jax.tree_util.tree_flatten_with_path(b.params)[0]
+  out[url] = {
+      'same_paths': [p for p, _ in la] == [p for p, _ in lb],
+      'equal': all(np.array_equal(np.asarray(x), np.asarray(y)) and x.dtype == y.dtype
+                   for (_, x), (_, y) in zip(la, lb)),
+      'leaves': len(la),
+      'source': b.source, 'local_source': a.source,
+      'model_equal': a.model.to_dict() == b.model.to_dict(),
+      'read_model_path': io.read_model(url)[1]['path'],
+      'tokens_equal': a.tokenizer.encode('hello world') == b.tokenizer.encode('hello world'),
+      'tokenizer_path': b.tokenizer_path}
+out['staging'] = remote._root[0]
+from ropex.errors import ConfigError
+for bad in sys.argv[-1].split(','):   # a missing folder, a missing .gguf, a folder of no format
+  try:
+    io.load_model(bad, what='train.init_from')
+  except ConfigError as e:
+    out.setdefault('errors', []).append(str(e))
+print(json.dumps(out))
+'''
+
+
+def test_gs_weights_load_as_their_local_copy(bucket, tmp_path):
+  hf, gguf = f'gs://{BUCKET}/models/llama', f'gs://{BUCKET}/models/qwen3.gguf'
+  bad = [f'gs://{BUCKET}/nothing', f'gs://{BUCKET}/nothing.gguf', f'gs://{BUCKET}/models']
+  r = subprocess.run([sys.executable, '-c', _COMPARE, LLAMA, hf, GGUF, gguf, ','.join(bad)],
+                     cwd=tmp_path,
+                     env=gcs_emulator.env(bucket), capture_output=True, text=True, timeout=300)
+  assert r.returncode == 0, r.stderr[-3000:]
+  out = json.loads(r.stdout.strip().splitlines()[-1])
+  for url, local in ((hf, LLAMA), (gguf, GGUF)):
+    o = out[url]
+    assert o['same_paths'] and o['equal'] and o['leaves'] > 5 and o['model_equal'], o
+    assert o['source']['path'] == url and o['read_model_path'] == url
+    assert o['local_source']['path'] == os.path.abspath(local)
+    assert dict(o['source'], path=None) == dict(o['local_source'], path=None)
+    assert o['tokens_equal']
+  assert out[hf]['tokenizer_path'].startswith(out['staging'])   # read from the local copy
+  copied = [x for x in r.stderr.splitlines() if 'ropex: copying' in x]
+  assert len(copied) == 2, r.stderr   # once per URL, though loaded and read_model'd
+  size = sum(os.path.getsize(os.path.join(LLAMA, n)) for n in os.listdir(LLAMA)
+             if n not in ('config.hub.json', 'golden.npz'))   # the files the format needs
+  assert f'copying 5 files ({size} bytes' in copied[0] and hf in copied[0], copied[0]
+  assert f'({os.path.getsize(GGUF)} bytes' in copied[1] and gguf in copied[1], copied[1]
+  assert not os.path.exists(out['staging'])   # removed when the process ended
+  allowed = _allowed()
+  assert out['errors'] == [
+      f"train.init_from='{bad[0]}' does not exist (or is not a folder); allowed: {allowed}",
+      f"train.init_from='{bad[1]}' does not exist; allowed: {allowed}",
+      f"train.init_from='{bad[2]}' is neither a Hugging Face checkpoint folder (config.json + "
+      '*.safetensors), an official Gemma Flax checkpoint nor a .gguf file']
+
+
+def _generate(model, url, cwd):
+  return subprocess.run([sys.executable, '-m', 'ropex.generate', f'--model={model}',
+                         '--prompt=hello world', '--max_new_tokens=3', '--json'], cwd=cwd,
+                        env=gcs_emulator.env(url), capture_output=True, text=True, timeout=300)
+
+
+def test_generate_reads_gs_weights_and_refuses_an_empty_url(bucket, tmp_path):
+  local = _generate(LLAMA, bucket, tmp_path)
+  remote = _generate(f'gs://{BUCKET}/models/llama', bucket, tmp_path)
+  assert local.returncode == 0 and remote.returncode == 0, local.stderr[-2000:] + remote.stderr[-2000:]
+  a, b = json.loads(local.stdout), json.loads(remote.stdout)
+  assert len(a['ids']) == 3 and (a['prompt_ids'], a['ids']) == (b['prompt_ids'], b['ids'])
+  missing = f'gs://{BUCKET}/models/nothing'
+  os.makedirs(tmp_path / 'gs:' / BUCKET / 'models' / 'nothing')   # never read instead
+  r = _generate(missing, bucket, tmp_path)
+  lines = [x for x in r.stderr.splitlines() if x.startswith('ropex.generate: ')]
+  assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr[-2000:]
+  assert lines == [f"ropex.generate: --model='{missing}' does not exist; give a ropex workdir "
+                   'or a folder of released weights'], r.stderr
+
+
+def _allowed():
+  from ropex.model.io import remote  # pylint: disable=g-import-not-at-top
+  return remote.ALLOWED
