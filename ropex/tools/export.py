@@ -31,6 +31,7 @@ def from_workdir(workdir: str, step):
 def from_model(path: str):
   from ropex.model import io  # pylint: disable=g-import-not-at-top
   imported = io.load_model(path)
+  path = io.local_copy(path)   # a URL's local copy (already staged by load_model)
   c = {}
   if os.path.isfile(os.path.join(path, 'config.json')):
     with open(os.path.join(path, 'config.json')) as f:

@@ -116,3 +116,18 @@ def test_generate_reads_gs_weights_and_refuses_an_empty_url(bucket, tmp_path):
 def _allowed():
   from ropex.model.io import remote  # pylint: disable=g-import-not-at-top
   return remote.ALLOWED
+
+
+def test_export_from_gs_writes_the_local_exports_files(bucket, tmp_path):
+  outs = {}
+  for name, model in (('local', LLAMA), ('gs', f'gs://{BUCKET}/models/llama')):
+    outs[name] = tmp_path / name
+    r = subprocess.run([sys.executable, '-m', 'ropex.export', f'--model={model}',
+                        f'--out={outs[name]}'], cwd=tmp_path, env=gcs_emulator.env(bucket),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+  names = sorted(os.listdir(outs['local']))
+  assert 'model.safetensors' in names and 'config.json' in names
+  assert sorted(os.listdir(outs['gs'])) == names
+  for n in names:
+    assert (outs['gs'] / n).read_bytes() == (outs['local'] / n).read_bytes(), n
