@@ -79,7 +79,7 @@ def read_model(path: str) -> tuple[ml_collections.ConfigDict, dict]:
   checkpoint has no config: its shapes are read from the tree's metadata)."""
   url, path = path, local_copy(path, '--model')
   block, source = _read_model(path)
-  return block, _named(source, url)
+  return block, _named(source, url, path)
 
 
 def _read_model(path: str) -> tuple[ml_collections.ConfigDict, dict]:
@@ -106,7 +106,7 @@ def load_model(path: str, *, mesh=None, dtype: str | None = None,
   dtype = _check_dtype(dtype)
   url, path = path, local_copy(path, what)
   imported = _load_model(path, _placement(mesh), dtype, what)
-  imported.source = _named(imported.source, url)
+  imported.source = _named(imported.source, url, path)
   return imported
 
 
@@ -119,10 +119,16 @@ def local_copy(path: str, what: str = '--model') -> str:
   return remote.stage(path, what)
 
 
-def _named(source: dict, url: str) -> dict:
-  """``source`` with the path as the user gave it when that was a URL (not the local copy)."""
+def _named(source: dict, url: str, local: str) -> dict:
+  """``source`` naming the URL the user gave, not its local copy ``local`` (the path, and a
+  file read beside it such as a Flax config sidecar)."""
   from ropex import paths  # pylint: disable=g-import-not-at-top
-  return dict(source, path=url.rstrip('/')) if paths.is_url(url) else source
+  if not paths.is_url(url):
+    return source
+  url = url.rstrip('/')
+  copy_root, url_root = os.path.dirname(local) + '/', url.rsplit('/', 1)[0] + '/'
+  return dict({k: url_root + v[len(copy_root):] if isinstance(v, str) and v.startswith(
+      copy_root) else v for k, v in source.items()}, path=url)
 
 
 def _load_model(path: str, placement, dtype: str, what: str) -> Imported:

@@ -8,8 +8,9 @@ how many bytes, to where):
 * a Hugging Face folder: ``config.json``, ``*.safetensors`` (+ ``*.safetensors.index.json``),
   the tokenizer files and ``generation_config.json`` (nothing else in the folder);
 * a ``.gguf`` file: that file;
-* an official Gemma Flax (orbax) folder: the whole folder, with ``tokenizer.model`` from the
-  folder above (Kaggle's layout) when it lies there.
+* an official Gemma Flax (orbax) folder: the whole folder;
+* from the folder above a folder, as locally: its ``tokenizer.model`` / ``tokenizer.json`` when
+  the folder has neither, and (Flax) its config sidecar when the folder has none.
 
 The copy lives in one temporary folder per process (``ropex-weights-*`` under ``$TMPDIR``),
 kept while the process runs — the tokenizer is read lazily and its file must stay readable
@@ -31,10 +32,12 @@ import tempfile
 from ropex import inputs
 from ropex import paths
 from ropex.errors import ConfigError
+from ropex.model.io.gemma_flax_config import SIDECARS
 
 HF_FILES = ('config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer.model',
             'tokenizer_config.json', 'special_tokens_map.json')
 FLAX_MARKERS = ('_METADATA', 'checkpoint', 'manifest.ocdbt', '_CHECKPOINT_METADATA')
+TOKENIZERS = ('tokenizer.model', 'tokenizer.json')
 ALLOWED = ('a Hugging Face folder (config.json + *.safetensors), a .gguf file or an official '
            'Gemma Flax checkpoint folder, readable with your credentials')
 
@@ -49,7 +52,7 @@ def stage(url: str, what: str = '--model') -> str:
     src = paths.path(key, what)
     with inputs.reading(what, url, ALLOWED):
       files = _files(src, url, what)
-      dest = os.path.join(_cache_root(), f'{len(_staged)}-{src.name}')
+      dest = os.path.join(_cache_root(), str(len(_staged)))
       size = sum(f.stat().length for f, _ in files)
       logging.warning('ropex: copying %d files (%d bytes: %s) of %s to %s to read them', len(
           files), size, ', '.join(sorted({rel.split('/')[-1] for _, rel in files})[:8]) + (
@@ -59,12 +62,14 @@ def stage(url: str, what: str = '--model') -> str:
         os.makedirs(os.path.dirname(target), exist_ok=True)
         with f.open('rb') as r, open(target, 'wb') as w:
           shutil.copyfileobj(r, w, 16 << 20)
-    _staged[key] = os.path.join(dest, src.name) if key.endswith('.gguf') else dest
+    _staged[key] = os.path.join(dest, src.name)
   return _staged[key]
 
 
 def _files(src, url: str, what: str) -> list:
-  """(epath file, path relative to the copy) for each file the format needs."""
+  """(epath file, path relative to the copy's folder) for each file the format needs; the
+  weights keep their name (``<folder>/<name>``), files read from the folder above lie in
+  ``<folder>``, as they did."""
   if url.endswith('.gguf'):
     if not src.is_file():
       raise ConfigError(f'{what}={url!r} does not exist; allowed: {ALLOWED}')
@@ -73,17 +78,34 @@ def _files(src, url: str, what: str) -> list:
     raise ConfigError(f'{what}={url!r} does not exist (or is not a folder); allowed: {ALLOWED}')
   names = {f.name: f for f in src.iterdir()}
   if 'config.json' in names and any(n.endswith('.safetensors') for n in names):
-    return [(f, n) for n, f in sorted(names.items())
-            if n in HF_FILES or n.endswith(('.safetensors', '.safetensors.index.json'))]
+    files = [(f, f'{src.name}/{n}') for n, f in sorted(names.items())
+             if n in HF_FILES or n.endswith(('.safetensors', '.safetensors.index.json'))]
+    return files + _from_parent(src, names, TOKENIZERS)
   if any(n in names for n in FLAX_MARKERS):
-    files = [(f, str(f.relative_to(src))) for f in sorted(src.rglob('*')) if f.is_file()]
-    parent_tokenizer = src.parent / 'tokenizer.model'
-    if 'tokenizer.model' not in names and parent_tokenizer.is_file():
-      files.append((parent_tokenizer, 'tokenizer.model'))
-    return files
+    files = [(f, f'{src.name}/{rel}') for f, rel in _walk(src, '')]
+    return files + _from_parent(src, names, TOKENIZERS) + _from_parent(src, names, SIDECARS)
   raise ConfigError(f'{what}={url!r} is neither a Hugging Face checkpoint folder '
                     '(config.json + *.safetensors), an official Gemma Flax checkpoint nor a '
                     '.gguf file')
+
+
+def _walk(folder, prefix: str) -> list:
+  """(file, relative path) under ``folder``, one listing per folder (epath refuses ``**`` on a
+  bucket)."""
+  out = []
+  for f in sorted(folder.iterdir()):
+    rel = prefix + f.name
+    out += _walk(f, rel + '/') if f.is_dir() else [(f, rel)]
+  return out
+
+
+def _from_parent(src, names: dict, wanted: tuple) -> list:
+  """The ``wanted`` files of the folder above, when the folder holds none of them: where
+  :func:`ropex.model.io.tokenizer.find` and the Gemma config sidecar look next (Kaggle's
+  layout)."""
+  if any(n in names for n in wanted):
+    return []
+  return [(f, f.name) for f in (src.parent / n for n in wanted) if f.is_file()]
 
 
 def _cache_root() -> str:

@@ -18,6 +18,7 @@ BUCKET = 'ropex-weights'
 FIXTURES = os.path.join(cli_runs.ROOT, 'tests', 'fixtures')
 LLAMA = os.path.join(FIXTURES, 'hf', 'llama')
 GGUF = os.path.join(FIXTURES, 'gguf', 'qwen3.gguf')
+FLAX = os.path.join(FIXTURES, 'flax', 'gemma2')   # tiny/ + its sidecar and tokenizer above
 
 
 @pytest.fixture(scope='module')
@@ -28,6 +29,11 @@ def bucket(tmp_path_factory):
         gcs_emulator.upload(url, BUCKET, f'models/llama/{name}', f.read())
     with open(GGUF, 'rb') as f:
       gcs_emulator.upload(url, BUCKET, 'models/qwen3.gguf', f.read())
+    for folder, _, files in os.walk(FLAX):
+      for name in files:
+        with open(os.path.join(folder, name), 'rb') as f:
+          rel = os.path.relpath(os.path.join(folder, name), FLAX)
+          gcs_emulator.upload(url, BUCKET, f'models/gemma2/{rel}', f.read())
     yield url
 
 
@@ -63,26 +69,32 @@ print(json.dumps(out))
 
 def test_gs_weights_load_as_their_local_copy(bucket, tmp_path):
   hf, gguf = f'gs://{BUCKET}/models/llama', f'gs://{BUCKET}/models/qwen3.gguf'
+  flax = f'gs://{BUCKET}/models/gemma2/tiny'
   bad = [f'gs://{BUCKET}/nothing', f'gs://{BUCKET}/nothing.gguf', f'gs://{BUCKET}/models']
-  r = subprocess.run([sys.executable, '-c', _COMPARE, LLAMA, hf, GGUF, gguf, ','.join(bad)],
+  r = subprocess.run([sys.executable, '-c', _COMPARE, LLAMA, hf, GGUF, gguf, f'{FLAX}/tiny', flax,
+                      ','.join(bad)],
                      cwd=tmp_path,
                      env=gcs_emulator.env(bucket), capture_output=True, text=True, timeout=300)
   assert r.returncode == 0, r.stderr[-3000:]
   out = json.loads(r.stdout.strip().splitlines()[-1])
-  for url, local in ((hf, LLAMA), (gguf, GGUF)):
+  for url, local in ((hf, LLAMA), (gguf, GGUF), (flax, f'{FLAX}/tiny')):
     o = out[url]
     assert o['same_paths'] and o['equal'] and o['leaves'] > 5 and o['model_equal'], o
     assert o['source']['path'] == url and o['read_model_path'] == url
     assert o['local_source']['path'] == os.path.abspath(local)
-    assert dict(o['source'], path=None) == dict(o['local_source'], path=None)
+    local_root, url_root = os.path.dirname(os.path.abspath(local)), url.rsplit('/', 1)[0]
+    assert o['source'] == {k: v.replace(local_root, url_root) if isinstance(v, str) else v
+                           for k, v in o['local_source'].items()}   # Flax: its sidecar's URL
     assert o['tokens_equal']
   assert out[hf]['tokenizer_path'].startswith(out['staging'])   # read from the local copy
   copied = [x for x in r.stderr.splitlines() if 'ropex: copying' in x]
-  assert len(copied) == 2, r.stderr   # once per URL, though loaded and read_model'd
+  assert len(copied) == 3, r.stderr   # once per URL, though loaded and read_model'd
   size = sum(os.path.getsize(os.path.join(LLAMA, n)) for n in os.listdir(LLAMA)
              if n not in ('config.hub.json', 'golden.npz'))   # the files the format needs
   assert f'copying 5 files ({size} bytes' in copied[0] and hf in copied[0], copied[0]
   assert f'({os.path.getsize(GGUF)} bytes' in copied[1] and gguf in copied[1], copied[1]
+  flax_files = sum(len(f) for _, _, f in os.walk(FLAX))   # the folder, sidecar and tokenizer
+  assert f'copying {flax_files} files' in copied[2] and flax in copied[2], copied[2]
   assert not os.path.exists(out['staging'])   # removed when the process ended
   allowed = _allowed()
   assert out['errors'] == [
