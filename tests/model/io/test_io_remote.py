@@ -57,6 +57,13 @@ for local, url in zip(sys.argv[1:-1:2], sys.argv[2:-1:2]):
       'tokens_equal': a.tokenizer.encode('hello world') == b.tokenizer.encode('hello world'),
       'tokenizer_path': b.tokenizer_path}
 out['staging'] = remote._root[0]
+from ropex.training import init_from   # train.init_from=gs://...: released weights, the URL kept
+source = init_from.parse(sys.argv[2])
+params, _, recorded = init_from._official_tree(source)
+ref = jax.tree_util.tree_leaves(io.load_model(sys.argv[1]).params)
+got = jax.tree_util.tree_leaves(params)
+out['init_from'] = {'kind': source.kind, 'path': recorded['path'], 'equal': len(got) == len(
+    ref) and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(got, ref))}
 from ropex.errors import ConfigError
 for bad in sys.argv[-1].split(','):   # a missing folder, a missing .gguf, a folder of no format
   try:
@@ -96,6 +103,7 @@ def test_gs_weights_load_as_their_local_copy(bucket, tmp_path):
   flax_files = sum(len(f) for _, _, f in os.walk(FLAX))   # the folder, sidecar and tokenizer
   assert f'copying {flax_files} files' in copied[2] and flax in copied[2], copied[2]
   assert not os.path.exists(out['staging'])   # removed when the process ended
+  assert out['init_from'] == {'kind': 'released', 'path': hf, 'equal': True}
   allowed = _allowed()
   assert out['errors'] == [
       f"train.init_from='{bad[0]}' does not exist (or is not a folder); allowed: {allowed}",
