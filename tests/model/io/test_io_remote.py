@@ -45,7 +45,7 @@ from ropex.model.io import remote
 out = {}
 for local, url in zip(sys.argv[1:-1:2], sys.argv[2:-1:2]):
   a, b = io.load_model(local), io.load_model(url)
-  la, lb = jax.tree_util.tree_flatten_with_path(a.params)[0], jax.tree_util.tree_flatten_with_path(b.params)[0]
+  la, lb = (jax.tree_util.tree_flatten_with_path(x.params)[0] for x in (a, b))
   out[url] = {
       'same_paths': [p for p, _ in la] == [p for p, _ in lb],
       'equal': all(np.array_equal(np.asarray(x), np.asarray(y)) and x.dtype == y.dtype
@@ -121,7 +121,8 @@ def _generate(model, url, cwd):
 def test_generate_reads_gs_weights_and_refuses_an_empty_url(bucket, tmp_path):
   local = _generate(LLAMA, bucket, tmp_path)
   remote = _generate(f'gs://{BUCKET}/models/llama', bucket, tmp_path)
-  assert local.returncode == 0 and remote.returncode == 0, local.stderr[-2000:] + remote.stderr[-2000:]
+  assert local.returncode == 0, local.stderr[-2000:]
+  assert remote.returncode == 0, remote.stderr[-2000:]
   a, b = json.loads(local.stdout), json.loads(remote.stdout)
   assert len(a['ids']) == 3 and (a['prompt_ids'], a['ids']) == (b['prompt_ids'], b['ids'])
   missing = f'gs://{BUCKET}/models/nothing'
