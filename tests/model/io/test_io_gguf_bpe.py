@@ -5,11 +5,14 @@ and the Hugging Face fixtures' GPT-2-style ones), id for id."""
 
 import json
 import os
+import re
 import struct
 import unicodedata
 
 import pytest
 import tokenizers
+
+import cli_runs
 
 from ropex.data.tokenizers import HuggingFaceTokenizer
 from ropex.errors import ConfigError
@@ -127,7 +130,6 @@ def test_unknown_or_missing_pre_is_one_line_naming_the_field(pre):
 def test_other_vocabulary_kind_has_no_tokenizer_and_generate_says_why(tmp_path):
   """A vocabulary ropex does not rebuild (here 'bert') imports without a tokenizer; the entry
   points that need one (generate, evaluate) name the field in their one-line error."""
-  from ropex import generate  # pylint: disable=import-outside-toplevel
   data = open(os.path.join(GGUF, 'qwen2.gguf'), 'rb').read()
   key = b'tokenizer.ggml.model' + struct.pack('<IQ', 8, 4)   # string value of length 4
   assert data.count(key + b'gpt2') == 1
@@ -135,9 +137,13 @@ def test_other_vocabulary_kind_has_no_tokenizer_and_generate_says_why(tmp_path):
   path.write_bytes(data.replace(key + b'gpt2', key + b'bert'))
   imported = io.load_model(str(path))
   assert imported.tokenizer_path is None and imported.tokenizer is None
-  with pytest.raises(ConfigError, match=r"has no tokenizer: tokenizer\.ggml\.model='bert' is "
-                     r"not rebuilt by ropex; allowed: llama, gpt2"):
-    generate._load_released(str(path))   # pylint: disable=protected-access
+  # the entry point in its own process (importing it here would define its flags twice)
+  r = cli_runs.run_module('ropex.generate', f'--model={path}', '--prompt=hello',
+                          '--max_new_tokens=1')
+  lines = r.stderr.strip().splitlines()
+  assert r.returncode == 2 and lines[-1].startswith('ropex.generate: '), r.stderr[-2000:]
+  assert re.search(r"has no tokenizer: tokenizer\.ggml\.model='bert' is not rebuilt by ropex; "
+                   r"allowed: llama, gpt2", lines[-1]), lines[-1]
   with pytest.raises(ConfigError, match=r"bert\.gguf has no tokenizer: tokenizer\.ggml\.model"):
     io.experiment_config(imported)   # evaluate's: never the byte tokenizer in its place
 
