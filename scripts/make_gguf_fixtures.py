@@ -133,20 +133,27 @@ def _llama3_rope_freqs(c: dict) -> np.ndarray | None:
   if rope.get('rope_type') != 'llama3':
     return None
   head_dim = int(c.get('head_dim') or c['hidden_size'] // c['num_attention_heads'])
-  base, factor = float(rope['rope_theta']), float(rope['factor'])
-  low, high = float(rope['low_freq_factor']), float(rope['high_freq_factor'])
-  old = float(rope['original_max_position_embeddings'])
-  freqs = (1.0 / np.float32(base) ** (np.arange(0, head_dim, 2, dtype=np.float32)
-                                      / np.float32(head_dim))).astype(np.float32)
+  return converter_rope_freqs(float(rope['rope_theta']), head_dim, float(rope['factor']),
+                              float(rope['low_freq_factor']), float(rope['high_freq_factor']),
+                              float(rope['original_max_position_embeddings']))
+
+
+def converter_rope_freqs(theta: float, head_dim: int, factor: float, low: float, high: float,
+                         original: float) -> np.ndarray:
+  """llama.cpp's convert_hf_to_gguf.py (LlamaModel.generate_extra_tensors): float32
+  frequencies, one float32 factor per chunk (also the reference of
+  tests/model/io/test_io_gguf_rope.py)."""
+  freqs = (1.0 / np.float32(theta) ** (np.arange(0, head_dim, 2, dtype=np.float32)
+                                       / np.float32(head_dim))).astype(np.float32)
   out = []
   for freq in freqs:
     wavelen = 2 * math.pi / float(freq)
-    if wavelen < old / high:
+    if wavelen < original / high:
       out.append(1.0)
-    elif wavelen > old / low:
+    elif wavelen > original / low:
       out.append(factor)
     else:
-      smooth = (old / wavelen - low) / (high - low)
+      smooth = (original / wavelen - low) / (high - low)
       out.append(1 / ((1 - smooth) / factor + smooth))
   return np.asarray(out, np.float32)
 

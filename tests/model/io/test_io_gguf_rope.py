@@ -2,7 +2,7 @@
 ``rope_freqs`` factors read back as transformers' ``llama3`` parameters, to transformers' logits
 (the llama fixture, ``test_io_gguf.py``), or refused in one line."""
 
-import math
+import importlib.util
 import os
 import shutil
 
@@ -17,21 +17,17 @@ from ropex.model.io import gguf_rope
 GGUF = os.path.join(os.path.dirname(__file__), '..', '..', 'fixtures', 'gguf')
 
 
-def _converter_factors(theta, dim, factor, low, high, original):
-  """llama.cpp's convert_hf_to_gguf.py (LlamaModel.generate_extra_tensors): float32
-  frequencies, one float32 factor per chunk."""
-  freqs = 1.0 / np.float32(theta) ** (np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim))
-  out = []
-  for freq in freqs.astype(np.float32):
-    wavelen = 2 * math.pi / float(freq)
-    if wavelen < original / high:
-      out.append(1.0)
-    elif wavelen > original / low:
-      out.append(factor)
-    else:
-      smooth = (original / wavelen - low) / (high - low)
-      out.append(1 / ((1 - smooth) / factor + smooth))
-  return np.asarray(out, np.float32)
+def _load_converter():
+  """The fixture generator's copy of llama.cpp's converter formula (one copy serves both)."""
+  path = os.path.join(os.path.dirname(__file__), '..', '..', '..', 'scripts',
+                      'make_gguf_fixtures.py')
+  spec = importlib.util.spec_from_file_location('make_gguf_fixtures', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.converter_rope_freqs
+
+
+_converter_factors = _load_converter()
 
 
 def _llama3(factor, low, high, original):
