@@ -1,4 +1,4 @@
-"""The K-quant encoder of the fixture generator (scripts/gguf_kquants.py) writes ggml's byte layout:
+"""K-quantised GGUF import. First the K-quant encoder of the fixture generator (scripts/gguf_kquants.py) writes ggml's byte layout:
 what it encodes, gguf-py's own decoder (``gguf.quants.dequantize``, the call ropex imports with,
 independent of the encoder) gives back within each type's bound, derived from the input alone.
 
@@ -18,14 +18,25 @@ Plus float32 rounding of the decoder's products (2^-22 of the block's magnitude)
 A layout mistake breaks these bounds: test_a_wrong_layout_breaks_the_bound swaps the packing of
 the 6-bit scales and mins (Q4_K/Q5_K), the two nibble halves of ``ql`` (Q6_K), and, for Q5_K, the
 order of the fifth-bit planes, and requires the bound to fail on the same data.
+
+Then the committed K-quantised files (tests/fixtures/gguf/qwen3.Q4_K/Q5_K/Q6_K.gguf, written by
+scripts/make_gguf_fixtures.py with gguf's writer from the qwen3 HF fixture as ``llama-quantize
+--pure`` would): ropex imports every tensor within its type's bound of the checkpoint, the K types
+really present, and transformers' logits within a measured margin.
 """
 
 import importlib.util
 import os
 
 import gguf
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from safetensors.numpy import load_file
+
+from ropex import model as model_lib
+from ropex.model import io
+from ropex.model.io import gguf as gguf_io
 
 _PATH = os.path.join(os.path.dirname(__file__), '..', '..', '..', 'scripts', 'gguf_kquants.py')
 _SPEC = importlib.util.spec_from_file_location('gguf_kquants', _PATH)
@@ -127,3 +138,78 @@ def test_a_wrong_layout_breaks_the_bound(case):
   raw = _swap(kquants.quantize(x, quant), kquants.BLOCK_BYTES[quant], a, b, n)
   wrong = np.asarray(gguf.quants.dequantize(raw, gguf.GGMLQuantizationType[quant]), np.float64)
   assert (np.abs(wrong - x) > bound(x, quant)).any()
+
+
+# ---- the committed K-quantised fixtures ----------------------------------------------------------
+
+FIXTURES = os.path.join(os.path.dirname(__file__), '..', '..', 'fixtures')
+HF_QWEN3 = os.path.join(FIXTURES, 'hf', 'qwen3')
+FALLBACK = {'Q4_K': 'Q5_0', 'Q5_K': 'Q5_1', 'Q6_K': 'Q8_0'}   # llama.cpp, rows not of 256 k
+
+
+def _block_bound(x, quant):
+  """The fallback types' bound per 32-value block (largest magnitude a, min lo, range r; float16
+  d and min rounded to nearest, 2^-11): Q8_0 and Q5_0 as tests/model/io/test_io_gguf.py; Q5_1
+  stores d = r/31 and lo: half a step plus the float16 rounding of lo and of d times 31."""
+  blocks = np.asarray(x, np.float64).reshape(-1, 32)
+  a = np.abs(blocks).max(-1, keepdims=True)
+  lo, r = blocks.min(-1, keepdims=True), np.ptp(blocks, -1, keepdims=True)
+  b = {'Q8_0': a * (0.5 + 127 * 2 ** -11) / 127, 'Q5_0': a / 16 * (1 + 2 ** -9),
+       'Q5_1': r / 62 + (np.abs(lo) + r) * 2 ** -11 + 2 ** -24}[quant]
+  return np.broadcast_to(b, blocks.shape).reshape(np.shape(x))
+
+
+def _widened(weights, width=256):
+  """The checkpoint as the generator widens its MLP for the K copies (96 -> 256 units, same
+  function): unit k repeats gate row / down column k mod 96; up rows of the new units are 0."""
+  out = dict(weights)
+  for name, w in weights.items():
+    units = np.arange(width) % 96
+    if name.endswith('gate_proj.weight'):
+      out[name] = w[units]
+    elif name.endswith('up_proj.weight'):
+      out[name] = np.where((np.arange(width) < 96)[:, None], w[units], 0)
+    elif name.endswith('down_proj.weight'):
+      out[name] = w[:, units]
+  return out
+
+
+@pytest.mark.parametrize('quant', TYPES)
+def test_k_quantised_file_holds_the_checkpoint_within_each_types_bound(quant):
+  reader = gguf_io.Reader(os.path.join(FIXTURES, 'gguf', f'qwen3.{quant}.gguf'))
+  config = gguf_io.hf_config(reader)
+  source = gguf_io.TensorSource(reader, config)
+  float_weights = _widened(load_file(os.path.join(HF_QWEN3, 'model.safetensors')))
+  gguf_names = gguf_io.hf_to_gguf_names(gguf.get_tensor_name_map(gguf.MODEL_ARCH.QWEN3, 2), 2)
+  types = {}
+  for hf_name in source.files:
+    w, t = float_weights[hf_name], reader.tensors[gguf_names[hf_name]].tensor_type.name
+    types[hf_name] = t
+    if w.ndim == 1:
+      assert t == 'F32', hf_name
+      np.testing.assert_array_equal(source.get(hf_name), w)
+      continue
+    assert t == (quant if w.shape[1] % 256 == 0 else FALLBACK[quant]), (hf_name, t)
+    err = np.abs(source.get(hf_name) - w)
+    b = bound(w, quant) if t == quant else _block_bound(w, t)
+    assert (err <= b).all(), (hf_name, t)
+  k_quantised = sorted(n for n, t in types.items() if t == quant)
+  assert k_quantised == [f'model.layers.{i}.mlp.down_proj.weight' for i in range(2)]
+  assert reader.quantization() == f'{FALLBACK[quant]}+F32+{quant}'
+  assert config['intermediate_size'] == 256
+  # the new units are silent: their up rows decode to exactly 0 (0 is exact in every type)
+  assert not source.get('model.layers.0.mlp.up_proj.weight')[96:].any()
+
+
+@pytest.mark.parametrize('quant, margin', [('Q4_K', 2.5), ('Q5_K', 2.0), ('Q6_K', 0.3)])
+def test_k_quantised_import_gives_transformers_logits_within_a_margin(quant, margin):
+  """Measured, not derived (as Q8_0 in test_io_gguf.py): these files move the tiny random
+  model's logits (|logits| up to 5.6) by 1.84 (Q4_K, with Q5_0 elsewhere), 1.51 (Q5_K, Q5_1
+  elsewhere), 0.22 (Q6_K, Q8_0 elsewhere) at most; the per-tensor bounds above are the proof.
+  The run record names the mix, K type included."""
+  imported = io.load_model(os.path.join(FIXTURES, 'gguf', f'qwen3.{quant}.gguf'))
+  golden = np.load(os.path.join(HF_QWEN3, 'golden.npz'))
+  logits = np.asarray(model_lib.Transformer(imported.cfg).apply(
+      {'params': imported.params}, jnp.asarray(golden['input_ids'])))
+  assert np.abs(logits - golden['logits']).max() < margin
+  assert imported.source['quantization'] == f'{FALLBACK[quant]}+F32+{quant}'
