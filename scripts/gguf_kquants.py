@@ -7,7 +7,8 @@ values per super-block, little-endian:
 
 * Q4_K (144 bytes): fp16 ``d``, fp16 ``dmin``, ``scales[12]`` (eight 6-bit scales and eight 6-bit
   mins of the 32-value sub-blocks), ``qs[128]``: byte ``32 c + l`` holds value ``64 c + l`` in its
-  low nibble and ``64 c + 32 + l`` in its high nibble. Value = d * sc_j * q - dmin * m_j, q in 0..15.
+  low nibble and ``64 c + 32 + l`` in its high nibble. Value = d * sc_j * q - dmin * m_j, q in
+  0..15.
 * Q5_K (176 bytes): as Q4_K with ``qh[32]`` between ``scales`` and ``qs``: bit j of ``qh[l]`` is the
   fifth bit of value ``32 j + l``; q in 0..31.
 * Q6_K (210 bytes): ``ql[128]``, ``qh[64]``, int8 ``scales[16]`` (one per 16 values), fp16 ``d``.
@@ -20,8 +21,8 @@ values per super-block, little-endian:
 
 Scale choice (simpler than ggml's iterative ``make_qkx2_quants`` search, same bytes layout): per
 sub-block the min offset and scale are rounded UP so the sub-block's range is always covered
-(no level clips except Q6_K's one-sided +32), and the super-block's fp16 ``d`` / ``dmin`` are rounded
-up so no 6-bit (8-bit for Q6_K) sub-scale overflows. Error bounds: tests/model/io/
+(no level clips except Q6_K's one-sided +32), and the super-block's fp16 ``d`` / ``dmin`` are
+rounded up so no 6-bit (8-bit for Q6_K) sub-scale overflows. Error bounds: tests/model/io/
 test_io_gguf_kquants.py.
 """
 

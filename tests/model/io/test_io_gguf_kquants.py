@@ -1,6 +1,7 @@
-"""K-quantised GGUF import. First the K-quant encoder of the fixture generator (scripts/gguf_kquants.py) writes ggml's byte layout:
-what it encodes, gguf-py's own decoder (``gguf.quants.dequantize``, the call ropex imports with,
-independent of the encoder) gives back within each type's bound, derived from the input alone.
+"""K-quantised GGUF import. First, the K-quant encoder of the fixture generator
+(scripts/gguf_kquants.py) writes ggml's byte layout: what it encodes, gguf-py's own decoder
+(``gguf.quants.dequantize``, the call ropex imports with, independent of the encoder) gives back
+within each type's bound, derived from the input alone.
 
 Bounds, per 256-value super-block (fp16 rounded up: at most a factor 1 + 2^-10 above, plus 2^-24
 in float16's subnormal range; U(v) = v (1 + 2^-10) + 2^-24 below):
@@ -213,3 +214,26 @@ def test_k_quantised_import_gives_transformers_logits_within_a_margin(quant, mar
       {'params': imported.params}, jnp.asarray(golden['input_ids'])))
   assert np.abs(logits - golden['logits']).max() < margin
   assert imported.source['quantization'] == f'{FALLBACK[quant]}+F32+{quant}'
+
+
+def test_f16_and_bf16_tensors_import_as_their_rounding(tmp_path):
+  """The two float types of the issue's list besides F32: a file with an F16 and a BF16 tensor
+  (gguf's writer; BF16 bytes from gguf's quantiser) reads back as the float32 weights rounded to
+  float16 / bfloat16 (numpy's and JAX's casts), exactly, in [out, in] order."""
+  w = np.random.default_rng(7).normal(size=(48, 64)).astype(np.float32) * 3
+  path = str(tmp_path / 'floats.gguf')
+  writer = gguf.GGUFWriter(path, 'qwen3')
+  writer.add_tensor('half.weight', w.astype(np.float16))
+  writer.add_tensor('brain.weight', gguf.quants.quantize(w, gguf.GGMLQuantizationType.BF16),
+                    raw_dtype=gguf.GGMLQuantizationType.BF16)
+  writer.write_header_to_file()
+  writer.write_kv_data_to_file()
+  writer.write_tensors_to_file()
+  writer.close()
+  reader = gguf_io.Reader(path)
+  assert reader.quantization() in ('F16+BF16', 'BF16+F16')
+  np.testing.assert_array_equal(reader.tensor('half.weight'),
+                                w.astype(np.float16).astype(np.float32))
+  np.testing.assert_array_equal(reader.tensor('brain.weight'),
+                                np.asarray(jnp.asarray(w).astype(jnp.bfloat16), np.float32))
+  assert not np.array_equal(reader.tensor('brain.weight'), reader.tensor('half.weight'))
