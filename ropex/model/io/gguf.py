@@ -9,7 +9,7 @@ llama.cpp's conventions undone here (facts from its ``convert_hf_to_gguf.py`` an
 ``llama-model.cpp``):
 
 * Gemma 1-3 norm weights are stored with the ``+1`` of ``x * (1 + w)`` already added (q/k norms
-  too; not Gemma 4): 1 is subtracted.
+  too): 1 is subtracted.
 * Llama's q/k rows are permuted from half-split to interleaved rotary pairs (``permute`` in the
   converter): the inverse permutation restores transformers' order. Qwen and Gemma are not.
 * Fields llama.cpp hard-codes rather than stores: Gemma 2's sliding-window period 2, Gemma 3's
@@ -19,6 +19,12 @@ llama.cpp's conventions undone here (facts from its ``convert_hf_to_gguf.py`` an
   (tensor ``rope_freqs``), not as parameters: transformers' ``llama3`` parameters are recovered
   from them and must reproduce them (:mod:`ropex.model.io.gguf_rope`), else the file is refused
   in one line.
+* Gemma 4 (``gemma4``, llama.cpp's ``Gemma4Model`` converter, a ``Gemma3Model`` with
+  ``norm_shift`` 0): norms stored as they are; the layer schedule, head dims, key/value heads,
+  KV sharing and MLP widths as per-layer metadata arrays, K as V on full layers as an absent
+  ``attn_v``, proportional RoPE as a ``rope_freqs`` tensor of 1 / 1e30 factors, the attention
+  scale 1 hard-coded: all read back by :mod:`ropex.model.io.gguf_layers` (facts and sources
+  there); mixture-of-experts layers are refused in one line.
 
 Tensors are read one at a time with plain file reads at their offsets (``GGUFReader`` maps the
 file for its metadata; mapped tensor pages would stay resident until the end of the import).
@@ -130,7 +136,8 @@ def hf_config(reader: Reader) -> dict:
   first = lambda v: v[0] if isinstance(v, list) and v else v   # per-layer arrays: gguf_layers
   c = dict(model_type=arch.model_type, hidden_act=arch.hidden_act, hidden_size=hidden, num_hidden_layers=layers,
            intermediate_size=int(first(need('feed_forward_length'))), num_attention_heads=heads,
-           num_key_value_heads=int(first(get('attention.head_count_kv')) or heads), head_dim=head_dim,
+           num_key_value_heads=int(first(get('attention.head_count_kv')) or heads),
+           head_dim=head_dim,
            rms_norm_eps=float(need('attention.layer_norm_rms_epsilon')),
            rope_theta=float(get('rope.freq_base') or 10_000.0),
            max_position_embeddings=int(get('context_length') or 0) or None,
