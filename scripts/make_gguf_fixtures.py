@@ -10,6 +10,10 @@ llama.cpp's convert_hf_to_gguf.py does, with gguf.GGUFWriter:
 * tensors under llama.cpp's names (gguf.TensorNameMap); Gemma 1-3 norm weights + 1; Llama's
   q/k rows permuted to interleaved pairs; Llama 3 rope scaling as the precomputed rope_freqs
   tensor (float32 factors, the converter's formula); no lm_head when tied;
+* Gemma 4 (llama.cpp's Gemma4Model): per-layer metadata arrays (sliding pattern, kv heads, MLP
+  widths), head dims per layer type, shared-KV / per-layer-input sizes, norms unshifted,
+  layer_scalar as layer_output_scale, proportional RoPE as rope_freqs (1 / 1e30 factors), the
+  'gemma4' vocabulary keys (from the fixture's SentencePiece pieces: it has no tokenizer.json);
 * F32 for every family; quantised copies (gguf.quants.quantize: Q8_0, Q4_0, Q5_0 — the types
   gguf-py can quantise; 1-D tensors stay F32 as in llama.cpp) for qwen3 and gemma;
 * tests/fixtures/gguf/bpe/: byte-level BPE tokenizers trained here with the tokenizers library
