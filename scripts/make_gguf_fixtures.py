@@ -10,6 +10,10 @@ llama.cpp's convert_hf_to_gguf.py does, with gguf.GGUFWriter:
 * tensors under llama.cpp's names (gguf.TensorNameMap); Gemma 1-3 norm weights + 1; Llama's
   q/k rows permuted to interleaved pairs; Llama 3 rope scaling as the precomputed rope_freqs
   tensor (float32 factors, the converter's formula); no lm_head when tied;
+* Gemma 4 (llama.cpp's Gemma4Model): per-layer metadata arrays (sliding pattern, kv heads, MLP
+  widths), head dims per layer type, shared-KV / per-layer-input sizes, norms unshifted,
+  layer_scalar as layer_output_scale, proportional RoPE as rope_freqs (1 / 1e30 factors), the
+  'gemma4' vocabulary keys (from the fixture's SentencePiece pieces: it has no tokenizer.json);
 * F32 for every family; quantised copies (gguf.quants.quantize: Q8_0, Q4_0, Q5_0 — the types
   gguf-py can quantise; 1-D tensors stay F32 as in llama.cpp) for qwen3 and gemma;
 * K-quantised copies of qwen3 (Q4_K, Q5_K, Q6_K: scripts/gguf_kquants.py, as `llama-quantize
@@ -48,7 +52,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HF = os.path.join(ROOT, 'tests', 'fixtures', 'hf')
 OUT = os.path.join(ROOT, 'tests', 'fixtures', 'gguf')
 ARCH = {'llama': 'llama', 'qwen2': 'qwen2', 'qwen3': 'qwen3', 'gemma': 'gemma',
-        'gemma2': 'gemma2', 'gemma3_text': 'gemma3'}
+        'gemma2': 'gemma2', 'gemma3_text': 'gemma3', 'gemma4_text': 'gemma4'}
 QUANTISED = {'qwen3': ('Q8_0', 'Q4_0', 'Q5_0', 'Q4_K', 'Q5_K', 'Q6_K'), 'gemma': ('Q8_0',)}
 
 
@@ -170,14 +174,15 @@ def converter_rope_freqs(theta: float, head_dim: int, factor: float, low: float,
 def _widened_mlp(weights: dict, width: int) -> dict:
   """The MLP widened to ``width`` units with the same function: new unit k repeats gate_proj row
   k mod F and down_proj column k mod F (F: the checkpoint's units) and has an up_proj row of 0,
-  so silu(gate) * up is exactly 0 for it. A no-op at the checkpoint's width."""
+  so silu(gate) * up is exactly 0 for it. A no-op for an MLP at least ``width`` wide (Gemma 4's
+  double-wide layers)."""
   out = dict(weights)
   for name, w in weights.items():
-    if name.endswith(('gate_proj.weight', 'up_proj.weight')) and w.shape[0] != width:
+    if name.endswith(('gate_proj.weight', 'up_proj.weight')) and w.shape[0] < width:
       rows = w[np.arange(width) % w.shape[0]]
       out[name] = rows if 'gate' in name else np.concatenate(
           [w, np.zeros((width - w.shape[0], w.shape[1]), w.dtype)])
-    elif name.endswith('down_proj.weight') and w.shape[1] != width:
+    elif name.endswith('down_proj.weight') and w.shape[1] < width:
       out[name] = w[:, np.arange(width) % w.shape[1]]
   return out
 
@@ -189,6 +194,66 @@ def _quantised(value: np.ndarray, quant: str):
     return gguf_kquants.quantize(value, quant), gguf.GGMLQuantizationType[quant]
   qtype = gguf.GGMLQuantizationType[gguf_kquants.FALLBACK.get(quant, quant)]
   return gguf.quants.quantize(value, qtype), qtype
+
+
+def gemma4_rope_freqs(c: dict) -> np.ndarray:
+  """llama.cpp's Gemma4Model.generate_extra_tensors: the full layers' proportional RoPE as
+  factors, global_head_dim * p / 2 of 1.0 then 1e30 (pairs that do not rotate)."""
+  head_dim = int(c['global_head_dim'])
+  rotated = int(head_dim * float(_rope(c)['partial_rotary_factor']) / 2)
+  return np.asarray([1.0] * rotated + [1e30] * (head_dim // 2 - rotated), np.float32)
+
+
+def _gemma4_metadata(w: gguf.GGUFWriter, c: dict) -> None:
+  """The final values of llama.cpp's TextModel -> Gemma3Model -> Gemma4Model
+  set_gguf_parameters chain (each key once; the converter writes some twice, the last wins)."""
+  L, shared = int(c['num_hidden_layers']), int(c['num_kv_shared_layers'])
+  swa = [t == 'sliding_attention' for t in c['layer_types']]
+  n_ff = int(c['intermediate_size'])
+  w.add_context_length(int(c['max_position_embeddings']))
+  w.add_embedding_length(int(c['hidden_size']))
+  w.add_block_count(L)
+  w.add_feed_forward_length([n_ff if i < L - shared else 2 * n_ff for i in range(L)]
+                            if c.get('use_double_wide_mlp') else n_ff)
+  w.add_head_count(int(c['num_attention_heads']))
+  kv, kv_full = int(c['num_key_value_heads']), c.get('num_global_key_value_heads')
+  w.add_head_count_kv(kv if kv_full is None else [kv if s else int(kv_full) for s in swa])
+  w.add_rope_freq_base(float(_rope(c)['rope_theta']))
+  w.add_rope_freq_base_swa(float(_rope(c, 'sliding_attention')['rope_theta']))
+  w.add_layer_norm_rms_eps(float(c['rms_norm_eps']))
+  w.add_key_length(int(c['global_head_dim']))
+  w.add_value_length(int(c['global_head_dim']))
+  if c.get('final_logit_softcapping'):
+    w.add_final_logit_softcapping(float(c['final_logit_softcapping']))
+  w.add_sliding_window(int(c['sliding_window']))
+  w.add_shared_kv_layers(shared)
+  w.add_embedding_length_per_layer_input(int(c.get('hidden_size_per_layer_input') or 0))
+  w.add_sliding_window_pattern(swa)
+  w.add_key_length_swa(int(c['head_dim']))
+  w.add_value_length_swa(int(c['head_dim']))
+  w.add_rope_dimension_count(int(c['global_head_dim']))
+  w.add_rope_dimension_count_swa(int(c['head_dim']))   # x the top-level partial factor: 1
+
+
+def _gemma4_vocab(w: gguf.GGUFWriter, path: str) -> None:
+  """Gemma4Model.set_vocab's keys (model 'gemma4', tokens, scores, types, special ids, no space
+  prefix, bos added) for the fixture's SentencePiece pieces: the HF fixture has no
+  tokenizer.json, so no merges (llama.cpp's gemma4 vocabulary is merge-ranked BPE)."""
+  import sentencepiece as spm  # pylint: disable=import-outside-toplevel
+  sp = spm.SentencePieceProcessor(model_file=path)
+  pieces = range(sp.get_piece_size())
+  w.add_tokenizer_model('gemma4')
+  w.add_token_list([sp.id_to_piece(i).encode('utf-8') for i in pieces])
+  w.add_token_scores([sp.get_score(i) for i in pieces])
+  w.add_token_types([gguf.TokenType.CONTROL if sp.is_control(i) else gguf.TokenType.UNKNOWN
+                     if sp.is_unknown(i) else gguf.TokenType.BYTE if sp.is_byte(i) else
+                     gguf.TokenType.NORMAL for i in pieces])
+  w.add_bos_token_id(sp.bos_id())
+  w.add_eos_token_id(sp.eos_id())
+  w.add_pad_token_id(sp.pad_id())
+  w.add_unk_token_id(sp.unk_id())
+  w.add_add_space_prefix(False)
+  w.add_add_bos_token(True)
 
 
 def _tensors(arch: str, c: dict, folder: str):
@@ -209,9 +274,16 @@ def _tensors(arch: str, c: dict, folder: str):
       n = c['num_attention_heads' if 'q_proj' in hf else 'num_key_value_heads']
       value = ropex_gguf.permute(value, int(n))
     yield names[hf], value
-  freqs = _llama3_rope_freqs(c)
+  freqs = _llama3_rope_freqs(c) if arch != 'gemma4' else gemma4_rope_freqs(c)
   if freqs is not None:
     yield 'rope_freqs.weight', freqs
+
+
+def _vocab(w: gguf.GGUFWriter, folder: str) -> None:
+  if os.path.isfile(os.path.join(folder, 'tokenizer.model')):
+    _sentencepiece_vocab(w, os.path.join(folder, 'tokenizer.model'))
+  else:   # the fixtures' tokenizer.json split with GPT-2's ByteLevel regex: llama.cpp's 'gpt-2'
+    _bpe_vocab(w, folder, 'gpt-2')
 
 
 def write(family: str, quant: str | None = None) -> str:
@@ -225,11 +297,12 @@ def write(family: str, quant: str | None = None) -> str:
   path = os.path.join(OUT, name)
   w = gguf.GGUFWriter(path, arch)
   w.add_name(f'ropex fixture {family}')
-  _metadata(w, arch, c)
-  if os.path.isfile(os.path.join(folder, 'tokenizer.model')):
-    _sentencepiece_vocab(w, os.path.join(folder, 'tokenizer.model'))
-  else:   # the fixtures' tokenizer.json split with GPT-2's ByteLevel regex: llama.cpp's 'gpt-2'
-    _bpe_vocab(w, folder, 'gpt-2')
+  if arch == 'gemma4':   # per-layer keys and llama.cpp's 'gemma4' vocabulary
+    _gemma4_metadata(w, c)
+    _gemma4_vocab(w, os.path.join(folder, 'tokenizer.model'))
+  else:
+    _metadata(w, arch, c)
+    _vocab(w, folder)
   for tensor_name, value in _tensors(arch, c, folder):
     if quant and value.ndim == 2:
       data, qtype = _quantised(value, quant)
@@ -323,7 +396,7 @@ def write_bpe_fixture(pre: str) -> str:
 
 def main():
   os.makedirs(OUT, exist_ok=True)
-  for family in ('llama', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3'):
+  for family in ('llama', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3', 'gemma4'):
     print(write(family))
     for quant in QUANTISED.get(family, ()):
       print(write(family, quant))

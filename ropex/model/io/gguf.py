@@ -9,7 +9,7 @@ llama.cpp's conventions undone here (facts from its ``convert_hf_to_gguf.py`` an
 ``llama-model.cpp``):
 
 * Gemma 1-3 norm weights are stored with the ``+1`` of ``x * (1 + w)`` already added (q/k norms
-  too; not Gemma 4): 1 is subtracted.
+  too): 1 is subtracted.
 * Llama's q/k rows are permuted from half-split to interleaved rotary pairs (``permute`` in the
   converter): the inverse permutation restores transformers' order. Qwen and Gemma are not.
 * Fields llama.cpp hard-codes rather than stores: Gemma 2's sliding-window period 2, Gemma 3's
@@ -19,6 +19,12 @@ llama.cpp's conventions undone here (facts from its ``convert_hf_to_gguf.py`` an
   (tensor ``rope_freqs``), not as parameters: transformers' ``llama3`` parameters are recovered
   from them and must reproduce them (:mod:`ropex.model.io.gguf_rope`), else the file is refused
   in one line.
+* Gemma 4 (``gemma4``, llama.cpp's ``Gemma4Model`` converter, a ``Gemma3Model`` with
+  ``norm_shift`` 0): norms stored as they are; the layer schedule, head dims, key/value heads,
+  KV sharing and MLP widths as per-layer metadata arrays, K as V on full layers as an absent
+  ``attn_v``, proportional RoPE as a ``rope_freqs`` tensor of 1 / 1e30 factors, the attention
+  scale 1 hard-coded: all read back by :mod:`ropex.model.io.gguf_layers` (facts and sources
+  there); mixture-of-experts layers are refused in one line.
 
 Tensors are read one at a time with plain file reads at their offsets (``GGUFReader`` maps the
 file for its metadata; mapped tensor pages would stay resident until the end of the import).
@@ -44,6 +50,8 @@ class Arch:
   swa_period: int = 0             # sliding-window layer period llama.cpp hard-codes (0: none)
   local_theta: float = 0.0        # θ of the sliding layers llama.cpp hard-codes
   scale_27b_layers: int = 0       # layer count whose attention scale is hidden/heads
+  per_layer: bool = False         # per-layer metadata arrays and proportional rope_freqs
+                                  # (llama.cpp's Gemma 4 scheme, :mod:`gguf_layers`)
 
 
 _GELU = 'gelu_pytorch_tanh'
@@ -55,6 +63,7 @@ ARCHS = {
     'gemma2': Arch('gemma2', _GELU, norm_shift=1.0, swa_period=2, scale_27b_layers=46),
     'gemma3': Arch('gemma3_text', _GELU, norm_shift=1.0, swa_period=6, local_theta=10_000.0,
                    scale_27b_layers=62),
+    'gemma4': Arch('gemma4_text', _GELU, per_layer=True),
 }
 
 
@@ -124,9 +133,11 @@ def hf_config(reader: Reader) -> dict:
   hidden, heads, layers = int(need('embedding_length')), int(need('attention.head_count')), int(
       need('block_count'))
   head_dim = int(get('attention.key_length') or hidden // heads)
+  first = lambda v: v[0] if isinstance(v, list) and v else v   # per-layer arrays: gguf_layers
   c = dict(model_type=arch.model_type, hidden_act=arch.hidden_act, hidden_size=hidden, num_hidden_layers=layers,
-           intermediate_size=int(need('feed_forward_length')), num_attention_heads=heads,
-           num_key_value_heads=int(get('attention.head_count_kv') or heads), head_dim=head_dim,
+           intermediate_size=int(first(need('feed_forward_length'))), num_attention_heads=heads,
+           num_key_value_heads=int(first(get('attention.head_count_kv')) or heads),
+           head_dim=head_dim,
            rms_norm_eps=float(need('attention.layer_norm_rms_epsilon')),
            rope_theta=float(get('rope.freq_base') or 10_000.0),
            max_position_embeddings=int(get('context_length') or 0) or None,
@@ -141,7 +152,10 @@ def hf_config(reader: Reader) -> dict:
   if get('rope.scaling.type') not in (None, 'none'):
     c['rope_scaling'] = {'rope_type': str(get('rope.scaling.type')),
                          'factor': float(get('rope.scaling.factor'))}
-  if gguf_rope.TENSOR in reader.tensors:
+  if arch.per_layer:
+    from ropex.model.io import gguf_layers  # pylint: disable=g-import-not-at-top
+    c.update(gguf_layers.hf_fields(reader, name, c))
+  elif gguf_rope.TENSOR in reader.tensors:
     c.update(_rope_freqs(reader, name, c))
   if arch.swa_period:
     c.update(_sliding(reader, name, arch, layers, head_dim, hidden // heads))
@@ -226,7 +240,11 @@ _HF_TEMPLATES = (
     'layers.{i}.pre_feedforward_layernorm', 'layers.{i}.post_feedforward_layernorm',
     'layers.{i}.self_attn.q_proj', 'layers.{i}.self_attn.k_proj', 'layers.{i}.self_attn.v_proj',
     'layers.{i}.self_attn.o_proj', 'layers.{i}.self_attn.q_norm', 'layers.{i}.self_attn.k_norm',
-    'layers.{i}.mlp.gate_proj', 'layers.{i}.mlp.up_proj', 'layers.{i}.mlp.down_proj')
+    'layers.{i}.mlp.gate_proj', 'layers.{i}.mlp.up_proj', 'layers.{i}.mlp.down_proj',
+    'embed_tokens_per_layer', 'per_layer_model_projection', 'per_layer_projection_norm',
+    'layers.{i}.per_layer_input_gate', 'layers.{i}.per_layer_projection',
+    'layers.{i}.post_per_layer_input_norm', 'layers.{i}.layer_scalar')
+_NO_SUFFIX = ('layer_scalar',)   # HF names without '.weight' (the converter appends it)
 
 
 def hf_to_gguf_names(name_map, layers: int) -> dict[str, str]:
@@ -237,6 +255,11 @@ def hf_to_gguf_names(name_map, layers: int) -> dict[str, str]:
     for i in (range(layers) if '{i}' in template else [None]):
       base = template.format(i=i)
       hf = base if base == 'lm_head' else 'model.' + base
+      if base.endswith(_NO_SUFFIX):
+        mapped = name_map.get_name(hf + '.weight', try_suffixes=('.weight',))
+        if mapped is not None:
+          out[hf] = mapped
+        continue
       for suffix in ('.weight', '.bias'):
         mapped = name_map.get_name(hf + suffix, try_suffixes=('.weight', '.bias'))
         if mapped is not None:
