@@ -42,6 +42,7 @@ ALLOWED = ('a Hugging Face folder (config.json + *.safetensors), a .gguf file or
            'Gemma Flax checkpoint folder, readable with your credentials')
 
 _staged: dict[str, str] = {}   # URL -> its local copy, for this process
+_folders: list[tuple[str, str]] = []   # (URL of the folder above, the copy's folder)
 _root: list[str] = []          # the process's temporary folder, created on first use
 
 
@@ -63,7 +64,29 @@ def stage(url: str, what: str = '--model') -> str:
         with f.open('rb') as r, open(target, 'wb') as w:
           shutil.copyfileobj(r, w, 16 << 20)
     _staged[key] = os.path.join(dest, src.name)
+    _folders.append((key.rsplit('/', 1)[0] + '/', dest + '/'))
   return _staged[key]
+
+
+def local_file(url: str) -> str | None:
+  """The local copy of the file at ``url`` when a URL staged by this process copied it (a
+  staged folder's ``tokenizer.json``, or the ``.gguf`` itself), else None: records name the URL,
+  reads take the copy."""
+  for url_root, copy_root in _folders:
+    if url.startswith(url_root):
+      copy = copy_root + url[len(url_root):]
+      if os.path.isfile(copy):
+        return copy
+  return None
+
+
+def url_of(path: str) -> str:
+  """The URL of ``path`` when it lies in a copy this process staged (the inverse of
+  :func:`local_file`), else ``path``."""
+  for url_root, copy_root in _folders:
+    if path.startswith(copy_root):
+      return url_root + path[len(copy_root):]
+  return path
 
 
 def _files(src, url: str, what: str) -> list:
