@@ -86,14 +86,19 @@ def _check_dtype(dtype):
 
 def read_model(path: str) -> tuple[ml_collections.ConfigDict, dict]:
   """(model block, source) from the checkpoint's config alone, reading no weights (a Flax
-  checkpoint has no config: its shapes are read from the tree's metadata)."""
-  url, path = path, local_copy(path, '--model')
-  block, source = _read_model(path)
+  checkpoint has no config: its shapes are read from the tree's metadata). Of a URL, only what
+  that needs is copied (:func:`ropex.model.io.remote.stage_config`)."""
+  from ropex import paths  # pylint: disable=g-import-not-at-top
+  url, fmt = path, None
+  if paths.is_url(path):   # a Hugging Face folder's config.json alone is copied
+    from ropex.model.io import remote  # pylint: disable=g-import-not-at-top
+    fmt, path = remote.stage_config(path, '--model')
+  block, source = _read_model(path, fmt)
   return block, _named(source, url, path)
 
 
-def _read_model(path: str) -> tuple[ml_collections.ConfigDict, dict]:
-  fmt = detect_format(path)
+def _read_model(path: str, fmt: str | None = None) -> tuple[ml_collections.ConfigDict, dict]:
+  fmt = fmt or detect_format(path)
   if fmt == 'gemma_flax':
     from ropex.model.io import gemma2_flax  # pylint: disable=g-import-not-at-top
     return gemma2_flax.read_model(path)

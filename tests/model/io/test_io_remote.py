@@ -206,3 +206,40 @@ def test_evaluate_and_analyze_of_gs_weights_record_the_urls_never_the_copy(bucke
   expected = [0] + tokenizer.load(os.path.join(LLAMA, 'tokenizer.json')).encode(
       'the quick brown fox')   # bos (0) + the fixture tokenizer's ids
   assert arrays['tokens_PT'][0, :arrays['lengths_P'][0]].tolist() == expected
+
+
+_DESCRIBE = r'''
+import contextlib, io as io_lib, json, os, sys
+from absl import flags
+from ropex import describe
+from ropex.model.io import remote
+flags.FLAGS(['describe', f'--model={sys.argv[1]}'])
+printed = {}
+for model in sys.argv[1:]:   # python -m ropex.describe --model=MODEL, the URL first
+  flags.FLAGS.model = model
+  with contextlib.redirect_stdout(io_lib.StringIO()) as text:
+    describe.main([])
+  printed[model] = text.getvalue()
+  if model == sys.argv[1]:
+    root = remote._root[0]
+    staged = sorted(os.path.relpath(os.path.join(d, f), root)
+                    for d, _, names in os.walk(root) for f in names)
+print(json.dumps({'printed': printed, 'staged': staged}))
+'''
+
+
+def test_describe_of_a_gs_hugging_face_folder_copies_its_config_json_alone(bucket, tmp_path):
+  """describe reads no weights, so of a URL it copies config.json and no *.safetensors (the
+  staging folder, listed after describe ran); it prints what it prints for the local folder,
+  the URL in place of the path."""
+  hf = f'gs://{BUCKET}/models/llama'
+  r = subprocess.run([sys.executable, '-c', _DESCRIBE, hf, LLAMA], cwd=tmp_path,
+                     env=gcs_emulator.env(bucket), capture_output=True, text=True, timeout=300)
+  assert r.returncode == 0, r.stderr[-3000:]
+  out = json.loads(r.stdout.strip().splitlines()[-1])
+  assert out['staged'] == ['0/llama/config.json'], out['staged']
+  size = os.path.getsize(os.path.join(LLAMA, 'config.json'))
+  assert f'copying 1 files ({size} bytes: config.json) of {hf}' in r.stderr, r.stderr
+  local, remote = out['printed'][LLAMA], out['printed'][hf]
+  assert 'parameters: total' in local and os.path.abspath(LLAMA) in local
+  assert remote == local.replace(os.path.abspath(LLAMA), hf).replace(LLAMA, hf)
