@@ -23,7 +23,6 @@ need one print.
 from __future__ import annotations
 
 import functools
-import os
 
 # GGUF token types are SentencePiece's piece types (NORMAL 1, UNKNOWN 2, CONTROL 3,
 # USER_DEFINED 4, UNUSED 5, BYTE 6)
@@ -79,11 +78,14 @@ def file_of(path: str) -> tuple[str, bytes]:
   """The rebuilt tokenizer of the local ``.gguf`` file ``path`` as a Hugging Face folder would
   hold it: (``tokenizer.model``, the SentencePiece model) or (``tokenizer.json``, its JSON)."""
   from ropex.model.io import gguf  # pylint: disable=g-import-not-at-top
+  return _rebuilt(gguf.Reader(path))
+
+
+def _rebuilt(reader) -> tuple[str, bytes]:
   from ropex.errors import ConfigError  # pylint: disable=g-import-not-at-top
-  reader = gguf.Reader(path)
   rebuilt, why = describe(reader)
   if not rebuilt:
-    raise ConfigError(f'{path} has no tokenizer: {why}')
+    raise ConfigError(f'{reader.path} has no tokenizer: {why}')
   proto = sentencepiece_proto(reader)
   if proto is not None:
     return 'tokenizer.model', proto
@@ -97,10 +99,10 @@ def load(path: str):
   eos ids from the file)."""
   from ropex.data import tokenizers  # pylint: disable=g-import-not-at-top
   from ropex.model.io import gguf  # pylint: disable=g-import-not-at-top
-  name, data = file_of(path)
+  reader = gguf.Reader(path)
+  name, data = _rebuilt(reader)
   if name == 'tokenizer.model':
     return tokenizers.SentencePieceTokenizer(path, proto=data)
-  reader = gguf.Reader(path)
   ids = {f'{k}_token_id': reader.field(f'tokenizer.ggml.{k}_token_id') for k in ('bos', 'eos')}
   return tokenizers.HuggingFaceTokenizer(
       path, {k: int(v) for k, v in ids.items() if v is not None}, text=data.decode('utf-8'))
