@@ -33,8 +33,8 @@ _MODEL, _GEMMA_DTYPE = released.define_flags(
     'gemma_dtype', 'Parameter and compute dtype for --model / --gemma.')
 _GEMMA = flags.DEFINE_string('gemma', None, 'Alias of --model.')
 _TOKENIZER = flags.DEFINE_string('tokenizer', None, 'Tokenizer for --model: a SentencePiece '
-                                 '.model or a tokenizer.json (default: the one next to the '
-                                 'weights).')
+                                 '.model, a tokenizer.json or a .gguf file (its vocabulary '
+                                 'rebuilt; default: the one next to the weights).')
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Analyse a freshly initialised model '
                                           'of this config (no --workdir).')
 _INIT_SEED = flags.DEFINE_integer('init_seed', 0, 'Seed of the --config initialisation.')
