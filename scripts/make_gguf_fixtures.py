@@ -12,6 +12,12 @@ llama.cpp's convert_hf_to_gguf.py does, with gguf.GGUFWriter:
   tensor (float32 factors, the converter's formula); no lm_head when tied;
 * F32 for every family; quantised copies (gguf.quants.quantize: Q8_0, Q4_0, Q5_0 — the types
   gguf-py can quantise; 1-D tensors stay F32 as in llama.cpp) for qwen3 and gemma;
+* K-quantised copies of qwen3 (Q4_K, Q5_K, Q6_K: scripts/gguf_kquants.py, as `llama-quantize
+  --pure`): a 2-D tensor whose rows are whole 256-value super-blocks gets the K type, any other
+  llama.cpp's fallback (Q5_0, Q5_1, Q8_0). The fixture's rows (64, 96, 128) are all shorter, so
+  these copies widen the MLP from 96 to 256 units without changing the function (_widened_mlp:
+  new units with up_proj rows 0, so their output is exactly 0): ffn_down's rows are 256 long and
+  K-quantised, and transformers' logits of the qwen3 fixture still apply;
 * tests/fixtures/gguf/bpe/: byte-level BPE tokenizers trained here with the tokenizers library
   in Llama 3's and Qwen 2's tokenizer.json pipelines (the reference files) and their
   vocabularies as vocabulary-only GGUF files (pre-tokenizer names llama-bpe, qwen2).
@@ -35,12 +41,15 @@ import gguf  # noqa: E402  pylint: disable=wrong-import-position
 
 from ropex.model.io import gguf as ropex_gguf  # noqa: E402  pylint: disable=wrong-import-position
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gguf_kquants  # noqa: E402  pylint: disable=wrong-import-position
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HF = os.path.join(ROOT, 'tests', 'fixtures', 'hf')
 OUT = os.path.join(ROOT, 'tests', 'fixtures', 'gguf')
 ARCH = {'llama': 'llama', 'qwen2': 'qwen2', 'qwen3': 'qwen3', 'gemma': 'gemma',
         'gemma2': 'gemma2', 'gemma3_text': 'gemma3'}
-QUANTISED = {'qwen3': ('Q8_0', 'Q4_0', 'Q5_0'), 'gemma': ('Q8_0',)}
+QUANTISED = {'qwen3': ('Q8_0', 'Q4_0', 'Q5_0', 'Q4_K', 'Q5_K', 'Q6_K'), 'gemma': ('Q8_0',)}
 
 
 def _rope(c: dict, kind: str = 'full_attention') -> dict:
@@ -158,9 +167,34 @@ def converter_rope_freqs(theta: float, head_dim: int, factor: float, low: float,
   return np.asarray(out, np.float32)
 
 
+def _widened_mlp(weights: dict, width: int) -> dict:
+  """The MLP widened to ``width`` units with the same function: new unit k repeats gate_proj row
+  k mod F and down_proj column k mod F (F: the checkpoint's units) and has an up_proj row of 0,
+  so silu(gate) * up is exactly 0 for it. A no-op at the checkpoint's width."""
+  out = dict(weights)
+  for name, w in weights.items():
+    if name.endswith(('gate_proj.weight', 'up_proj.weight')) and w.shape[0] != width:
+      rows = w[np.arange(width) % w.shape[0]]
+      out[name] = rows if 'gate' in name else np.concatenate(
+          [w, np.zeros((width - w.shape[0], w.shape[1]), w.dtype)])
+    elif name.endswith('down_proj.weight') and w.shape[1] != width:
+      out[name] = w[:, np.arange(width) % w.shape[1]]
+  return out
+
+
+def _quantised(value: np.ndarray, quant: str):
+  """(bytes, type) of a 2-D tensor: a K type where its rows are whole super-blocks, else
+  llama.cpp's fallback for the K type (llama-quant.cpp); other types through gguf-py."""
+  if quant in gguf_kquants.FALLBACK and value.shape[-1] % gguf_kquants.QK_K == 0:
+    return gguf_kquants.quantize(value, quant), gguf.GGMLQuantizationType[quant]
+  qtype = gguf.GGMLQuantizationType[gguf_kquants.FALLBACK.get(quant, quant)]
+  return gguf.quants.quantize(value, qtype), qtype
+
+
 def _tensors(arch: str, c: dict, folder: str):
   """(GGUF name, float32 array) in llama.cpp's conventions."""
-  weights = load_file(os.path.join(folder, 'model.safetensors'))
+  weights = _widened_mlp(load_file(os.path.join(folder, 'model.safetensors')),
+                         int(c['intermediate_size']))
   layers = int(c['num_hidden_layers'])
   arch_enum = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == arch)
   names = ropex_gguf.hf_to_gguf_names(gguf.get_tensor_name_map(arch_enum, layers), layers)
@@ -184,6 +218,8 @@ def write(family: str, quant: str | None = None) -> str:
   folder = os.path.join(HF, family)
   with open(os.path.join(folder, 'config.json')) as f:
     c = json.load(f)
+  if quant in gguf_kquants.FALLBACK:   # rows of ffn_down: whole K-quant super-blocks
+    c = dict(c, intermediate_size=gguf_kquants.QK_K)
   arch = ARCH[c['model_type']]
   name = f'{family}.{quant}.gguf' if quant else f'{family}.gguf'
   path = os.path.join(OUT, name)
@@ -194,10 +230,10 @@ def write(family: str, quant: str | None = None) -> str:
     _sentencepiece_vocab(w, os.path.join(folder, 'tokenizer.model'))
   else:   # the fixtures' tokenizer.json split with GPT-2's ByteLevel regex: llama.cpp's 'gpt-2'
     _bpe_vocab(w, folder, 'gpt-2')
-  qtype = gguf.GGMLQuantizationType[quant] if quant else None
   for tensor_name, value in _tensors(arch, c, folder):
-    if qtype is not None and value.ndim == 2:
-      w.add_tensor(tensor_name, gguf.quants.quantize(value, qtype), raw_dtype=qtype)
+    if quant and value.ndim == 2:
+      data, qtype = _quantised(value, quant)
+      w.add_tensor(tensor_name, data, raw_dtype=qtype)
     else:
       w.add_tensor(tensor_name, value)
   w.write_header_to_file()
