@@ -33,8 +33,8 @@ _MODEL, _GEMMA_DTYPE = released.define_flags(
     'gemma_dtype', 'Parameter and compute dtype for --model / --gemma.')
 _GEMMA = flags.DEFINE_string('gemma', None, 'Alias of --model.')
 _TOKENIZER = flags.DEFINE_string('tokenizer', None, 'Tokenizer for --model: a SentencePiece '
-                                 '.model or a tokenizer.json (default: the one next to the '
-                                 'weights).')
+                                 '.model, a tokenizer.json or a .gguf file (its vocabulary '
+                                 'rebuilt; default: the one next to the weights).')
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Analyse a freshly initialised model '
                                           'of this config (no --workdir).')
 _INIT_SEED = flags.DEFINE_integer('init_seed', 0, 'Seed of the --config initialisation.')
@@ -88,10 +88,11 @@ def _prompts(data_cfg, tokenizer, vocab_size: int):
 def _load_model():
   """Released weights (--model, or its alias --gemma) placed on the default mesh, each tensor
   as it is read."""
+  from ropex.model.io import tokenizer as tokenizer_io  # pylint: disable=g-import-not-at-top
   path = _MODEL.value or _GEMMA.value
   imported, placement = released.load(path, _GEMMA_DTYPE.value,
                                       '--model' if _MODEL.value else '--gemma')
-  tokenizer_path = _TOKENIZER.value or imported.tokenizer_path
+  tokenizer_path = _TOKENIZER.value or imported.tokenizer_source   # a URL's, not its copy's
   if not tokenizer_path:
     why = imported.source.get('tokenizer')   # a GGUF's: why its vocabulary was not rebuilt
     raise ConfigError('--tokenizer is not set and ' + (
@@ -100,7 +101,7 @@ def _load_model():
         '; give the tokenizer file')
   data_cfg = ml_collections.ConfigDict({
       'source': 'text', 'tokenizer_path': tokenizer_path,
-      'tokenizer': 'sentencepiece' if tokenizer_path.endswith('.model') else 'huggingface'})
+      'tokenizer': tokenizer_io.kind(tokenizer_path)})
   meta = {'weights': path, 'format': imported.source['format'],
           'family': imported.source['family'], 'arch': imported.model.arch,
           'tokenizer': tokenizer_path, 'source': imported.source}

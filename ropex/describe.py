@@ -27,8 +27,9 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config fil
 _JSON = flags.DEFINE_bool('json', False, 'Print one JSON object instead of a table.')
 _MODEL = flags.DEFINE_string('model', None, 'Released weights (a Hugging Face checkpoint '
                               'folder, a .gguf file, a Gemma Flax checkpoint): describe the '
-                              'model they build (no weights are read; a gs:// URL is copied '
-                              'to a local temporary folder first).')
+                              'model they build (no weights are read; of a gs:// URL a Hugging '
+                              'Face folder\'s config.json alone is copied, a .gguf file or a '
+                              'Flax folder whole, to a local temporary folder first).')
 _SEQ_LEN = flags.DEFINE_integer('seq_len', None, 'Sequence length for length-dependent RoPE '
                                 'scalings (dynamic_ntk, longrope); default train.seq_len.',
                                 lower_bound=1)

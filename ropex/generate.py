@@ -111,7 +111,7 @@ def _load_released(path: str) -> Loaded:
                       'were released with')
   return Loaded(imported.cfg, imported.params, imported.tokenizer, placement,
                 _released_limit(io.local_copy(path), imported.source['format']),
-                _released_adds_bos(imported.tokenizer_path, imported.tokenizer),
+                imported.tokenizer.adds_bos,
                 os.path.basename(os.path.normpath(path)))
 
 
@@ -126,16 +126,6 @@ def _released_limit(path: str, fmt: str) -> int:
   with open(hf_config) as f:
     c = json.load(f)
   return int((c.get('text_config') or c).get('max_position_embeddings') or 0)
-
-
-def _released_adds_bos(tokenizer_path: str, tokenizer) -> bool:
-  """Whether the released tokenizer begins a text with bos: SentencePiece (Gemma) does; a
-  ``tokenizer.json`` does if its post-processor inserts it (Llama 3 yes, Qwen no)."""
-  if tokenizer_path.endswith('.model'):
-    return True
-  import tokenizers  # pylint: disable=g-import-not-at-top
-  ids = tokenizers.Tokenizer.from_file(tokenizer_path).encode('x', add_special_tokens=True).ids
-  return bool(ids) and ids[0] == tokenizer.bos_id
 
 
 def read_prompts(prompt: str | None, prompts_file: str | None) -> list[str]:

@@ -23,8 +23,8 @@ def base_config(arch: str = 'tiny', pe: ml_collections.ConfigDict | None = None,
 
   c.data = ml_collections.ConfigDict(dict(
       source='synthetic',            # synthetic | tfds | text
-      tokenizer='byte',              # byte | sentencepiece
-      tokenizer_path='',             # SentencePiece .model file (Gemma's tokenizer.model works)
+      tokenizer='byte',              # byte | sentencepiece | huggingface | gguf
+      tokenizer_path='',             # .model (Gemma's works), tokenizer.json or .gguf file
       tfds_name='wikipedia/20230601.en', tfds_data_dir='', text_field='text',
       train_split='train[:90%]', eval_split='train[90%:]',
       text_glob='',                  # '*.txt' or '*.jsonl' files (source=text)

@@ -1,4 +1,5 @@
-"""Tokenizers: UTF-8 bytes, or a SentencePiece model file (Gemma's ``tokenizer.model`` as is).
+"""Tokenizers: UTF-8 bytes, a SentencePiece model file (Gemma's ``tokenizer.model`` as is), a
+released model's ``tokenizer.json``, or the tokenizer a ``.gguf`` file's vocabulary rebuilds.
 
 Both expose ``vocab_size``, ``encode(str) -> list[int]``, ``encode_array(str) -> int32 array``,
 ``decode(ids) -> str`` and the special ids ``pad_id`` (always 0), ``bos_id``, ``eos_id``.
@@ -11,7 +12,7 @@ import numpy as np
 from ropex import paths
 from ropex.errors import ConfigError
 
-TOKENIZERS = ('byte', 'sentencepiece', 'huggingface')
+TOKENIZERS = ('byte', 'sentencepiece', 'huggingface', 'gguf')
 
 
 class ByteTokenizer:
@@ -34,16 +35,21 @@ class ByteTokenizer:
 
 
 class SentencePieceTokenizer:
-  """A SentencePiece model; its pad id must be 0 (Gemma: pad 0, eos 1, bos 2)."""
+  """A SentencePiece model; its pad id must be 0 (Gemma: pad 0, eos 1, bos 2). ``proto``: the
+  serialized model itself (a GGUF's rebuilt vocabulary), ``path`` then names where it came
+  from."""
 
-  def __init__(self, path: str):
+  adds_bos = True   # SentencePiece models begin a text with bos (Gemma, Llama 2)
+
+  def __init__(self, path: str, proto: bytes | None = None):
     import sentencepiece as spm  # pylint: disable=g-import-not-at-top
-    if not path or not paths.path(path, 'data.tokenizer_path').is_file():
+    if proto is None and (not path or not paths.path(path, 'data.tokenizer_path').is_file()):
       raise ConfigError(f'data.tokenizer_path={path!r} is not a file; set it to a SentencePiece '
                         '.model file (e.g. Gemma tokenizer.model or one from python -m '
                         'ropex.tokenizer)')
     try:  # the model's bytes read through epath: local paths and gs:// alike
-      self._sp = spm.SentencePieceProcessor(model_proto=paths.path(path).read_bytes())
+      self._sp = spm.SentencePieceProcessor(
+          model_proto=paths.path(path).read_bytes() if proto is None else proto)
     except (RuntimeError, OSError) as e:
       raise ConfigError(f'data.tokenizer_path={path!r} is not a SentencePiece model '
                         f'({str(e).splitlines()[0][:120]}); give a .model file') from None
@@ -69,17 +75,19 @@ class SentencePieceTokenizer:
 class HuggingFaceTokenizer:
   """A ``tokenizer.json`` (the ``tokenizers`` library: Llama 3, Qwen) with the bos/eos ids of
   the model's ``config.json``; ``pad_id`` is 0 as for every ropex tokenizer (padded positions
-  are masked, never scored)."""
+  are masked, never scored). ``text``: the JSON itself (a GGUF's rebuilt vocabulary), ``path``
+  then names where it came from."""
 
   pad_id = 0
 
-  def __init__(self, path: str, hf_config: dict | None = None):
+  def __init__(self, path: str, hf_config: dict | None = None, text: str | None = None):
     try:
       import tokenizers  # pylint: disable=g-import-not-at-top
     except ImportError:
       raise ConfigError(f'{path!r} needs the tokenizers package (pip install '
                         '"tokenizers>=0.20,<1")') from None
-    self._tok = tokenizers.Tokenizer.from_file(path)
+    self._tok = tokenizers.Tokenizer.from_str(  # read through epath: local paths and gs://
+        paths.path(path, 'data.tokenizer_path').read_text() if text is None else text)
     self.vocab_size = int(self._tok.get_vocab_size())
     hf_config = hf_config or {}
     ids = lambda v: (v[0] if isinstance(v, list) and v else v)
@@ -95,16 +103,27 @@ class HuggingFaceTokenizer:
   def decode(self, ids) -> str:
     return self._tok.decode([int(i) for i in np.asarray(ids).reshape(-1)])
 
+  @property
+  def adds_bos(self) -> bool:
+    """Whether the tokenizer's post-processor begins a text with bos (Llama 3 yes, Qwen no)."""
+    ids = self._tok.encode('x', add_special_tokens=True).ids
+    return bool(ids) and ids[0] == self.bos_id
+
 
 def make_tokenizer(data_cfg):
-  """The tokenizer named by ``data.tokenizer`` (``byte``, ``sentencepiece`` or ``huggingface``:
-  a ``tokenizer.json``)."""
+  """The tokenizer named by ``data.tokenizer`` (``byte``, ``sentencepiece``, ``huggingface``: a
+  ``tokenizer.json``, or ``gguf``: rebuilt from the vocabulary of the ``.gguf`` file
+  ``data.tokenizer_path``). A URL inside released weights this process copied is read from the
+  copy (:func:`ropex.model.io.tokenizer.readable`)."""
   kind = data_cfg.tokenizer
   if kind == 'byte':
     return ByteTokenizer()
+  from ropex.model.io import tokenizer  # pylint: disable=g-import-not-at-top
   if kind == 'sentencepiece':
-    return SentencePieceTokenizer(data_cfg.tokenizer_path)
-  if kind == 'huggingface':   # a released model's tokenizer.json (ropex.model.io)
-    from ropex.model.io import tokenizer  # pylint: disable=g-import-not-at-top
+    return SentencePieceTokenizer(tokenizer.readable(data_cfg.tokenizer_path))
+  if kind == 'gguf' and tokenizer.kind(data_cfg.tokenizer_path or '') != 'gguf':
+    raise ConfigError(f'data.tokenizer_path={data_cfg.tokenizer_path!r} is not a .gguf file; '
+                      'data.tokenizer=gguf rebuilds the tokenizer of a .gguf file')
+  if kind in ('huggingface', 'gguf'):   # a released model's tokenizer (ropex.model.io)
     return tokenizer.load(data_cfg.tokenizer_path)
   raise ConfigError(f'data.tokenizer={kind!r} is not allowed; allowed: {", ".join(TOKENIZERS)}')

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 from ropex.errors import ConfigError
 
@@ -68,9 +67,11 @@ def export(block, params, tokenizer_path, token_ids: dict, max_positions, byte_t
   save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()},
             os.path.join(out, 'model.safetensors'), metadata={'format': 'pt'})
   written = ['config.json', 'model.safetensors']
-  if tokenizer_path:
-    name = 'tokenizer.json' if tokenizer_path.endswith('.json') else 'tokenizer.model'
-    shutil.copyfile(tokenizer_path, os.path.join(out, name))
+  if tokenizer_path:   # its file, or the one a GGUF's vocabulary rebuilds
+    from ropex.model.io import tokenizer  # pylint: disable=g-import-not-at-top
+    name, data = tokenizer.file_of(tokenizer_path)
+    with open(os.path.join(out, name), 'wb') as f:
+      f.write(data)
     written.append(name)
   elif byte_tokenizer:
     _byte_tokenizer_json(os.path.join(out, 'tokenizer.json'))

@@ -78,3 +78,15 @@ def test_cli_function_rejects_bad_output(tmp_path):
 def test_missing_tokenizer_file_is_a_config_error(small_config):
   with pytest.raises(ConfigError, match='data.tokenizer_path'):
     data.make_tokenizer(small_config(tokenizer='sentencepiece', tokenizer_path='/no/such').data)
+
+
+def test_gguf_tokenizer_needs_a_gguf_file_and_names_the_field(small_config):
+  """data.tokenizer=gguf rebuilds a .gguf file's vocabulary; any other path is one line naming
+  data.tokenizer_path (never read as some other kind of tokenizer)."""
+  with pytest.raises(ConfigError) as err:
+    data.make_tokenizer(small_config(tokenizer='gguf', tokenizer_path='tok/my.model').data)
+  assert str(err.value) == ("data.tokenizer_path='tok/my.model' is not a .gguf file; "
+                            'data.tokenizer=gguf rebuilds the tokenizer of a .gguf file')
+  with pytest.raises(ConfigError, match=r"data.tokenizer='gpt2' is not allowed; allowed: byte, "
+                                        'sentencepiece, huggingface, gguf'):
+    data.make_tokenizer(small_config(tokenizer='gpt2').data)

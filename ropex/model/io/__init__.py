@@ -36,7 +36,8 @@ class Imported:
   model: ml_collections.ConfigDict     # a complete model block (ModelConfig.from_config)
   params: dict                         # {'params': imported.params} for Transformer.apply
   source: dict                         # format, path, family, model_type, dtype, quantization
-  tokenizer_path: str | None = None    # tokenizer.model / tokenizer.json shipped with it
+  tokenizer_path: str | None = None    # tokenizer.model / tokenizer.json shipped with it, or
+                                       # the .gguf file whose vocabulary it is rebuilt from
 
   @property
   def cfg(self) -> ModelConfig:
@@ -47,6 +48,15 @@ class Imported:
     """The ropex tokenizer wrapper (read on first use; None if none ships with the weights)."""
     from ropex.model.io import tokenizer  # pylint: disable=g-import-not-at-top
     return tokenizer.load(self.tokenizer_path, self.source.get('path'))
+
+  @property
+  def tokenizer_source(self) -> str | None:
+    """:attr:`tokenizer_path` as records name it: the URL for weights read from a URL (their
+    local copy is what :attr:`tokenizer_path` reads)."""
+    if self.tokenizer_path is None:
+      return None
+    from ropex.model.io import remote  # pylint: disable=g-import-not-at-top
+    return remote.url_of(self.tokenizer_path)
 
 
 def detect_format(path: str, what: str = '--model') -> str:
@@ -76,14 +86,19 @@ def _check_dtype(dtype):
 
 def read_model(path: str) -> tuple[ml_collections.ConfigDict, dict]:
   """(model block, source) from the checkpoint's config alone, reading no weights (a Flax
-  checkpoint has no config: its shapes are read from the tree's metadata)."""
-  url, path = path, local_copy(path, '--model')
-  block, source = _read_model(path)
+  checkpoint has no config: its shapes are read from the tree's metadata). Of a URL, only what
+  that needs is copied (:func:`ropex.model.io.remote.stage_config`)."""
+  from ropex import paths  # pylint: disable=g-import-not-at-top
+  url, fmt = path, None
+  if paths.is_url(path):   # a Hugging Face folder's config.json alone is copied
+    from ropex.model.io import remote  # pylint: disable=g-import-not-at-top
+    fmt, path = remote.stage_config(path, '--model')
+  block, source = _read_model(path, fmt)
   return block, _named(source, url, path)
 
 
-def _read_model(path: str) -> tuple[ml_collections.ConfigDict, dict]:
-  fmt = detect_format(path)
+def _read_model(path: str, fmt: str | None = None) -> tuple[ml_collections.ConfigDict, dict]:
+  fmt = fmt or detect_format(path)
   if fmt == 'gemma_flax':
     from ropex.model.io import gemma2_flax  # pylint: disable=g-import-not-at-top
     return gemma2_flax.read_model(path)
@@ -125,10 +140,9 @@ def _named(source: dict, url: str, local: str) -> dict:
   from ropex import paths  # pylint: disable=g-import-not-at-top
   if not paths.is_url(url):
     return source
-  url = url.rstrip('/')
-  copy_root, url_root = os.path.dirname(local) + '/', url.rsplit('/', 1)[0] + '/'
-  return dict({k: url_root + v[len(copy_root):] if isinstance(v, str) and v.startswith(
-      copy_root) else v for k, v in source.items()}, path=url)
+  from ropex.model.io import remote  # pylint: disable=g-import-not-at-top
+  return dict({k: remote.url_of(v) if isinstance(v, str) else v for k, v in source.items()},
+              path=url.rstrip('/'))
 
 
 def _load_model(path: str, placement, dtype: str, what: str) -> Imported:
@@ -163,13 +177,16 @@ def _placement(mesh):
 
 def experiment_config(imported: Imported, seq_len: int = 8192) -> ml_collections.ConfigDict:
   """A complete ropex config around an imported model (its model block, its tokenizer as
-  ``data.tokenizer``, text data, ``train.seq_len`` = ``seq_len``), for the entry points that
-  evaluate or analyse it; ``imported_from`` records the source."""
+  ``data.tokenizer`` / ``data.tokenizer_path``, text data, ``train.seq_len`` = ``seq_len``), for
+  the entry points that evaluate or analyse it; ``imported_from`` records the source. Paths are
+  named as records keep them (:attr:`Imported.tokenizer_source`: a URL, never its local copy;
+  a GGUF's own file for the tokenizer rebuilt from it)."""
   from ropex.config import defaults  # pylint: disable=g-import-not-at-top
   c = defaults.base_config('tiny')
   c.model = imported.model
   c.name = os.path.basename(os.path.normpath(imported.source['path']))
-  path = imported.tokenizer_path or ''
+  from ropex.model.io import tokenizer  # pylint: disable=g-import-not-at-top
+  path = imported.tokenizer_source or ''
   if not path and imported.source.get('tokenizer'):   # a GGUF vocabulary ropex does not rebuild
     raise ConfigError(f'{imported.source["path"]} has no tokenizer: '
                       f'{imported.source["tokenizer"]}')
@@ -177,8 +194,7 @@ def experiment_config(imported: Imported, seq_len: int = 8192) -> ml_collections
     raise ConfigError(f'{imported.source["path"]} has no tokenizer (no tokenizer.model or '
                       'tokenizer.json beside the weights, or in their parent folder); put the '
                       "model's own tokenizer file there")
-  c.data.update(source='text', tokenizer='sentencepiece' if path.endswith('.model') else
-                'huggingface', tokenizer_path=path)
+  c.data.update(source='text', tokenizer=tokenizer.kind(path), tokenizer_path=path)
   c.train.seq_len = seq_len
   c.imported_from = dict(imported.source)
   return c

@@ -305,6 +305,6 @@ def load_model(path: str, *, placement=None, dtype: str = 'float32'):
   params = huggingface.load_params(path, cfg, family.norms, placement,
                                    source=TensorSource(reader, config))
   from ropex.model.io import gguf_tokenizer  # pylint: disable=g-import-not-at-top
-  tokenizer_path, tokenizer = gguf_tokenizer.write(reader)
+  rebuilt, tokenizer = gguf_tokenizer.describe(reader)   # rebuilt from this file when used
   return io.Imported(block, params, dict(source, dtype=dtype, tokenizer=tokenizer),
-                     tokenizer_path)
+                     os.path.abspath(path) if rebuilt else None)

@@ -1,5 +1,5 @@
 """A GGUF ``gpt2`` vocabulary (byte-level BPE: Llama 3, Qwen 2/3, GPT-2) rebuilt as a real
-``tokenizers`` tokenizer, written as a ``tokenizer.json``.
+``tokenizers`` tokenizer, serialised as a ``tokenizer.json`` in memory.
 
 The file holds the tokens in id order (byte-level spelled, ``Ġ`` for a space), their types
 (``tokenizer.ggml.token_type``: 3 control, 4 user-defined), the merges (``'a b'`` strings, in
@@ -27,9 +27,6 @@ back to a regex no published tokenizer uses) is a :class:`ConfigError` naming th
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import tempfile
 
 from ropex.errors import ConfigError
 
@@ -117,16 +114,3 @@ def _post_processor(reader, tokens, pre: Pre):
   return processors.TemplateProcessing(
       single=seq(0, 'A'), pair=seq(0, 'A') + seq(1, 'B'),
       special_tokens=[(tokens[i], i) for i in dict.fromkeys(head + tail)])
-
-
-def write(reader) -> str:
-  """A temporary folder with the ``tokenizer.json`` and a ``config.json`` holding the file's
-  bos / eos ids (what :func:`ropex.model.io.tokenizer.load` reads); the tokenizer's path."""
-  text = tokenizer_json(reader)
-  folder = tempfile.mkdtemp(prefix='ropex-gguf-tokenizer-')
-  with open(os.path.join(folder, 'tokenizer.json'), 'w', encoding='utf-8') as f:
-    f.write(text)
-  ids = {f'{k}_token_id': reader.field(f'tokenizer.ggml.{k}_token_id') for k in ('bos', 'eos')}
-  with open(os.path.join(folder, 'config.json'), 'w') as f:
-    json.dump({k: int(v) for k, v in ids.items() if v is not None}, f)
-  return os.path.join(folder, 'tokenizer.json')

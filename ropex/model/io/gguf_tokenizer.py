@@ -4,23 +4,25 @@
 SentencePiece model: a ``ModelProto`` (``sentencepiece_model_pb2``) of the pieces, scores and
 token types in id order, BPE (llama.cpp's SPM tokenizer merges by score, as SentencePiece's BPE
 does), byte fallback when the vocabulary has byte pieces, identity normalisation, and the
-dummy-prefix space of ``tokenizer.ggml.add_space_prefix`` (llama.cpp's default: on). The model
-is written to a temporary ``.model`` file (``Imported.tokenizer_path``) and read by ropex's
-SentencePiece wrapper.
+dummy-prefix space of ``tokenizer.ggml.add_space_prefix`` (llama.cpp's default: on), read by
+ropex's SentencePiece wrapper from memory.
 
 ``tokenizer.ggml.model = 'gpt2'`` (byte-level BPE: Llama 3, Qwen 2/3) becomes a ``tokenizers``
 ``tokenizer.json`` with the pre-tokenizer its ``tokenizer.ggml.pre`` names
-(:mod:`ropex.model.io.gguf_bpe`; an unknown name is an error naming the field).
+(:mod:`ropex.model.io.gguf_bpe`; an unknown name is an error naming the field), with the bos /
+eos ids of the file, read by ropex's ``tokenizer.json`` wrapper from memory.
 
-Any other vocabulary (``bert``, ``t5``, ``rwkv``, ``none`` ...) is not rebuilt: the import then
-has no tokenizer, and :func:`write` says why (``source['tokenizer']``), which the entry points
-that need one print.
+Nothing is written: the tokenizer is rebuilt from the file whenever it is loaded
+(:func:`load`), so an import's ``tokenizer_path`` and a run's ``data.tokenizer_path``
+(``data.tokenizer='gguf'``) name the ``.gguf`` file itself, which records keep. Any other
+vocabulary (``bert``, ``t5``, ``rwkv``, ``none`` ...) is not rebuilt: the import then has no
+tokenizer, and :func:`describe` says why (``source['tokenizer']``), which the entry points that
+need one print.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
+import functools
 
 # GGUF token types are SentencePiece's piece types (NORMAL 1, UNKNOWN 2, CONTROL 3,
 # USER_DEFINED 4, UNUSED 5, BYTE 6)
@@ -55,30 +57,52 @@ def sentencepiece_proto(reader) -> bytes | None:
   return m.SerializeToString()
 
 
-def write_sentencepiece(reader) -> str | None:
-  """A temporary ``.model`` file of the GGUF vocabulary (None if it is not SentencePiece)."""
-  proto = sentencepiece_proto(reader)
-  if proto is None:
-    return None
-  folder = tempfile.mkdtemp(prefix='ropex-gguf-tokenizer-')
-  path = os.path.join(folder, os.path.basename(reader.path).removesuffix('.gguf') + '.model')
-  with open(path, 'wb') as f:
-    f.write(proto)
-  return path
-
-
 KINDS = ('llama', 'gpt2')
 
 
-def write(reader) -> tuple[str | None, str]:
-  """(path of the rebuilt tokenizer or None, what it is / why there is none)."""
+def describe(reader) -> tuple[bool, str]:
+  """(whether ropex rebuilds the file's tokenizer, what it is / why there is none); an unknown
+  BPE pre-tokenizer is a ConfigError naming the field."""
   kind = reader.field('tokenizer.ggml.model')
   if kind == 'llama':
-    return write_sentencepiece(reader), 'SentencePiece rebuilt from the GGUF vocabulary'
+    return True, 'SentencePiece rebuilt from the GGUF vocabulary'
   if kind == 'gpt2':
     from ropex.model.io import gguf_bpe  # pylint: disable=g-import-not-at-top
     pre, _ = gguf_bpe.pre_of(reader)
-    return gguf_bpe.write(reader), (f'byte-level BPE (pre-tokenizer {pre!r}) rebuilt from the '
-                                    'GGUF vocabulary')
-  return None, (f'tokenizer.ggml.model={kind!r} is not rebuilt by ropex; allowed: '
-                f'{", ".join(KINDS)}')
+    return True, f'byte-level BPE (pre-tokenizer {pre!r}) rebuilt from the GGUF vocabulary'
+  return False, (f'tokenizer.ggml.model={kind!r} is not rebuilt by ropex; allowed: '
+                 f'{", ".join(KINDS)}')
+
+
+def file_of(path: str) -> tuple[str, bytes]:
+  """The rebuilt tokenizer of the local ``.gguf`` file ``path`` as a Hugging Face folder would
+  hold it: (``tokenizer.model``, the SentencePiece model) or (``tokenizer.json``, its JSON)."""
+  from ropex.model.io import gguf  # pylint: disable=g-import-not-at-top
+  return _rebuilt(gguf.Reader(path))
+
+
+def _rebuilt(reader) -> tuple[str, bytes]:
+  from ropex.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  rebuilt, why = describe(reader)
+  if not rebuilt:
+    raise ConfigError(f'{reader.path} has no tokenizer: {why}')
+  proto = sentencepiece_proto(reader)
+  if proto is not None:
+    return 'tokenizer.model', proto
+  from ropex.model.io import gguf_bpe  # pylint: disable=g-import-not-at-top
+  return 'tokenizer.json', gguf_bpe.tokenizer_json(reader).encode('utf-8')
+
+
+@functools.lru_cache(maxsize=4)   # a run's data pipeline, evaluation and report each ask
+def load(path: str):
+  """The ropex tokenizer rebuilt in memory from the local ``.gguf`` file ``path`` (its bos /
+  eos ids from the file)."""
+  from ropex.data import tokenizers  # pylint: disable=g-import-not-at-top
+  from ropex.model.io import gguf  # pylint: disable=g-import-not-at-top
+  reader = gguf.Reader(path)
+  name, data = _rebuilt(reader)
+  if name == 'tokenizer.model':
+    return tokenizers.SentencePieceTokenizer(path, proto=data)
+  ids = {f'{k}_token_id': reader.field(f'tokenizer.ggml.{k}_token_id') for k in ('bos', 'eos')}
+  return tokenizers.HuggingFaceTokenizer(
+      path, {k: int(v) for k, v in ids.items() if v is not None}, text=data.decode('utf-8'))

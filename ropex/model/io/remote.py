@@ -12,11 +12,18 @@ how many bytes, to where):
 * from the folder above a folder, as locally: its ``tokenizer.model`` / ``tokenizer.json`` when
   the folder has neither, and (Flax) its config sidecar when the folder has none.
 
+Reading the model's configuration alone (:func:`ropex.model.io.read_model`, ``describe``:
+:func:`stage_config`) copies a Hugging Face folder's ``config.json`` and nothing else; a
+``.gguf`` and a Flax folder are staged whole even then (the GGUF header is read from the file;
+a Flax checkpoint's shapes are in orbax's metadata, stored among the arrays).
+
 The copy lives in one temporary folder per process (``ropex-weights-*`` under ``$TMPDIR``),
 kept while the process runs — the tokenizer is read lazily and its file must stay readable
 while the model is used — and removed when it exits. A URL is staged once per process
-(:func:`read_model`, :func:`load_model` and an entry point's own checks share the copy).
-The records keep the URL: ``Imported.source['path']`` names it, never the copy.
+(:func:`ropex.model.io.load_model` and an entry point's own checks share the copy).
+The records keep the URL: ``Imported.source['path']`` and ``Imported.tokenizer_source`` name
+it, never the copy (:func:`url_of`); a run's ``data.tokenizer_path`` naming the URL reads the
+copy (:func:`local_file`).
 Every failure to read the URL (missing, no credentials, no network) is one
 :class:`ConfigError` naming the flag or field ``what`` and the URL.
 """
@@ -41,49 +48,95 @@ TOKENIZERS = ('tokenizer.model', 'tokenizer.json')
 ALLOWED = ('a Hugging Face folder (config.json + *.safetensors), a .gguf file or an official '
            'Gemma Flax checkpoint folder, readable with your credentials')
 
-_staged: dict[str, str] = {}   # URL -> its local copy, for this process
+_staged: dict[tuple[str, bool], tuple[str, str]] = {}   # (URL, config only) -> (format, copy)
+_folders: list[tuple[str, str]] = []   # (URL of the folder above, the copy's folder)
 _root: list[str] = []          # the process's temporary folder, created on first use
 
 
 def stage(url: str, what: str = '--model') -> str:
   """The local copy of the released weights at ``url`` (copied on first call)."""
   key = url.rstrip('/')
-  if key not in _staged:
-    src = paths.path(key, what)
-    with inputs.reading(what, url, ALLOWED):
-      files = _files(src, url, what)
-      dest = os.path.join(_cache_root(), str(len(_staged)))
-      size = sum(f.stat().length for f, _ in files)
-      logging.warning('ropex: copying %d files (%d bytes: %s) of %s to %s to read them', len(
-          files), size, ', '.join(sorted({rel.split('/')[-1] for _, rel in files})[:8]) + (
-              ', ...' if len(files) > 8 else ''), url, dest)
-      for f, rel in files:
-        target = os.path.join(dest, rel)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        with f.open('rb') as r, open(target, 'wb') as w:
-          shutil.copyfileobj(r, w, 16 << 20)
-    _staged[key] = os.path.join(dest, src.name)
-  return _staged[key]
+  if (key, False) not in _staged:
+    _staged[key, False] = _copy(key, url, what, config_only=False)
+  return _staged[key, False][1]
 
 
-def _files(src, url: str, what: str) -> list:
-  """(epath file, path relative to the copy's folder) for each file the format needs; the
-  weights keep their name (``<folder>/<name>``), files read from the folder above lie in
-  ``<folder>``, as they did."""
+def stage_config(url: str, what: str = '--model') -> tuple[str, str]:
+  """(format, local path) for reading the model's configuration alone (``describe``): a Hugging
+  Face folder's ``config.json`` is copied, its weights are not; a ``.gguf`` (its header is read
+  from the file) and a Flax folder (its shapes are in the checkpoint's own metadata, stored
+  among the arrays) are staged whole, as :func:`stage` does. A URL already staged whole is not
+  copied again."""
+  key = url.rstrip('/')
+  for config_only in (False, True):
+    if (key, config_only) in _staged:
+      return _staged[key, config_only]
+  _staged[key, True] = _copy(key, url, what, config_only=True)
+  return _staged[key, True]
+
+
+def _copy(key: str, url: str, what: str, config_only: bool) -> tuple[str, str]:
+  """(format, local copy) of the files :func:`_files` names (``config_only``: a Hugging Face
+  folder's config.json alone), in a new folder of the process's temporary folder."""
+  src = paths.path(key, what)
+  with inputs.reading(what, url, ALLOWED):
+    fmt, files = _files(src, url, what)
+    if config_only and fmt == 'huggingface':
+      files = [(f, rel) for f, rel in files if rel == f'{src.name}/config.json']
+    dest = os.path.join(_cache_root(), str(len(_staged)))
+    size = sum(f.stat().length for f, _ in files)
+    logging.warning('ropex: copying %d files (%d bytes: %s) of %s to %s to read them', len(
+        files), size, ', '.join(sorted({rel.split('/')[-1] for _, rel in files})[:8]) + (
+            ', ...' if len(files) > 8 else ''), url, dest)
+    for f, rel in files:
+      target = os.path.join(dest, rel)
+      os.makedirs(os.path.dirname(target), exist_ok=True)
+      with f.open('rb') as r, open(target, 'wb') as w:
+        shutil.copyfileobj(r, w, 16 << 20)
+  _folders.append((key.rsplit('/', 1)[0] + '/', dest + '/'))
+  return fmt, os.path.join(dest, src.name)
+
+
+def local_file(url: str) -> str | None:
+  """The local copy of the file at ``url`` when a URL staged by this process copied it (a
+  staged folder's ``tokenizer.json``, or the ``.gguf`` itself), else None: records name the URL,
+  reads take the copy."""
+  for url_root, copy_root in _folders:
+    if url.startswith(url_root):
+      copy = copy_root + url[len(url_root):]
+      if os.path.isfile(copy):
+        return copy
+  return None
+
+
+def url_of(path: str) -> str:
+  """The URL of ``path`` when it lies in a copy this process staged (the inverse of
+  :func:`local_file`), else ``path``."""
+  for url_root, copy_root in _folders:
+    if path.startswith(copy_root):
+      return url_root + path[len(copy_root):]
+  return path
+
+
+def _files(src, url: str, what: str) -> tuple[str, list]:
+  """(format, [(epath file, path relative to the copy's folder)] for each file the format
+  needs); the weights keep their name (``<folder>/<name>``), files read from the folder above lie
+  in ``<folder>``, as they did."""
   if url.endswith('.gguf'):
     if not src.is_file():
       raise ConfigError(f'{what}={url!r} does not exist; allowed: {ALLOWED}')
-    return [(src, src.name)]
+    return 'gguf', [(src, src.name)]
   if not src.is_dir():
     raise ConfigError(f'{what}={url!r} does not exist (or is not a folder); allowed: {ALLOWED}')
   names = {f.name: f for f in src.iterdir()}
   if 'config.json' in names and any(n.endswith('.safetensors') for n in names):
     files = [(f, f'{src.name}/{n}') for n, f in sorted(names.items())
              if n in HF_FILES or n.endswith(('.safetensors', '.safetensors.index.json'))]
-    return files + _from_parent(src, names, TOKENIZERS)
+    return 'huggingface', files + _from_parent(src, names, TOKENIZERS)
   if any(n in names for n in FLAX_MARKERS):
     files = [(f, f'{src.name}/{rel}') for f, rel in _walk(src, '')]
-    return files + _from_parent(src, names, TOKENIZERS) + _from_parent(src, names, SIDECARS)
+    return 'gemma_flax', (files + _from_parent(src, names, TOKENIZERS)
+                          + _from_parent(src, names, SIDECARS))
   raise ConfigError(f'{what}={url!r} is neither a Hugging Face checkpoint folder '
                     '(config.json + *.safetensors), an official Gemma Flax checkpoint nor a '
                     '.gguf file')

@@ -4,6 +4,7 @@ same parameters, the same tokenizer, quantisation within its bound, bad files in
 
 import os
 import shutil
+import tempfile
 
 import jax.numpy as jnp
 import numpy as np
@@ -169,6 +170,37 @@ def test_tokenizer_rebuilt_from_the_gguf_vocabulary_equals_the_original(family):
     assert ours.encode(text) == theirs.encode(text)
     assert ours.decode(ours.encode(text)) == theirs.decode(theirs.encode(text))
   assert (ours.bos_id, ours.eos_id, ours.pad_id) == (theirs.bos_id, theirs.eos_id, theirs.pad_id)
+
+
+@pytest.mark.parametrize('family, name', [('gemma', 'tokenizer.model'),
+                                          ('qwen3', 'tokenizer.json')])
+def test_rebuilt_tokenizer_writes_no_file_and_the_config_names_the_gguf(family, name, tmp_path,
+                                                                        monkeypatch):
+  """Importing a GGUF and using its tokenizer (the import's, the data pipeline's from the
+  experiment config evaluate builds, the file export writes) leaves nothing in the temporary
+  folder (each import used to leave a ropex-gguf-tokenizer-* folder there for good); the config
+  names the .gguf as where the tokenizer comes from (data.tokenizer=gguf), and every one of
+  them is the Hugging Face original's tokenizer."""
+  from ropex.data import tokenizers  # pylint: disable=import-outside-toplevel
+  from ropex.model.io import tokenizer as tokenizer_io  # pylint: disable=import-outside-toplevel
+  (tmp_path / 'tmp').mkdir()
+  monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path / 'tmp'))
+  path = os.path.join(GGUF, f'{family}.gguf')
+  imported = io.load_model(path)
+  config = io.experiment_config(imported, 64)
+  assert (config.data.tokenizer, config.data.tokenizer_path) == ('gguf', os.path.abspath(path))
+  file_name, data = tokenizer_io.file_of(config.data.tokenizer_path)
+  (tmp_path / 'out').mkdir()
+  (tmp_path / 'out' / file_name).write_bytes(data)
+  theirs = tokenizer_io.load(os.path.join(HF, family, name))
+  text = 'Hello world, ünïcödé ✓ 日本\n  two  spaces 12345'
+  for ours in (imported.tokenizer, tokenizers.make_tokenizer(config.data)):
+    assert ours.encode(text) == theirs.encode(text) and len(theirs.encode(text)) > 5
+    assert (ours.bos_id, ours.eos_id, ours.vocab_size) == (theirs.bos_id, theirs.eos_id,
+                                                           theirs.vocab_size)
+  assert file_name == name
+  assert tokenizer_io.load(str(tmp_path / 'out' / name)).encode(text) == theirs.encode(text)
+  assert os.listdir(tmp_path / 'tmp') == []
 
 
 def test_truncated_gguf_is_one_line_through_the_entry_points(tmp_path):

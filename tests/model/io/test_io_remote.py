@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import cli_runs
@@ -42,6 +43,8 @@ import json, sys
 import jax, numpy as np
 from ropex.model import io
 from ropex.model.io import remote
+from ropex.data.tokenizers import make_tokenizer
+from ropex.model.io import tokenizer as tokenizer_io
 out = {}
 for local, url in zip(sys.argv[1:-1:2], sys.argv[2:-1:2]):
   a, b = io.load_model(local), io.load_model(url)
@@ -55,7 +58,12 @@ for local, url in zip(sys.argv[1:-1:2], sys.argv[2:-1:2]):
       'model_equal': a.model.to_dict() == b.model.to_dict(),
       'read_model_path': io.read_model(url)[1]['path'],
       'tokens_equal': a.tokenizer.encode('hello world') == b.tokenizer.encode('hello world'),
-      'tokenizer_path': b.tokenizer_path}
+      'tokenizer_path': b.tokenizer_path, 'tokenizer_source': b.tokenizer_source}
+  if b.tokenizer_path:   # evaluate's config: the URL recorded, the copy read
+    data = io.experiment_config(b, 64).data
+    out[url]['data'] = [data.tokenizer, data.tokenizer_path, make_tokenizer(data).encode(
+        'hello world') == a.tokenizer.encode('hello world'),
+        tokenizer_io.readable(data.tokenizer_path).startswith(remote._root[0])]
 out['staging'] = remote._root[0]
 from ropex.training import init_from   # train.init_from=gs://...: released weights, the URL kept
 source = init_from.parse(sys.argv[2])
@@ -94,6 +102,12 @@ def test_gs_weights_load_as_their_local_copy(bucket, tmp_path):
                            for k, v in o['local_source'].items()}   # Flax: its sidecar's URL
     assert o['tokens_equal']
   assert out[hf]['tokenizer_path'].startswith(out['staging'])   # read from the local copy
+  assert out[hf]['tokenizer_source'] == f'{hf}/tokenizer.json'   # recorded as the URL
+  assert out[hf]['data'] == ['huggingface', f'{hf}/tokenizer.json', True, True]
+  assert out[gguf]['data'] == ['gguf', gguf, True, True]   # rebuilt from the file, its URL named
+  assert out[flax]['data'] == ['sentencepiece', f'gs://{BUCKET}/models/gemma2/tokenizer.model',
+                               True, True]   # from the folder above, as locally
+  assert out[gguf]['tokenizer_path'].startswith(out['staging'])
   copied = [x for x in r.stderr.splitlines() if 'ropex: copying' in x]
   assert len(copied) == 3, r.stderr   # once per URL, though loaded and read_model'd
   size = sum(os.path.getsize(os.path.join(LLAMA, n)) for n in os.listdir(LLAMA)
@@ -152,3 +166,80 @@ def test_export_from_gs_writes_the_local_exports_files(bucket, tmp_path):
   assert sorted(os.listdir(outs['gs'])) == names
   for n in names:
     assert (outs['gs'] / n).read_bytes() == (outs['local'] / n).read_bytes(), n
+
+
+def test_evaluate_and_analyze_of_gs_weights_record_the_urls_never_the_copy(bucket, tmp_path):
+  """End to end on the URL (smallest settings): what evaluate (results.json, the config in its
+  group key) and analyze (summary.json, report) write names the URL of the weights and of their
+  tokenizer, never the local staging folder, which both runs removed when they ended; analyze
+  tokenized the prompts with the fixture's own tokenizer."""
+  hf = f'gs://{BUCKET}/models/llama'
+  (tmp_path / 'docs.jsonl').write_text(json.dumps({'text': 'the quick brown fox jumps over '
+                                                   'the lazy dog ' * 4}) + '\n')
+  (tmp_path / 'prompts.jsonl').write_text('{"text": "the quick brown fox"}\n')
+  (tmp_path / 'tmp').mkdir()
+  env = dict(gcs_emulator.env(bucket), TMPDIR=str(tmp_path / 'tmp'))
+  runs = {'evaluate': ['--suite=perplexity', f'--data=text:{tmp_path}/docs.jsonl:text',
+                       '--lengths=16', '--examples=1'],
+          'analyze': [f'--prompts={tmp_path}/prompts.jsonl', '--top_heads=0', '--max_len=24']}
+  for entry, flags in runs.items():
+    r = subprocess.run([sys.executable, '-m', f'ropex.{entry}', f'--model={hf}',
+                        f'--out={tmp_path / entry}', *flags], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'ropex: copying 5 files' in r.stderr
+  staging = str(tmp_path / 'tmp')
+  assert os.listdir(staging) == []   # each run's copy removed when it ended
+  results = json.loads((tmp_path / 'evaluate' / 'results.json').read_text())
+  config = json.loads(results['run']['group'])   # the run's whole config, as compare groups it
+  assert results['run']['imported_from']['path'] == hf == config['imported_from']['path']
+  assert (results['run']['tokenizer'], config['data']['tokenizer_path']) == (
+      'huggingface', f'{hf}/tokenizer.json')
+  summary = json.loads((tmp_path / 'analyze' / 'summary.json').read_text())
+  assert (summary['weights'], summary['source']['path'], summary['tokenizer']) == (
+      hf, hf, f'{hf}/tokenizer.json')
+  report = (tmp_path / 'analyze' / 'report.md').read_text()
+  for text in ((tmp_path / 'evaluate' / 'results.json').read_text(), json.dumps(summary), report):
+    assert staging not in text and 'ropex-weights-' not in text
+  from ropex.model.io import tokenizer  # pylint: disable=import-outside-toplevel
+  arrays = np.load(tmp_path / 'analyze' / 'arrays.npz')
+  expected = [0] + tokenizer.load(os.path.join(LLAMA, 'tokenizer.json')).encode(
+      'the quick brown fox')   # bos (0) + the fixture tokenizer's ids
+  assert arrays['tokens_PT'][0, :arrays['lengths_P'][0]].tolist() == expected
+
+
+_DESCRIBE = r'''
+import contextlib, io as io_lib, json, os, sys
+from absl import flags
+from ropex import describe
+from ropex.model.io import remote
+flags.FLAGS(['describe', f'--model={sys.argv[1]}'])
+printed = {}
+for model in sys.argv[1:]:   # python -m ropex.describe --model=MODEL, the URL first
+  flags.FLAGS.model = model
+  with contextlib.redirect_stdout(io_lib.StringIO()) as text:
+    describe.main([])
+  printed[model] = text.getvalue()
+  if model == sys.argv[1]:
+    root = remote._root[0]
+    staged = sorted(os.path.relpath(os.path.join(d, f), root)
+                    for d, _, names in os.walk(root) for f in names)
+print(json.dumps({'printed': printed, 'staged': staged}))
+'''
+
+
+def test_describe_of_a_gs_hugging_face_folder_copies_its_config_json_alone(bucket, tmp_path):
+  """describe reads no weights, so of a URL it copies config.json and no *.safetensors (the
+  staging folder, listed after describe ran); it prints what it prints for the local folder,
+  the URL in place of the path."""
+  hf = f'gs://{BUCKET}/models/llama'
+  r = subprocess.run([sys.executable, '-c', _DESCRIBE, hf, LLAMA], cwd=tmp_path,
+                     env=gcs_emulator.env(bucket), capture_output=True, text=True, timeout=300)
+  assert r.returncode == 0, r.stderr[-3000:]
+  out = json.loads(r.stdout.strip().splitlines()[-1])
+  assert out['staged'] == ['0/llama/config.json'], out['staged']
+  size = os.path.getsize(os.path.join(LLAMA, 'config.json'))
+  assert f'copying 1 files ({size} bytes: config.json) of {hf}' in r.stderr, r.stderr
+  local, remote = out['printed'][LLAMA], out['printed'][hf]
+  assert 'parameters: total' in local and os.path.abspath(LLAMA) in local
+  assert remote == local.replace(os.path.abspath(LLAMA), hf).replace(LLAMA, hf)
