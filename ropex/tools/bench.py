@@ -8,7 +8,8 @@ One run measures, on the local devices:
   (:func:`ropex.training.loop.make_train_step`, AdamW, donated state) — median step time over
   ``--steps`` steps after warm-up, tokens/s, model FLOPs per step by the formula below, the
   compiler's FLOP count of the same step, MFU = model FLOPs/s / peak of the compute dtype,
-  and peak memory (XLA's buffer sizes of the compiled step, and the process's max RSS);
+  and peak memory (XLA's buffer sizes of the compiled step, and the process's peak RSS from
+  the build of the step through its warm-up: ``VmHWM``, reset per config);
   beside it (``--reference``, default on) the plain Flax reference of the same model
   (:mod:`ropex.tools.flax_reference`), its steps alternated with ropex's;
 * the positional-encoding overhead: step time of RoPE, p-RoPE 0.25 and 0.75 over NoPE (first
@@ -34,7 +35,6 @@ import functools
 import json
 import os
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -171,7 +171,9 @@ def compiler_flops(config) -> float:
 
 
 def _memory(compiled) -> dict:
-  out = {'max_rss_bytes': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+  """XLA's buffers of the compiled step and the process's peak RSS since the last
+  :func:`ropex.tools.scaling.reset_peak_rss` (``VmHWM``)."""
+  out = {'peak_rss_bytes': scaling_lib.peak_rss_bytes()}
   try:
     m = compiled.memory_analysis()
     out['xla_buffers_bytes'] = int(m.argument_size_in_bytes + m.output_size_in_bytes
@@ -207,10 +209,11 @@ def bench_step(name: str, dtype: str, peak: float, steps: int, warmup: int,
   ``with_reference``, the plain Flax reference of the same model, steps alternated)."""
   config = experiment_config(name, dtype)
   b = BENCH_CONFIGS[name]
+  scaling_lib.reset_peak_rss()   # the peak of this config's step alone
   start = time.perf_counter()
   runner = StepRunner.build(config)
   compile_s = time.perf_counter() - start
-  runner.run(warmup)
+  runner.run(max(warmup, 1))     # one step at least, so that the peak includes a step
   memory = _memory(runner.compiled)   # before the reference allocates anything
   reference = _Reference(config, dtype, warmup) if with_reference else None
   times, reference_times = [], []
@@ -324,13 +327,13 @@ def define_flags() -> None:
 def _print_table(results: list[dict]) -> None:
   rows = [r for r in results if r['kind'] == 'step']
   print(f'{"config":8s} {"dtype":9s} {"step_s":>8s} {"tokens/s":>9s} {"model GF":>9s} '
-        f'{"XLA GF":>9s} {"MFU":>6s} {"peak GF/s":>9s} {"maxRSS GB":>9s} {"ref tok/s":>9s} '
+        f'{"XLA GF":>9s} {"MFU":>6s} {"peak GF/s":>9s} {"peakRSS GB":>10s} {"ref tok/s":>9s} '
         f'{"x ref":>6s}')
   for r in rows:
     xla = r.get('compiler_flops_per_step', float('nan')) / 1e9
     print(f'{r["config"]:8s} {r["dtype"]:9s} {r["step_s_median"]:8.3f} '
           f'{r["tokens_per_s"]:9.0f} {r["model_flops_per_step"] / 1e9:9.1f} {xla:9.1f} '
-          f'{r["mfu"]:6.1%} {r["peak_flops"] / 1e9:9.1f} {r["max_rss_bytes"] / 2**30:9.2f} '
+          f'{r["mfu"]:6.1%} {r["peak_flops"] / 1e9:9.1f} {r["peak_rss_bytes"] / 2**30:10.2f} '
           f'{r.get("reference_tokens_per_s", float("nan")):9.0f} '
           f'{r.get("over_reference", float("nan")):6.2f}')
   for r in rows:
