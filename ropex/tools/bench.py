@@ -65,7 +65,7 @@ class BenchConfig:
 
 BENCH_CONFIGS = {
     'peer': BenchConfig('peer', batch_size=8, seq_len=256, dtypes=('float32',)),
-    'small': BenchConfig('small', batch_size=16, seq_len=512, dtypes=('float32', 'bfloat16')),
+    'small': BenchConfig('small', batch_size=4, seq_len=512, dtypes=('float32', 'bfloat16')),
 }
 # (label, pe kind, p-RoPE fraction) timed for the positional-encoding overhead.
 PE_VARIANTS = (('nope', 'none', None), ('rope', 'rope', None), ('prope_0.25', 'prope', 0.25),

@@ -123,13 +123,30 @@ def _batch(config, abstract):
   return bench._batch(config, abstract)  # pylint: disable=protected-access
 
 
-def measure_train(config, steps: int, warmup: int, peak: float) -> dict:
+class InitialStates:
+  """The initial train state of each (arch, dtype), made once and kept on the host: every point
+  of one arch has the same parameters (the attention implementation and the length change no
+  parameter), so a point places a copy instead of compiling and running the init again."""
+
+  def __init__(self):
+    self._host = {}
+
+  def train_state(self, config, mesh, abstract_state):
+    key = (config.model.arch, config.model.dtype, int(config.train.seed))
+    if key not in self._host:
+      self._host[key] = jax.device_get(loop.init_state(config, mesh))
+    shardings = jax.tree.map(lambda a: a.sharding, abstract_state)
+    return jax.device_put(self._host[key], shardings)
+
+
+def measure_train(config, steps: int, warmup: int, peak: float,
+                  states: InitialStates | None = None) -> dict:
   """One train-step point of ``config``."""
   reset_peak_rss()
   mesh = sharding.make_mesh(config, jax.local_devices()[:1])
   train_step, abstract_state, abstract_batch = loop.make_train_step(config, mesh)
   compiled = train_step.lower(abstract_state, abstract_batch).compile()
-  holder = {'state': loop.init_state(config, mesh)}
+  holder = {'state': (states or InitialStates()).train_state(config, mesh, abstract_state)}
   batch = _batch(config, abstract_batch)
 
   def one():
@@ -142,7 +159,8 @@ def measure_train(config, steps: int, warmup: int, peak: float) -> dict:
   return _point(config, 'train', seconds, flops, peak, compiled)
 
 
-def measure_eval(config, steps: int, warmup: int, peak: float) -> dict:
+def measure_eval(config, steps: int, warmup: int, peak: float,
+                 states: InitialStates | None = None) -> dict:
   """One forward-only point of ``config`` (the evaluator's step: loss and accuracy sums)."""
   reset_peak_rss()
   mesh = sharding.make_mesh(config, jax.local_devices()[:1])
@@ -150,7 +168,7 @@ def measure_eval(config, steps: int, warmup: int, peak: float) -> dict:
   eval_step = step_lib.make_eval_step(setup, len(config.data.tasks))
   abstract = step_lib.abstract_batch(setup, int(config.train.batch_size))
   compiled = eval_step.lower(setup.abstract_state.params, abstract).compile()
-  params = step_lib.init_state(setup).params
+  params = (states or InitialStates()).train_state(config, mesh, setup.abstract_state).params
   batch = _batch(config, abstract)
   seconds = _timed(lambda: compiled(params, batch), steps, warmup)
   cfg = model_config.ModelConfig.from_config(config.model)
@@ -201,21 +219,21 @@ def run(plan: ScalingPlan, peak: float, emit=lambda r: None) -> dict:
   """Every point of ``plan`` (float32); ``emit`` gets each point as it is measured."""
   impls = plan.impls or native_impls()
   load_start = os.getloadavg()
-  length, size = [], []
+  length, size, states = [], [], InitialStates()
   for impl in impls:
     for t in plan.train_lens:
       c = point_config(plan.length_arch, impl, t, plan.tokens_per_batch, plan.attention_chunk)
-      length.append(measure_train(c, plan.steps, plan.warmup, peak))
+      length.append(measure_train(c, plan.steps, plan.warmup, peak, states))
       emit(length[-1])
     for factor in plan.eval_factors:
       t = plan.train_len * factor
       c = point_config(plan.length_arch, impl, t, max(plan.tokens_per_batch, t),
                        plan.attention_chunk)
-      length.append(measure_eval(c, plan.steps, plan.warmup, peak))
+      length.append(measure_eval(c, plan.steps, plan.warmup, peak, states))
       emit(length[-1])
   for arch in plan.size_archs:
     c = point_config(arch, 'auto', plan.size_len, plan.size_tokens, 1024)
-    r = measure_train(c, plan.steps, plan.warmup, peak)
+    r = measure_train(c, plan.steps, plan.warmup, peak, states)
     r['params'] = model_lib_params(c)
     size.append(r)
     emit(r)

@@ -20,7 +20,7 @@ def test_model_flops_formula_golden_for_peer():
   cfg = ModelConfig.from_config(config.model)
   assert flops.model_flops_per_step(cfg, 8, 256) == 155_465_023_488
   small = bench.experiment_config('small', 'bfloat16')
-  assert (small.train.batch_size, small.train.seq_len, small.model.dtype) == (16, 512, 'bfloat16')
+  assert (small.train.batch_size, small.train.seq_len, small.model.dtype) == (4, 512, 'bfloat16')
   assert small.model.pe.kind == 'rope' and small.model.pe.max_wavelength == 10_000
 
 
