@@ -24,7 +24,9 @@ llama.cpp's convert_hf_to_gguf.py does, with gguf.GGUFWriter:
   K-quantised, and transformers' logits of the qwen3 fixture still apply;
 * tests/fixtures/gguf/bpe/: byte-level BPE tokenizers trained here with the tokenizers library
   in Llama 3's and Qwen 2's tokenizer.json pipelines (the reference files) and their
-  vocabularies as vocabulary-only GGUF files (pre-tokenizer names llama-bpe, qwen2).
+  vocabularies as vocabulary-only GGUF files (pre-tokenizer names llama-bpe, qwen2); and a
+  Gemma 4 style BPE ('▁' for spaces, byte fallback) trained in Gemma's tokenizer.json pipeline,
+  written as a vocabulary-only 'gemma4' GGUF as llama.cpp's Gemma4Model.set_vocab writes it.
 
 Run: PYTHONPATH=$PWD python scripts/make_gguf_fixtures.py (gguf, tokenizers, sentencepiece and
 safetensors: all in the main install)
@@ -35,6 +37,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import string
 import sys
 
 import numpy as np
@@ -394,6 +397,88 @@ def write_bpe_fixture(pre: str) -> str:
   return path
 
 
+# A Gemma 4 style vocabulary: BPE over raw UTF-8 with '▁' for spaces, trained here in the
+# pipeline transformers' GemmaConverter writes into Gemma's tokenizer.json, with Gemma's special
+# tokens first, the 256 <0xNN> byte tokens after them (byte fallback), a fixed small alphabet
+# (ASCII without H, Q, X, Z, plus é è û: other characters need the bytes); written as llama.cpp's
+# Gemma4Model.set_vocab writes it.
+# name: (arch, special tokens (CONTROL), the visible one among them (USER_DEFINED))
+SP_BPE_FIXTURES = {'gemma4': ('gemma4', ['<pad>', '<eos>', '<bos>', '<unk>', '<mask>',
+                                         '<|turn>', '<turn|>', '<|channel>'], '<|channel>')}
+
+
+def _trained_sp_bpe(special: list):
+  """A BPE trained on CORPUS (its fixed alphabet) in GemmaConverter's pipeline, rebuilt with
+  the special tokens first (ids 0..), then the 256 byte tokens, then the trained tokens; bos
+  before every text."""
+  # pylint: disable=import-outside-toplevel
+  import tokenizers
+  from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
+  # pylint: enable=import-outside-toplevel
+
+  def pipeline(t):   # GemmaConverter's normalizer, pre-tokenizer and decoder
+    t.normalizer = normalizers.Replace(' ', '\u2581')
+    t.pre_tokenizer = pre_tokenizers.Split(' ', 'merged_with_previous')
+    t.decoder = decoders.Sequence([decoders.Replace('\u2581', ' '), decoders.ByteFallback(),
+                                   decoders.Fuse()])
+
+  trained = tokenizers.Tokenizer(models.BPE())
+  pipeline(trained)
+  alphabet = set(string.ascii_letters + string.digits + string.punctuation + ' \n\t') - set(
+      'HQqXxZz') | set('éèû')   # a fixed alphabet (limit_alphabet breaks ties at random)
+  trained.train_from_iterator([''.join(c for c in line if c in alphabet) for line in CORPUS],
+                              trainers.BpeTrainer(vocab_size=360, show_progress=False))
+  model = json.loads(trained.to_str())['model']
+  vocab = special + [f'<0x{b:02X}>' for b in range(256)] + sorted(
+      model['vocab'], key=model['vocab'].get)
+  tok = tokenizers.Tokenizer(models.BPE(
+      vocab={t: i for i, t in enumerate(vocab)}, merges=[tuple(m) for m in model['merges']],
+      unk_token='<unk>', fuse_unk=True, byte_fallback=True))
+  pipeline(tok)
+  tok.add_special_tokens([tokenizers.AddedToken(t, special=True, normalized=False)
+                          for t in special])
+  tok.post_processor = processors.TemplateProcessing(
+      single='<bos> $A', pair='<bos> $A <bos>:1 $B:1', special_tokens=[('<bos>', 2)])
+  return tok, vocab
+
+
+def write_sp_bpe_fixture(name: str) -> str:
+  """tests/fixtures/gguf/bpe/<name>/ (reference tokenizer.json, tokenizer_config.json,
+  config.json) and tests/fixtures/gguf/bpe/<name>.gguf: its vocabulary as Gemma4Model.set_vocab
+  writes it (gguf.LlamaHfVocab's tokens, -1000 scores, BYTE / CONTROL / NORMAL types, the
+  visible token USER_DEFINED; merges and special ids through gguf.SpecialVocab). LlamaHfVocab
+  itself needs transformers; checked by hand, it reads this folder to the same tokens, scores
+  and types."""
+  arch, special, visible = SP_BPE_FIXTURES[name]
+  tok, vocab = _trained_sp_bpe(special)
+  folder = os.path.join(OUT, 'bpe', name)
+  os.makedirs(folder, exist_ok=True)
+  tok.save(os.path.join(folder, 'tokenizer.json'))
+  with open(os.path.join(folder, 'tokenizer_config.json'), 'w') as f:
+    json.dump({'bos_token': '<bos>', 'eos_token': '<eos>', 'unk_token': '<unk>',
+               'pad_token': '<pad>', 'mask_token': '<mask>', 'extra_special_tokens': special[5:],
+               'add_bos_token': True}, f, indent=1)
+  with open(os.path.join(folder, 'config.json'), 'w') as f:
+    json.dump({'bos_token_id': 2, 'eos_token_id': 1, 'pad_token_id': 0}, f, indent=1)
+  path = os.path.join(OUT, 'bpe', f'{name}.gguf')
+  w = gguf.GGUFWriter(path, arch)
+  w.add_name(f'ropex fixture {name} vocabulary')
+  w.add_tokenizer_model(name)
+  w.add_token_list(vocab)
+  w.add_token_scores([-1000.0] * len(vocab))
+  w.add_token_types([gguf.TokenType.USER_DEFINED if t == visible else gguf.TokenType.CONTROL
+                     if t in special else gguf.TokenType.BYTE if t.startswith('<0x') else
+                     gguf.TokenType.NORMAL for t in vocab])
+  gguf.SpecialVocab(folder, load_merges=True).add_to_gguf(w, quiet=True)
+  w.add_add_space_prefix(False)
+  w.add_add_bos_token(True)
+  w.write_header_to_file()
+  w.write_kv_data_to_file()
+  w.write_tensors_to_file()
+  w.close()
+  return path
+
+
 def main():
   os.makedirs(OUT, exist_ok=True)
   for family in ('llama', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3', 'gemma4'):
@@ -402,6 +487,8 @@ def main():
       print(write(family, quant))
   for pre in BPE_FIXTURES:
     print(write_bpe_fixture(pre))
+  for name in SP_BPE_FIXTURES:
+    print(write_sp_bpe_fixture(name))
 
 
 if __name__ == '__main__':

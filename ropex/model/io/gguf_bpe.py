@@ -67,8 +67,7 @@ def tokenizer_json(reader) -> str:
   # pylint: enable=g-import-not-at-top
   _, pre = pre_of(reader)
   tokens = list(reader.field('tokenizer.ggml.tokens'))
-  types = reader.field('tokenizer.ggml.token_type') or [1] * len(tokens)
-  merges = [_pair(m) for m in reader.field('tokenizer.ggml.merges') or []]
+  merges = [pair(m) for m in reader.field('tokenizer.ggml.merges') or []]
   bpe = models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges,
                    ignore_merges=pre.ignore_merges, fuse_unk=False, byte_fallback=False)
   tok = tokenizers.Tokenizer(bpe)
@@ -79,17 +78,24 @@ def tokenizer_json(reader) -> str:
       pre_tokenizers.Split(tokenizers.Regex(pre.split), behavior='isolated', invert=False),
       byte_level])
   tok.decoder = decoders.ByteLevel()
-  tok.add_special_tokens([_added(t, True) for t, k in zip(tokens, types) if int(k) == _CONTROL])
-  tok.add_tokens([_added(t, False) for t, k in zip(tokens, types) if int(k) == _USER_DEFINED])
-  processor = _post_processor(reader, tokens, pre)
-  if processor is not None:
-    tok.post_processor = processor
+  add_file_tokens(tok, reader, tokens, default_bos=pre.add_bos)
   return tok.to_str()
 
 
-def _pair(merge: str) -> tuple[str, str]:
+def pair(merge: str) -> tuple[str, str]:
   cut = merge.find(' ', 1)   # as llama.cpp: the first space after the first character
   return merge[:cut], merge[cut + 1:]
+
+
+def add_file_tokens(tok, reader, tokens, default_bos: bool) -> None:
+  """The file's control tokens as special added tokens (matched whole in text, skipped when
+  decoding), its user-defined ones as plain added tokens, and the bos / eos post-processor."""
+  types = reader.field('tokenizer.ggml.token_type') or [1] * len(tokens)
+  tok.add_special_tokens([_added(t, True) for t, k in zip(tokens, types) if int(k) == _CONTROL])
+  tok.add_tokens([_added(t, False) for t, k in zip(tokens, types) if int(k) == _USER_DEFINED])
+  processor = _post_processor(reader, tokens, default_bos)
+  if processor is not None:
+    tok.post_processor = processor
 
 
 def _added(content: str, special: bool):
@@ -97,12 +103,12 @@ def _added(content: str, special: bool):
   return AddedToken(content, special=special, normalized=False)
 
 
-def _post_processor(reader, tokens, pre: Pre):
-  """bos / eos around every text, as ``add_bos_token`` / ``add_eos_token`` say (bos: the
-  pre-tokenizer's default where the file is silent)."""
+def _post_processor(reader, tokens, default_bos: bool):
+  """bos / eos around every text, as ``add_bos_token`` / ``add_eos_token`` say (bos:
+  ``default_bos`` where the file is silent)."""
   from tokenizers import processors  # pylint: disable=g-import-not-at-top
   add_bos = reader.field('tokenizer.ggml.add_bos_token')
-  add_bos = pre.add_bos if add_bos is None else bool(add_bos)
+  add_bos = default_bos if add_bos is None else bool(add_bos)
   add_eos = bool(reader.field('tokenizer.ggml.add_eos_token'))
   ids = {k: reader.field(f'tokenizer.ggml.{k}_token_id') for k in ('bos', 'eos')}
   head = [int(ids['bos'])] if add_bos and ids['bos'] is not None else []

@@ -12,6 +12,11 @@ ropex's SentencePiece wrapper from memory.
 (:mod:`ropex.model.io.gguf_bpe`; an unknown name is an error naming the field), with the bos /
 eos ids of the file, read by ropex's ``tokenizer.json`` wrapper from memory.
 
+``tokenizer.ggml.model = 'gemma4'`` (Gemma 4: merge-ranked BPE over raw UTF-8, ``▁`` for a
+space) becomes a ``tokenizers`` ``tokenizer.json`` in the pipeline of Gemma's published one
+(:mod:`ropex.model.io.gguf_sp_bpe`); a file without ``tokenizer.ggml.merges`` has no tokenizer,
+and :func:`describe` says why.
+
 Nothing is written: the tokenizer is rebuilt from the file whenever it is loaded
 (:func:`load`), so an import's ``tokenizer_path`` and a run's ``data.tokenizer_path``
 (``data.tokenizer='gguf'``) name the ``.gguf`` file itself, which records keep. Any other
@@ -57,7 +62,7 @@ def sentencepiece_proto(reader) -> bytes | None:
   return m.SerializeToString()
 
 
-KINDS = ('llama', 'gpt2')
+KINDS = ('llama', 'gpt2', 'gemma4')
 
 
 def describe(reader) -> tuple[bool, str]:
@@ -70,6 +75,12 @@ def describe(reader) -> tuple[bool, str]:
     from ropex.model.io import gguf_bpe  # pylint: disable=g-import-not-at-top
     pre, _ = gguf_bpe.pre_of(reader)
     return True, f'byte-level BPE (pre-tokenizer {pre!r}) rebuilt from the GGUF vocabulary'
+  if kind == 'gemma4':
+    from ropex.model.io import gguf_sp_bpe  # pylint: disable=g-import-not-at-top
+    why = gguf_sp_bpe.missing(reader)
+    if why is not None:
+      return False, why
+    return True, 'Gemma 4 BPE (raw UTF-8, \u2581 for spaces) rebuilt from the GGUF vocabulary'
   return False, (f'tokenizer.ggml.model={kind!r} is not rebuilt by ropex; allowed: '
                  f'{", ".join(KINDS)}')
 
@@ -89,8 +100,9 @@ def _rebuilt(reader) -> tuple[str, bytes]:
   proto = sentencepiece_proto(reader)
   if proto is not None:
     return 'tokenizer.model', proto
-  from ropex.model.io import gguf_bpe  # pylint: disable=g-import-not-at-top
-  return 'tokenizer.json', gguf_bpe.tokenizer_json(reader).encode('utf-8')
+  from ropex.model.io import gguf_bpe, gguf_sp_bpe  # pylint: disable=g-import-not-at-top
+  build = gguf_sp_bpe if reader.field('tokenizer.ggml.model') == 'gemma4' else gguf_bpe
+  return 'tokenizer.json', build.tokenizer_json(reader).encode('utf-8')
 
 
 @functools.lru_cache(maxsize=4)   # a run's data pipeline, evaluation and report each ask
