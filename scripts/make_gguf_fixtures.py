@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import string
 import sys
 
@@ -408,9 +409,10 @@ SP_BPE_FIXTURES = {'gemma4': ('gemma4', ['<pad>', '<eos>', '<bos>', '<unk>', '<m
 
 
 def _trained_sp_bpe(special: list):
-  """A BPE trained on CORPUS (its fixed alphabet) in GemmaConverter's pipeline, rebuilt with
-  the special tokens first (ids 0..), then the 256 byte tokens, then the trained tokens; bos
-  before every text."""
+  """A BPE trained on CORPUS (its fixed alphabet; newline runs apart from the other text, as in
+  Gemma's vocabulary, which llama.cpp's newline pre-split relies on) in GemmaConverter's
+  pipeline, rebuilt with the special tokens first (ids 0..), then the 256 byte tokens, then
+  the trained tokens; bos before every text."""
   # pylint: disable=import-outside-toplevel
   import tokenizers
   from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -426,7 +428,8 @@ def _trained_sp_bpe(special: list):
   pipeline(trained)
   alphabet = set(string.ascii_letters + string.digits + string.punctuation + ' \n\t') - set(
       'HQqXxZz') | set('éèû')   # a fixed alphabet (limit_alphabet breaks ties at random)
-  trained.train_from_iterator([''.join(c for c in line if c in alphabet) for line in CORPUS],
+  runs = [r for line in CORPUS for r in re.findall(r'[^\n]+|\n+', line)]   # no token mixes
+  trained.train_from_iterator([''.join(c for c in r if c in alphabet) for r in runs],  # newlines
                               trainers.BpeTrainer(vocab_size=360, show_progress=False))
   model = json.loads(trained.to_str())['model']
   vocab = special + [f'<0x{b:02X}>' for b in range(256)] + sorted(

@@ -95,6 +95,19 @@ def test_a_wrong_pipeline_choice_changes_the_ids(wrong):
   assert _ids(spec, text) != ids, wrong
 
 
+def test_llama_cpp_newline_pre_split_gives_the_same_ids_on_this_vocabulary():
+  """llama.cpp splits a 'gemma4' text into runs of newlines and runs of the rest ([^\\n]+|\\n+)
+  before merging; where no token mixes newlines with other characters (Gemma's vocabulary, and
+  this one) the ids are those of the tokenizer.json pipeline ropex rebuilds, here on TEXT and
+  on newline runs of 1 to 5."""
+  spec = json.loads(gguf_sp_bpe.tokenizer_json(gguf_io.Reader(PATH)))
+  assert not [t for t in spec['model']['vocab'] if '\n' in t and t.strip('\n')]
+  split = dict(spec, pre_tokenizer={'type': 'Split', 'pattern': {'Regex': '[^\\n]+|\\n+'},
+                                    'behavior': 'Isolated', 'invert': False})
+  for text in [TEXT] + [f'a{chr(10) * n}b' for n in range(1, 6)]:
+    assert _ids(split, text) == _ids(spec, text), repr(text)
+
+
 def test_gemma4_vocabulary_without_merges_has_no_tokenizer_and_says_why():
   """A 'gemma4' vocabulary without tokenizer.ggml.merges (its scores are placeholders: nothing
   orders the merges) is not rebuilt; the reason names the field, and loading it is one line."""
