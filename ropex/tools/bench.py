@@ -324,6 +324,13 @@ def define_flags() -> None:
   flags.DEFINE_string('out', None, 'Directory for bench.json, scaling.json and scaling.png.')
 
 
+def _print_elapsed(results: list[dict]) -> None:
+  """When each part finished, seconds after the run started (where the run's time went)."""
+  label = lambda r: ' '.join([r['kind']] + [str(r[k]) for k in ('config', 'dtype') if k in r])
+  print('finished at: ' + ', '.join(f'{label(r)} {r["elapsed_s"]:.0f}s' for r in results
+                                    if r['kind'] != 'machine'))
+
+
 def _print_table(results: list[dict]) -> None:
   rows = [r for r in results if r['kind'] == 'step']
   print(f'{"config":8s} {"dtype":9s} {"step_s":>8s} {"tokens/s":>9s} {"model GF":>9s} '
@@ -365,9 +372,10 @@ def run(configs, dtypes=None, steps=10, warmup=2, pe_rounds=5, pe_steps=2,
   for name in configs:
     experiment_config(name)  # validates the names before anything is compiled
   results = []
+  start = time.perf_counter()
 
-  def add(kind, r):
-    r = {'kind': kind, **r}
+  def add(kind, r):   # elapsed_s: when the result was ready, seconds after the run started
+    r = {'kind': kind, **r, 'elapsed_s': time.perf_counter() - start}
     results.append(r)
     emit(r)
 
@@ -418,3 +426,4 @@ def main(argv):
                 f.out, f.profile, f.reference)
   if not f.json:
     _print_table(results)
+    _print_elapsed(results)

@@ -37,6 +37,9 @@ def test_harness_reports_consistent_figures(tiny_bench, tmp_path):
   kinds = [r['kind'] for r in results]
   assert kinds == ['machine', 'peak', 'step', 'pipeline']
   step = results[2]
+  # each part says when it finished, in the order they ran; the step after its 2 timed steps
+  elapsed = [r['elapsed_s'] for r in results]
+  assert elapsed == sorted(elapsed) and elapsed[2] - elapsed[1] >= 2 * step['step_s_min']
   for key in ('step_s_median', 'tokens_per_s', 'model_flops_per_step', 'mfu', 'peak_flops',
               'compiler_flops_per_step', 'peak_rss_bytes'):
     assert key in step
