@@ -49,6 +49,7 @@ from ropex import data
 from ropex.training import loop, sharding
 from ropex.model import config as model_config
 from ropex.errors import ConfigError
+from ropex.tools import bench_markdown
 from ropex.tools import flax_reference
 from ropex.tools import flops as flops_lib
 from ropex.tools import scaling as scaling_lib
@@ -322,6 +323,8 @@ def define_flags() -> None:
                     '(ropex.tools.flax_reference), steps alternated with ropex\'s.')
   scaling_lib.define_flags()   # --scaling and its plan
   flags.DEFINE_string('out', None, 'Directory for bench.json, scaling.json and scaling.png.')
+  flags.DEFINE_string('markdown', None, 'Also write the results as Markdown tables to this file '
+                      '(ropex.tools.bench_markdown; the performance page includes them).')
 
 
 def _print_elapsed(results: list[dict]) -> None:
@@ -424,6 +427,8 @@ def main(argv):
   results = run(f.configs, f.dtypes, f.steps, f.warmup, f.pe_rounds, f.pe_steps,
                 f.pipeline_seconds, emit, scaling_lib.plan_from_flags(f),
                 f.out, f.profile, f.reference)
+  if f.markdown:
+    bench_markdown.write(results, f.markdown)
   if not f.json:
     _print_table(results)
     _print_elapsed(results)
