@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from ropex.model.config import ModelConfig
-from ropex.tools import bench, bench_markdown, flops
+from ropex.tools import bench, bench_report, flops
 from ropex.errors import ConfigError
 
 
@@ -58,7 +58,7 @@ def test_harness_reports_consistent_figures(tiny_bench, tmp_path):
   pipe = results[3]
   assert pipe['ratio'] == pytest.approx(pipe['pipeline_tokens_per_s'] / pipe['trainer_tokens_per_s'])
   # The Markdown the performance page includes: the step's row carries this run's own figures.
-  md = bench_markdown.render(results)
+  md = bench_report.render(results)
   row = next(line for line in md.splitlines() if line.startswith('| tiny | float32 |'))
   cells = [c.strip() for c in row.strip('|').split('|')]
   assert cells[2:6] == ['8 x 32', f'{step["step_s_median"]:.3f} ({step["step_s_min"]:.3f}–'

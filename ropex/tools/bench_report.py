@@ -1,11 +1,14 @@
-"""The results of one ``python -m ropex.bench`` run as Markdown tables (``--markdown FILE``):
-what the performance page includes as it is, so that no figure there is typed by hand.
+"""The results of one ``python -m ropex.bench`` run as the table it prints and as Markdown tables
+(``--markdown FILE``: what the performance page includes as it is, so that no figure there is
+typed by hand).
 
 Input: the list of result dicts :func:`ropex.tools.bench.run` returns (kinds ``machine``,
 ``peak``, ``step``, ``pe_overhead``, ``pipeline``, ``scaling``).
 """
 
 from __future__ import annotations
+
+from ropex.tools import scaling as scaling_lib
 
 GiB = 2 ** 30
 
@@ -118,8 +121,49 @@ def render(results: list[dict]) -> str:
   return '\n\n'.join(p for p in parts if p) + '\n'
 
 
-def write(results: list[dict], path: str) -> None:
+def write_markdown(results: list[dict], path: str) -> None:
   import os  # pylint: disable=g-import-not-at-top
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   with open(path, 'w', encoding='utf-8') as f:
     f.write(render(results))
+
+
+def print_elapsed(results: list[dict]) -> None:
+  """When each part finished, seconds after the run started (where the run's time went)."""
+  label = lambda r: ' '.join([r['kind']] + [str(r[k]) for k in ('config', 'dtype') if k in r])
+  print('finished at: ' + ', '.join(f'{label(r)} {r["elapsed_s"]:.0f}s' for r in results
+                                    if r['kind'] != 'machine'))
+
+
+def print_table(results: list[dict]) -> None:
+  rows = [r for r in results if r['kind'] == 'step']
+  print(f'{"config":8s} {"dtype":9s} {"step_s":>8s} {"tokens/s":>9s} {"model GF":>9s} '
+        f'{"XLA GF":>9s} {"MFU":>6s} {"peak GF/s":>9s} {"peakRSS GB":>10s} {"ref tok/s":>9s} '
+        f'{"x ref":>6s}')
+  for r in rows:
+    xla = r.get('compiler_flops_per_step', float('nan')) / 1e9
+    print(f'{r["config"]:8s} {r["dtype"]:9s} {r["step_s_median"]:8.3f} '
+          f'{r["tokens_per_s"]:9.0f} {r["model_flops_per_step"] / 1e9:9.1f} {xla:9.1f} '
+          f'{r["mfu"]:6.1%} {r["peak_flops"] / 1e9:9.1f} {r["peak_rss_bytes"] / 2**30:10.2f} '
+          f'{r.get("reference_tokens_per_s", float("nan")):9.0f} '
+          f'{r.get("over_reference", float("nan")):6.2f}')
+  for r in rows:
+    if 'profile' in r:
+      p = r['profile']
+      print(f'profile {r["config"]} {r["dtype"]}: step {p["step_wall_s"]:.3f}s wall, thunks '
+            f'{p["thunk_s_per_step"]:.3f}s: ' + ', '.join(
+                f'{c} {s:.0%}' for c, s in p['share'].items()))
+  for r in results:
+    if r['kind'] == 'pe_overhead':
+      print(f'PE overhead ({r["config"]}, float32, step time / NoPE): ' + ', '.join(
+          f'{k} {v:.3f}x' for k, v in r['over_nope'].items()))
+    elif r['kind'] == 'pipeline':
+      print(f'input pipeline ({r["config"]}, {r["data_source"]}): '
+            f'{r["pipeline_tokens_per_s"]:.0f} tokens/s = {r["ratio"]:.1f}x the trainer\'s '
+            f'{r["trainer_tokens_per_s"]:.0f}')
+    elif r['kind'] == 'scaling':
+      scaling_lib.print_result(r)
+    elif r['kind'] == 'machine':
+      print(f'machine: {r["cpu"]}, {r["cores"]} cores, '
+            f'{(r["ram_bytes"] or 0) / 2**30:.0f} GiB RAM, jax {r["jax"]} ({r["backend"]}), '
+            f'load average {r["load_average"][0]:.1f}')
