@@ -41,10 +41,11 @@ docs: $(STAMP)
 
 # Speed and MFU of the real train step on this machine beside the plain Flax reference, where
 # the step's time goes (profile by op category), and the scaling curves (cost against sequence
-# length per attention implementation, and model size) with bench_out/scaling.png (figures,
-# never asserted in tests). Median of 3 timed steps: `small` takes ~30 s a step on 2 cores.
+# length per attention implementation, and model size) - figures, never asserted in tests.
+# Writes what the performance page shows: docs/figures/{bench,scaling}.json, scaling.png and
+# the tables docs/generated/bench_results.md (about 8 min on 2 CPU cores).
 bench: $(STAMP)
-	$(CPU_ONLY) $(PY) -m ropex.bench --steps 3 --warmup 1 --profile --scaling --out bench_out
+	$(CPU_ONLY) $(PY) -m ropex.bench --steps 3 --warmup 1 --profile --scaling --out docs/figures --markdown docs/generated/bench_results.md
 
 # Opt-in: torch + transformers (the hf extra) for the reference fixtures; never needed by make test.
 HF_STAMP := $(VENV)/.installed-hf

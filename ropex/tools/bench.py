@@ -49,6 +49,7 @@ from ropex import data
 from ropex.training import loop, sharding
 from ropex.model import config as model_config
 from ropex.errors import ConfigError
+from ropex.tools import bench_report
 from ropex.tools import flax_reference
 from ropex.tools import flops as flops_lib
 from ropex.tools import scaling as scaling_lib
@@ -322,40 +323,8 @@ def define_flags() -> None:
                     '(ropex.tools.flax_reference), steps alternated with ropex\'s.')
   scaling_lib.define_flags()   # --scaling and its plan
   flags.DEFINE_string('out', None, 'Directory for bench.json, scaling.json and scaling.png.')
-
-
-def _print_table(results: list[dict]) -> None:
-  rows = [r for r in results if r['kind'] == 'step']
-  print(f'{"config":8s} {"dtype":9s} {"step_s":>8s} {"tokens/s":>9s} {"model GF":>9s} '
-        f'{"XLA GF":>9s} {"MFU":>6s} {"peak GF/s":>9s} {"peakRSS GB":>10s} {"ref tok/s":>9s} '
-        f'{"x ref":>6s}')
-  for r in rows:
-    xla = r.get('compiler_flops_per_step', float('nan')) / 1e9
-    print(f'{r["config"]:8s} {r["dtype"]:9s} {r["step_s_median"]:8.3f} '
-          f'{r["tokens_per_s"]:9.0f} {r["model_flops_per_step"] / 1e9:9.1f} {xla:9.1f} '
-          f'{r["mfu"]:6.1%} {r["peak_flops"] / 1e9:9.1f} {r["peak_rss_bytes"] / 2**30:10.2f} '
-          f'{r.get("reference_tokens_per_s", float("nan")):9.0f} '
-          f'{r.get("over_reference", float("nan")):6.2f}')
-  for r in rows:
-    if 'profile' in r:
-      p = r['profile']
-      print(f'profile {r["config"]} {r["dtype"]}: step {p["step_wall_s"]:.3f}s wall, thunks '
-            f'{p["thunk_s_per_step"]:.3f}s: ' + ', '.join(
-                f'{c} {s:.0%}' for c, s in p['share'].items()))
-  for r in results:
-    if r['kind'] == 'pe_overhead':
-      print(f'PE overhead ({r["config"]}, float32, step time / NoPE): ' + ', '.join(
-          f'{k} {v:.3f}x' for k, v in r['over_nope'].items()))
-    elif r['kind'] == 'pipeline':
-      print(f'input pipeline ({r["config"]}, {r["data_source"]}): '
-            f'{r["pipeline_tokens_per_s"]:.0f} tokens/s = {r["ratio"]:.1f}x the trainer\'s '
-            f'{r["trainer_tokens_per_s"]:.0f}')
-    elif r['kind'] == 'scaling':
-      scaling_lib.print_result(r)
-    elif r['kind'] == 'machine':
-      print(f'machine: {r["cpu"]}, {r["cores"]} cores, '
-            f'{(r["ram_bytes"] or 0) / 2**30:.0f} GiB RAM, jax {r["jax"]} ({r["backend"]}), '
-            f'load average {r["load_average"][0]:.1f}')
+  flags.DEFINE_string('markdown', None, 'Also write the results as Markdown tables to this file '
+                      '(ropex.tools.bench_report; the performance page includes them).')
 
 
 def run(configs, dtypes=None, steps=10, warmup=2, pe_rounds=5, pe_steps=2,
@@ -365,9 +334,10 @@ def run(configs, dtypes=None, steps=10, warmup=2, pe_rounds=5, pe_steps=2,
   for name in configs:
     experiment_config(name)  # validates the names before anything is compiled
   results = []
+  start = time.perf_counter()
 
-  def add(kind, r):
-    r = {'kind': kind, **r}
+  def add(kind, r):   # elapsed_s: when the result was ready, seconds after the run started
+    r = {'kind': kind, **r, 'elapsed_s': time.perf_counter() - start}
     results.append(r)
     emit(r)
 
@@ -416,5 +386,8 @@ def main(argv):
   results = run(f.configs, f.dtypes, f.steps, f.warmup, f.pe_rounds, f.pe_steps,
                 f.pipeline_seconds, emit, scaling_lib.plan_from_flags(f),
                 f.out, f.profile, f.reference)
+  if f.markdown:
+    bench_report.write_markdown(results, f.markdown)
   if not f.json:
-    _print_table(results)
+    bench_report.print_table(results)
+    bench_report.print_elapsed(results)

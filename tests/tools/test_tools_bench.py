@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from ropex.model.config import ModelConfig
-from ropex.tools import bench, flops
+from ropex.tools import bench, bench_report, flops
 from ropex.errors import ConfigError
 
 
@@ -37,6 +37,9 @@ def test_harness_reports_consistent_figures(tiny_bench, tmp_path):
   kinds = [r['kind'] for r in results]
   assert kinds == ['machine', 'peak', 'step', 'pipeline']
   step = results[2]
+  # each part says when it finished, in the order they ran; the step after its 2 timed steps
+  elapsed = [r['elapsed_s'] for r in results]
+  assert elapsed == sorted(elapsed) and elapsed[2] - elapsed[1] >= 2 * step['step_s_min']
   for key in ('step_s_median', 'tokens_per_s', 'model_flops_per_step', 'mfu', 'peak_flops',
               'compiler_flops_per_step', 'peak_rss_bytes'):
     assert key in step
@@ -54,6 +57,14 @@ def test_harness_reports_consistent_figures(tiny_bench, tmp_path):
   assert [r['kind'] for r in json.loads((tmp_path / 'bench.json').read_text())] == kinds
   pipe = results[3]
   assert pipe['ratio'] == pytest.approx(pipe['pipeline_tokens_per_s'] / pipe['trainer_tokens_per_s'])
+  # The Markdown the performance page includes: the step's row carries this run's own figures.
+  md = bench_report.render(results)
+  row = next(line for line in md.splitlines() if line.startswith('| tiny | float32 |'))
+  cells = [c.strip() for c in row.strip('|').split('|')]
+  assert cells[2:6] == ['8 x 32', f'{step["step_s_median"]:.3f} ({step["step_s_min"]:.3f}–'
+                        f'{step["step_s_max"]:.3f})', f'{step["tokens_per_s"]:.0f}',
+                        f'{100 * step["mfu"]:.1f} %']
+  assert sum(line.startswith('| tiny |') for line in md.splitlines()) == 2   # + its profile
 
 
 @pytest.mark.slow
