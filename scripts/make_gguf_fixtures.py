@@ -450,8 +450,8 @@ def write_sp_bpe_fixture(name: str) -> str:
   config.json) and tests/fixtures/gguf/bpe/<name>.gguf: its vocabulary as Gemma4Model.set_vocab
   writes it (gguf.LlamaHfVocab's tokens, -1000 scores, BYTE / CONTROL / NORMAL types, the
   visible token USER_DEFINED; merges and special ids through gguf.SpecialVocab). LlamaHfVocab
-  itself needs transformers; checked by hand, it reads this folder to the same tokens, scores
-  and types."""
+  itself needs transformers: tests/hf_live/test_gguf_gemma4_vocab_live.py checks that it reads
+  this folder to the same tokens, scores and types."""
   arch, special, visible = SP_BPE_FIXTURES[name]
   tok, vocab = _trained_sp_bpe(special)
   folder = os.path.join(OUT, 'bpe', name)
