@@ -3,7 +3,6 @@ independent numpy formulas, the bias through both attention paths, learned param
 exist with logical axes, train and are checkpointed, chunked-local attention."""
 import math
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,17 +14,9 @@ from ropex.model import pe_zoo, positional
 from ropex.model.config import ModelConfig, pe_block
 from ropex.model.pe_interface import Dims
 from ropex.errors import ConfigError
-from model_testlib import make_cfg
+from model_testlib import apply, make_cfg
+from model_testlib import init_params as init
 import reference
-
-
-def init(cfg, seed=0, length=16):
-  return nn.unbox(model.Transformer(cfg).init(jax.random.key(seed),
-                                              jnp.zeros((2, length), jnp.int32))['params'])
-
-
-def apply(cfg, params, tokens, positions=None, segments=None, **kw):
-  return model.Transformer(cfg).apply({'params': params}, tokens, positions, segments, **kw)
 
 
 def tokens_of(seed, shape=(2, 16), vocab=64):
