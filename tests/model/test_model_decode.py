@@ -1,7 +1,6 @@
 """Cached decoding (ropex.model.decode) and generation (ropex.model.generation) against the
 full-sequence forward pass: the cache must change nothing but the cost."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +10,7 @@ from ropex import model as model_lib
 from ropex.errors import ConfigError
 from ropex.model import decode, generation
 from ropex.model.config import pe_block
-from model_testlib import make_cfg
+from model_testlib import apply, init_params, make_cfg
 
 LOCAL_GLOBAL = dict(
     layer_pattern=('local', 'global'),
@@ -38,8 +37,7 @@ def _lively(params):
 
 
 def _init(cfg, seed=0):
-  variables = model_lib.Transformer(cfg).init(jax.random.key(seed), jnp.zeros((1, 8), jnp.int32))
-  return _lively(nn.unbox(variables['params']))
+  return _lively(init_params(cfg, seed, 8))
 
 
 def _cached_logits(cfg, params, tokens_BT, positions_BT, segments_BT, prefill: int):
@@ -92,9 +90,8 @@ def test_greedy_generation_equals_full_forward_argmax(name):
   params = _init(cfg, seed=2)
   prompts = [[5, 9, 13, 7, 21, 4, 30], [11, 2], [40] * 4]
   out = generation.generate(cfg, params, prompts, max_new_tokens=8)
-  forward = model_lib.Transformer(cfg).apply
   for prompt, new in zip(prompts, out):
-    logits = forward({'params': params}, np.asarray([prompt + new], np.int32))
+    logits = apply(cfg, params, np.asarray([prompt + new], np.int32))
     assert np.argmax(np.asarray(logits[0]), -1)[len(prompt) - 1:-1].tolist() == new
   assert len({tuple(o) for o in out}) > 1 and any(len(set(o)) > 1 for o in out)  # not trivial
   assert generation.generate(cfg, params, prompts[1:2], max_new_tokens=8) == out[1:2]
