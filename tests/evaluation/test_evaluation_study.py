@@ -67,10 +67,15 @@ def test_study_on_two_seeds_and_two_variants(tmp_path):
                          text=True, timeout=600)
   assert again.returncode == 0 and again.stdout.count('existing results') == 5
   assert again.stdout.count('skipped') == 1
-  # one run is enough to show that changed options re-evaluate instead of reusing results
+  # one run and one variant are enough to show that changed options re-evaluate instead of
+  # reusing results
   changed = subprocess.run([{'--config.examples=2': '--config.examples=3',
-                             f'--config.runs={root}/*': f'--config.runs={root}/rope_s0'}.get(c, c)
+                             f'--config.runs={root}/*': f'--config.runs={root}/rope_s0',
+                             '--config.variants=base=|pi4=model.pe.position_scale=4':
+                             '--config.variants=pi4=model.pe.position_scale=4'}.get(c, c)
                             for c in command], cwd=cli_runs.ROOT, env=cli_runs.env(),
                            capture_output=True, text=True, timeout=600)
   assert changed.returncode == 0 and changed.stdout.count(': existing results\n') == 0
-  assert changed.stdout.count('existing results differ: examples 2 != 3') == 2
+  assert changed.stdout.count('existing results differ: examples 2 != 3') == 1
+  assert 'rope_s0__pi4: evaluating again (existing results differ: examples 2 != 3)' \
+      in changed.stdout
