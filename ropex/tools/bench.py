@@ -387,7 +387,8 @@ def main(argv):
                 f.pipeline_seconds, emit, scaling_lib.plan_from_flags(f),
                 f.out, f.profile, f.reference)
   if f.markdown:
-    bench_report.write_markdown(results, f.markdown)
+    bench_report.write_markdown(results, f.markdown,
+                                ' '.join(['python -m ropex.bench'] + sys.argv[1:]))
   if not f.json:
     bench_report.print_table(results)
     bench_report.print_elapsed(results)

@@ -114,18 +114,24 @@ def scaling(results: list[dict]) -> str:
           f'\n\nExponent of time per sequence in T (slope of log time against log T):\n\n{exps}')
 
 
-def render(results: list[dict]) -> str:
-  parts = [machine(results), '### Train step', steps(results), others(results),
-           '### Where the time goes', profile(results),
-           '### Cost against sequence length and model size', scaling(results)]
+_PROFILE = ('**Where the time goes** (`--profile`: two traced steps; share of the executed '
+            'XLA:CPU thunk time, which overlaps on two cores, so thunk seconds can exceed wall '
+            'seconds)')
+
+
+def render(results: list[dict], command: str | None = None) -> str:
+  """The Markdown of a run; ``command``: the command line that made it, named on top."""
+  parts = [f'Written by `{command}`.' if command else '', machine(results), '**Train step**',
+           steps(results), others(results), _PROFILE, profile(results),
+           '**Cost against sequence length and model size**', scaling(results)]
   return '\n\n'.join(p for p in parts if p) + '\n'
 
 
-def write_markdown(results: list[dict], path: str) -> None:
+def write_markdown(results: list[dict], path: str, command: str | None = None) -> None:
   import os  # pylint: disable=g-import-not-at-top
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   with open(path, 'w', encoding='utf-8') as f:
-    f.write(render(results))
+    f.write(render(results, command))
 
 
 def print_elapsed(results: list[dict]) -> None:

@@ -1,5 +1,6 @@
 """`ropex.tools.bench`: the FLOPs formula and the harness's output (speed is never asserted)."""
 import json
+import pathlib
 import subprocess
 import sys
 
@@ -82,3 +83,17 @@ def test_unknown_config_is_a_clear_error():
                        capture_output=True, text=True, timeout=120)
   assert out.returncode == 2 and 'is not a benchmark config' in out.stderr
   assert 'Traceback' not in out.stderr
+
+
+def test_the_performance_page_tables_are_the_committed_run_rendered():
+  """docs/generated/bench_results.md (included by docs/performance.md) is exactly what
+  bench_report renders from the committed JSON of the same run: no figure edited by hand, and
+  the tables cannot drift from bench.json / scaling.json."""
+  root = pathlib.Path(__file__).resolve().parents[2]
+  results = json.loads((root / 'docs/figures/bench.json').read_text())
+  scaling = json.loads((root / 'docs/figures/scaling.json').read_text())
+  scaling.pop('machine')
+  page = (root / 'docs/generated/bench_results.md').read_text()
+  command = page.splitlines()[0].removeprefix('Written by `').removesuffix('`.')
+  assert command.startswith('python -m ropex.bench ')
+  assert bench_report.render(results + [dict(scaling, kind='scaling')], command) == page

@@ -4,7 +4,6 @@ per-layer arrays, K as V on the full layers, KV-shared layers, double-wide MLP, 
 proportional RoPE as rope_freqs), gives transformers' logits; files it cannot express are refused
 in one line."""
 
-import importlib.util
 import os
 import shutil
 
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 
 import cli_runs
+import repo_scripts
 from ropex import model as model_lib
 from ropex.errors import ConfigError
 from ropex.model import io
@@ -126,12 +126,7 @@ def test_tampered_rope_freqs_is_refused_in_one_line(tmp_path, k, value):
 
 def _converter_rope_freqs():
   """The fixture generator's copy of llama.cpp's Gemma4Model.generate_extra_tensors."""
-  path = os.path.join(os.path.dirname(__file__), '..', '..', '..', 'scripts',
-                      'make_gguf_fixtures.py')
-  spec = importlib.util.spec_from_file_location('make_gguf_fixtures', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.gemma4_rope_freqs
+  return repo_scripts.load('make_gguf_fixtures').gemma4_rope_freqs
 
 
 @pytest.mark.parametrize('k, value', [(4, 1.0), (3, 1e30)])

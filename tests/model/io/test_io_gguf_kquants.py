@@ -26,7 +26,6 @@ scripts/make_gguf_fixtures.py with gguf's writer from the qwen3 HF fixture as ``
 really present, and transformers' logits within a measured margin.
 """
 
-import importlib.util
 import os
 
 import gguf
@@ -35,14 +34,12 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+import repo_scripts
 from ropex import model as model_lib
 from ropex.model import io
 from ropex.model.io import gguf as gguf_io
 
-_PATH = os.path.join(os.path.dirname(__file__), '..', '..', '..', 'scripts', 'gguf_kquants.py')
-_SPEC = importlib.util.spec_from_file_location('gguf_kquants', _PATH)
-kquants = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(kquants)
+kquants = repo_scripts.load('gguf_kquants')
 
 TYPES = ('Q4_K', 'Q5_K', 'Q6_K')
 

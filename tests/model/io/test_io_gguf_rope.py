@@ -2,13 +2,13 @@
 ``rope_freqs`` factors read back as transformers' ``llama3`` parameters, to transformers' logits
 (the llama fixture, ``test_io_gguf.py``), or refused in one line."""
 
-import importlib.util
 import os
 import shutil
 
 import numpy as np
 import pytest
 
+import repo_scripts
 from ropex.errors import ConfigError
 from ropex.model import io
 from ropex.model.io import gguf as gguf_io
@@ -19,12 +19,7 @@ GGUF = os.path.join(os.path.dirname(__file__), '..', '..', 'fixtures', 'gguf')
 
 def _load_converter():
   """The fixture generator's copy of llama.cpp's converter formula (one copy serves both)."""
-  path = os.path.join(os.path.dirname(__file__), '..', '..', '..', 'scripts',
-                      'make_gguf_fixtures.py')
-  spec = importlib.util.spec_from_file_location('make_gguf_fixtures', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.converter_rope_freqs
+  return repo_scripts.load('make_gguf_fixtures').converter_rope_freqs
 
 
 _converter_factors = _load_converter()
