@@ -5,6 +5,7 @@ the inverse of the families mapping)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 
 from ropex.errors import ConfigError
@@ -44,13 +45,32 @@ def from_model(path: str):
           c.get('max_position_embeddings'), False)
 
 
+DEFAULT_MAX_SHARD_BYTES = 50 * 10**9   # transformers' save_pretrained default, "50GB"
+_UNITS = {'GIB': 2**30, 'MIB': 2**20, 'KIB': 2**10, 'GB': 10**9, 'MB': 10**6, 'KB': 10**3}
+
+
+
+
+def shard_bytes(text: str) -> int:
+  """``--max_shard_size`` in bytes (transformers' units: 1GiB = 2**30, 1GB = 10**9)."""
+  number, scale = text.strip(), 1
+  for unit, size in _UNITS.items():
+    if number.upper().endswith(unit):
+      number, scale = number[:-len(unit)], size
+      break
+  if not number.isdigit() or int(number) == 0:
+    raise ConfigError(f'--max_shard_size={text!r} is not a size; allowed: a positive number of '
+                      f'bytes, optionally with a unit ({", ".join(_UNITS)}), e.g. 5GB')
+  return int(number) * scale
+
+
+
 def export(block, params, tokenizer_path, token_ids: dict, max_positions, byte_tokenizer: bool,
-           out: str) -> list[str]:
+           out: str, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> list[str]:
   """Writes the folder (``token_ids``: bos/eos/pad ids for config.json; ``byte_tokenizer``:
   write ropex's byte tokenizer as tokenizer.json); returns the files written. Every check runs
-  before anything is written."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  before anything is written. Weights over ``max_shard_bytes`` are split into shards with
+  transformers' names and index (:func:`write_weights`)."""
   from ropex.model.config import ModelConfig  # pylint: disable=g-import-not-at-top
   from ropex.model.io import hf_export  # pylint: disable=g-import-not-at-top
   family = hf_export.family_of(block)
@@ -58,15 +78,15 @@ def export(block, params, tokenizer_path, token_ids: dict, max_positions, byte_t
   extra['max_position_embeddings'] = int(max_positions or 8192)
   config = hf_export.config_json(block, family, extra)
   hf_export.check_round_trip(block, config)
-  tensors = hf_export.tensors(params, ModelConfig.from_config(block), family)
+  cfg = ModelConfig.from_config(block)
+  shapes = hf_export.tensor_shapes(params, cfg, family)
   if os.path.exists(out) and os.listdir(out):
     raise ConfigError(f'--out={out!r} is not empty; give a new folder')
   os.makedirs(out, exist_ok=True)
   with open(os.path.join(out, 'config.json'), 'w') as f:
     json.dump(config, f, indent=1, sort_keys=True)
-  save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()},
-            os.path.join(out, 'model.safetensors'), metadata={'format': 'pt'})
-  written = ['config.json', 'model.safetensors']
+  written = ['config.json'] + write_weights(hf_export.tensors(params, cfg, family), shapes,
+                                            out, max_shard_bytes)
   if tokenizer_path:   # its file, or the one a GGUF's vocabulary rebuilds
     from ropex.model.io import tokenizer  # pylint: disable=g-import-not-at-top
     name, data = tokenizer.file_of(tokenizer_path)
@@ -77,6 +97,49 @@ def export(block, params, tokenizer_path, token_ids: dict, max_positions, byte_t
     _byte_tokenizer_json(os.path.join(out, 'tokenizer.json'))
     written.append('tokenizer.json')
   return [os.path.join(out, w) for w in written]
+
+
+def shard_plan(shapes: dict, max_shard_bytes: int) -> list[list[str]]:
+  """The float32 tensors ``shapes`` (in order) grouped into shards of at most
+  ``max_shard_bytes`` each (a larger tensor alone in its own), as transformers groups them."""
+  shards, size = [[]], 0
+  for name, shape in shapes.items():
+    nbytes = 4 * math.prod(shape)
+    if shards[-1] and size + nbytes > max_shard_bytes:
+      shards.append([])
+      size = 0
+    shards[-1].append(name)
+    size += nbytes
+  return shards
+
+
+def write_weights(tensors, shapes: dict, out: str, max_shard_bytes: int) -> list[str]:
+  """Writes the ``(name, array)`` stream ``tensors`` as ``model.safetensors``, or, over
+  ``max_shard_bytes``, as ``model-0000i-of-0000n.safetensors`` shards plus
+  ``model.safetensors.index.json`` (transformers' layout); one shard's tensors are held at a
+  time. Returns the file names written."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  plan = shard_plan(shapes, max_shard_bytes)
+  names = (['model.safetensors'] if len(plan) == 1 else
+           [f'model-{i + 1:05d}-of-{len(plan):05d}.safetensors' for i in range(len(plan))])
+  file_of = {t: names[i] for i, shard in enumerate(plan) for t in shard}
+  pending: dict = {}
+  for name, value in tensors:
+    pending[name] = np.ascontiguousarray(value)
+    shard = plan[names.index(file_of[name])]
+    if len(pending) == len(shard) and set(pending) == set(shard):
+      save_file(pending, os.path.join(out, file_of[name]), metadata={'format': 'pt'})
+      pending = {}
+  if pending:
+    raise ValueError(f'tensors {sorted(pending)} did not complete their shard')
+  if len(plan) == 1:
+    return names
+  index = {'metadata': {'total_size': sum(4 * math.prod(s) for s in shapes.values())},
+           'weight_map': file_of}
+  with open(os.path.join(out, 'model.safetensors.index.json'), 'w') as f:
+    json.dump(index, f, indent=1, sort_keys=True)
+  return names + ['model.safetensors.index.json']
 
 
 def _byte_tokenizer_json(path: str) -> None:

@@ -8,7 +8,7 @@ loads the folder. The two halves also run in separate environments:
     python tests/hf_live/test_export_live.py export DIR      # ropex's venv: folders + logits
     python tests/hf_live/test_export_live.py compare DIR     # torch + transformers venv
 
-Cases: every HF fixture family (imported, then exported), paper blocks made by ropex (Gemma v1
+Cases: every HF fixture family (imported, then exported; Llama also as shards + index), paper blocks made by ropex (Gemma v1
 with p-RoPE = rope type ``proportional``, with RoPE θ 500k, with YaRN) and Gemma 4 blocks made by
 ropex (the family presets, shrunk: 31B's keys-as-values global layers with their own KV heads and
 an untied head; E2B's per-layer inputs, K/V sharing and double-wide MLP).
@@ -79,6 +79,11 @@ def export_cases(root: Path) -> list[str]:
     export_lib.export(*loaded, str(out))
     _save_logits(out, ModelConfig.from_config(loaded[0]), loaded[1], model_lib)
     names.append(family)
+  # the same Llama written as transformers' shards + index (--max_shard_size 64KiB: 8 files)
+  loaded = export_lib.from_model(str(HF_ROOT / 'llama'))
+  export_lib.export(*loaded, str(root / 'llama_sharded'), max_shard_bytes=64 * 1024)
+  _save_logits(root / 'llama_sharded', ModelConfig.from_config(loaded[0]), loaded[1], model_lib)
+  names.append('llama_sharded')
   for name, block in dict(_paper_blocks(), **_gemma4_blocks()).items():
     cfg = ModelConfig.from_config(block)
     params = nn.unbox(model_lib.Transformer(cfg).init(

@@ -227,24 +227,46 @@ def _shape(name: str, cfg: ModelConfig) -> tuple:
                     'not export)')
 
 
-def tensors(params: dict, cfg: ModelConfig, family: hf_families.Family):
-  """``{HF name: float32 array}`` of the unscanned ``params``, each rule inverted."""
+def _rule_index(rule, cfg: ModelConfig, value_shape: tuple):
+  """(source shapes, their offsets, the index map) of a mapping rule: where each element of the
+  ropex tensor goes in the concatenated HF tensors; a ConfigError if the rule is not a
+  rearrangement of them."""
+  src_shapes = [_shape(s, cfg) for s in rule.sources]
+  sizes = [int(np.prod(s)) for s in src_shapes]
+  starts = np.cumsum([0] + sizes)
+  index = rule.transform(*[np.arange(a, a + n).reshape(s) for a, n, s in
+                           zip(starts, sizes, src_shapes)])
+  if index.shape != tuple(value_shape) or not np.array_equal(np.sort(index.ravel()),
+                                                             np.arange(starts[-1])):
+    raise ConfigError(f'{"/".join(rule.path)} is not a rearrangement of {rule.sources}')
+  return src_shapes, starts, index
+
+
+def _hf_name(name: str) -> str:
+  return name if name == 'lm_head.weight' else 'model.' + name
+
+
+def tensor_shapes(params: dict, cfg: ModelConfig, family: hf_families.Family) -> dict:
+  """``{HF name: shape}`` of every tensor :func:`tensors` yields, in its order; checks every
+  rule first (so that nothing is written for a model one rule cannot invert)."""
   out = {}
   for rule in hf_mapping.rules(cfg, family.norms):
+    src_shapes, _, _ = _rule_index(rule, cfg, np.shape(_get(params, rule.path)))
+    out.update({_hf_name(n): tuple(s) for n, s in zip(rule.sources, src_shapes)})
+  return out
+
+
+def tensors(params: dict, cfg: ModelConfig, family: hf_families.Family):
+  """Yields ``(HF name, float32 array)`` of the unscanned ``params``, each rule inverted, one
+  rule at a time (only that rule's tensors are made at once)."""
+  for rule in hf_mapping.rules(cfg, family.norms):
     value = np.asarray(_get(params, rule.path), np.float32)
-    src_shapes = [_shape(s, cfg) for s in rule.sources]
-    sizes = [int(np.prod(s)) for s in src_shapes]
-    starts = np.cumsum([0] + sizes)
-    index = rule.transform(*[np.arange(a, a + n).reshape(s) for a, n, s in
-                             zip(starts, sizes, src_shapes)])
-    if index.shape != value.shape or not np.array_equal(np.sort(index.ravel()),
-                                                        np.arange(starts[-1])):
-      raise ConfigError(f'{"/".join(rule.path)} is not a rearrangement of {rule.sources}')
+    src_shapes, starts, index = _rule_index(rule, cfg, value.shape)
     flat = np.empty(starts[-1], np.float32)
     flat[index.ravel()] = value.ravel()
-    for name, a, n, s in zip(rule.sources, starts, sizes, src_shapes):
-      out[name if name == 'lm_head.weight' else 'model.' + name] = flat[a:a + n].reshape(s)
-  return out
+    del index, value
+    for name, a, s in zip(rule.sources, starts, src_shapes):
+      yield _hf_name(name), flat[a:a + int(np.prod(s))].reshape(s)
 
 
 def _get(tree, path):

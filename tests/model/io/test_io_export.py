@@ -208,3 +208,52 @@ def test_workdir_export_cli_and_bad_out(tmp_path):
   r = cli_runs.run_module('ropex.export', f'--workdir={run}', f'--out={out}')
   lines = [x for x in r.stderr.splitlines() if x.startswith('ropex.export: ')]
   assert r.returncode == 2 and len(lines) == 1 and 'not an empty folder' in lines[0], r.stderr
+  r = cli_runs.run_module('ropex.export', f'--workdir={run}', f'--out={tmp_path / "hf2"}',
+                          '--max_shard_size=5XB')
+  lines = [x for x in r.stderr.splitlines() if x.startswith('ropex.export: ')]
+  assert r.returncode == 2 and len(lines) == 1 and "--max_shard_size='5XB'" in lines[0], r.stderr
+  assert not (tmp_path / 'hf2').exists()
+
+
+def test_sharded_export_is_transformers_layout_and_the_same_tensors(tmp_path):
+  """Over --max_shard_size the weights go to model-0000i-of-0000n.safetensors with
+  model.safetensors.index.json (transformers' layout, which the loader reads through the same
+  code as the transformers-written qwen2_sharded fixture): the shards together hold exactly the
+  single-file export's tensors, each shard within the limit unless one tensor exceeds it, the
+  index names every tensor's file and the total size, and the folder imports to the fixture's
+  parameters."""
+  loaded = export_lib.from_model(os.path.join(HF, 'llama'))
+  export_lib.export(*loaded, str(tmp_path / 'one'))
+  single = load_file(str(tmp_path / 'one' / 'model.safetensors'))
+  limit = 64 * 1024
+  files = export_lib.export(*loaded, str(tmp_path / 'sharded'), max_shard_bytes=limit)
+  names = sorted(os.path.basename(f) for f in files if 'safetensors' in f)
+  shards = [n for n in names if n.endswith('.safetensors')]
+  assert len(shards) > 2 and shards[0] == f'model-00001-of-{len(shards):05d}.safetensors'
+  with open(tmp_path / 'sharded' / 'model.safetensors.index.json') as f:
+    index = json.load(f)
+  together = {}
+  for shard in shards:
+    part = load_file(str(tmp_path / 'sharded' / shard))
+    assert sum(v.nbytes for v in part.values()) <= limit or len(part) == 1, shard
+    assert all(index['weight_map'][k] == shard for k in part)
+    together.update(part)
+  assert together.keys() == single.keys() == index['weight_map'].keys()
+  for name in single:
+    np.testing.assert_array_equal(together[name], single[name], err_msg=name)
+  assert index['metadata']['total_size'] == sum(v.nbytes for v in single.values())
+  back, ref = io.load_model(str(tmp_path / 'sharded')), io.load_model(os.path.join(HF, 'llama'))
+  jax.tree.map(np.testing.assert_array_equal, back.params, ref.params)
+
+
+@pytest.mark.parametrize('text, size', [('50GB', 50 * 10**9), ('2GiB', 2 * 2**30),
+                                        ('500mb', 500 * 10**6), ('4096', 4096)])
+def test_max_shard_size_reads_transformers_units(text, size):
+  assert export_lib.shard_bytes(text) == size
+
+
+@pytest.mark.parametrize('text', ['5XB', '0', 'GB', '-3MB', '1.5GB'])
+def test_bad_max_shard_size_names_the_flag(text):
+  with pytest.raises(ConfigError, match=r"--max_shard_size=.* is not a size; allowed: a "
+                                        r"positive number of bytes"):
+    export_lib.shard_bytes(text)
