@@ -114,29 +114,26 @@ def shard_plan(shapes: dict, max_shard_bytes: int) -> list[list[str]]:
 
 
 def write_weights(tensors, shapes: dict, out: str, max_shard_bytes: int) -> list[str]:
-  """Writes the ``(name, array)`` stream ``tensors`` as ``model.safetensors``, or, over
-  ``max_shard_bytes``, as ``model-0000i-of-0000n.safetensors`` shards plus
-  ``model.safetensors.index.json`` (transformers' layout); one shard's tensors are held at a
-  time. Returns the file names written."""
+  """Writes the ``(name, array)`` stream ``tensors`` (in the order of ``shapes``) as
+  ``model.safetensors``, or, over ``max_shard_bytes``, as ``model-0000i-of-0000n.safetensors``
+  shards plus ``model.safetensors.index.json`` (transformers' layout); one shard's tensors are
+  held at a time. Returns the file names written."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
   plan = shard_plan(shapes, max_shard_bytes)
   names = (['model.safetensors'] if len(plan) == 1 else
            [f'model-{i + 1:05d}-of-{len(plan):05d}.safetensors' for i in range(len(plan))])
-  file_of = {t: names[i] for i, shard in enumerate(plan) for t in shard}
-  pending: dict = {}
-  for name, value in tensors:
-    pending[name] = np.ascontiguousarray(value)
-    shard = plan[names.index(file_of[name])]
-    if len(pending) == len(shard) and set(pending) == set(shard):
-      save_file(pending, os.path.join(out, file_of[name]), metadata={'format': 'pt'})
-      pending = {}
-  if pending:
-    raise ValueError(f'tensors {sorted(pending)} did not complete their shard')
+  stream = iter(tensors)
+  for file, shard in zip(names, plan):
+    part = {name: np.ascontiguousarray(value) for name, value in
+            (next(stream) for _ in shard)}
+    if list(part) != shard:
+      raise ValueError(f'{file}: tensors {list(part)} are not the planned {shard}')
+    save_file(part, os.path.join(out, file), metadata={'format': 'pt'})
   if len(plan) == 1:
     return names
   index = {'metadata': {'total_size': sum(4 * math.prod(s) for s in shapes.values())},
-           'weight_map': file_of}
+           'weight_map': {t: file for file, shard in zip(names, plan) for t in shard}}
   with open(os.path.join(out, 'model.safetensors.index.json'), 'w') as f:
     json.dump(index, f, indent=1, sort_keys=True)
   return names + ['model.safetensors.index.json']

@@ -131,12 +131,21 @@ class InitialStates:
   def __init__(self):
     self._host = {}
 
-  def train_state(self, config, mesh, abstract_state):
+  def _host_state(self, config, mesh):
     key = (config.model.arch, config.model.dtype, int(config.train.seed))
     if key not in self._host:
       self._host[key] = jax.device_get(loop.init_state(config, mesh))
+    return self._host[key]
+
+  def train_state(self, config, mesh, abstract_state):
+    """The initial state placed like ``abstract_state`` (ShapeDtypeStructs with shardings)."""
     shardings = jax.tree.map(lambda a: a.sharding, abstract_state)
-    return jax.device_put(self._host[key], shardings)
+    return jax.device_put(self._host_state(config, mesh), shardings)
+
+  def params(self, config, mesh, abstract_params):
+    """The initial parameters alone, placed like ``abstract_params``."""
+    shardings = jax.tree.map(lambda a: a.sharding, abstract_params)
+    return jax.device_put(self._host_state(config, mesh).params, shardings)
 
 
 def measure_train(config, steps: int, warmup: int, peak: float,
@@ -168,7 +177,7 @@ def measure_eval(config, steps: int, warmup: int, peak: float,
   eval_step = step_lib.make_eval_step(setup, len(config.data.tasks))
   abstract = step_lib.abstract_batch(setup, int(config.train.batch_size))
   compiled = eval_step.lower(setup.abstract_state.params, abstract).compile()
-  params = (states or InitialStates()).train_state(config, mesh, setup.abstract_state).params
+  params = (states or InitialStates()).params(config, mesh, setup.abstract_state.params)
   batch = _batch(config, abstract)
   seconds = _timed(lambda: compiled(params, batch), steps, warmup)
   cfg = model_config.ModelConfig.from_config(config.model)
